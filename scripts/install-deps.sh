@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
+# Install every dependency dstack-c needs on a fresh Debian 12 machine, idempotently:
+# apt packages (compilers, libraries, test tools) and the npm packages the test suite uses
+# (official dstack SDK, dcap-qvl as an independent verifier). Safe to run repeatedly.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(
+  build-essential cmake pkg-config git ca-certificates
+  clang llvm libclang-rt-14-dev
+  libssl-dev openssl libsecp256k1-dev libevent-dev libjansson-dev libfyaml-dev libcbor-dev
+  libsqlite3-dev sqlite3 libcurl4-openssl-dev libcmocka-dev
+  python3 python3-pycryptodome
+  nodejs npm
+  curl jq socat iproute2 util-linux e2fsprogs
+)
+
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+# node/npm may come from outside Debian on some machines: skip them when already on PATH.
+if command -v node >/dev/null && command -v npm >/dev/null; then
+  tmp=()
+  for p in "${missing[@]}"; do [ "$p" = nodejs ] || [ "$p" = npm ] || tmp+=("$p"); done
+  missing=("${tmp[@]+"${tmp[@]}"}")
+fi
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "install-deps: apt-get install ${missing[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+# npm packages pinned by package-lock.json; `npm ci` only when node_modules is stale.
+if [ -f package.json ]; then
+  if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+    npm ci --no-audit --no-fund --loglevel=error
+  fi
+fi
+echo "install-deps: ok"
