@@ -118,7 +118,7 @@ struct ds_collateral {
 
 #define DS_COLLATERAL_MAX_JSON (4 * 1024 * 1024)
 
-/* Load the JSON form (../shared/testdata/dcap/*_collateral.json). Errors name the field in
+/* Load the JSON form (../shared/testdata/dcap/ *_collateral.json files). Errors name the field in
  * err (NUL-terminated, may be NULL). */
 DS_MUST_USE int ds_collateral_from_json(const char *json, size_t len, struct ds_collateral **out,
                                         char *err, size_t err_size);
