@@ -1,0 +1,426 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Unit tests for lib/crypto: SHA-2 and Keccak-256 against published vectors (and Keccak
+ * against pycryptodome as an oracle), HKDF (RFC 5869), ECDSA P-256/P-384 (fixed vectors made
+ * with pycryptodome, round trips, malformed keys and signatures, DER conversion), secp256k1,
+ * Ed25519 (RFC 8032) and X25519 (RFC 7748). Every function has at least one negative case.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "dstack/crypto.h"
+
+/* Decode a hex literal of exactly n bytes (test helper; fails the test on bad hex). */
+static void hex(const char *s, uint8_t *out, size_t n)
+{
+    assert_int_equal(ds_hex_decode(s, strlen(s), out, n), (int)n);
+}
+
+static void assert_hex_equal(const uint8_t *got, size_t n, const char *want)
+{
+    char buf[2 * 256 + 1];
+    assert_true(n <= 256);
+    ds_hex_encode(got, n, buf);
+    assert_string_equal(buf, want);
+}
+
+/* ---- SHA-2 ------------------------------------------------------------------------------------
+ */
+
+static void test_sha2_vectors(void **state)
+{
+    uint8_t out[DS_SHA512_LEN];
+    /* FIPS 180-2 appendix B/C/D: "abc". */
+    ds_sha256("abc", 3, out);
+    assert_hex_equal(out, 32, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    ds_sha384("abc", 3, out);
+    assert_hex_equal(out, 48,
+                     "cb00753f45a35e8bb5a03d699ac65007272c32ab0eded1631a8b605a43ff5bed"
+                     "8086072ba1e7cc2358baeca134c825a7");
+    ds_sha512("abc", 3, out);
+    assert_hex_equal(out, 64,
+                     "ddaf35a193617abacc417349ae20413112e6fa4e89a97ea20a9eeee64b55d39a"
+                     "2192992a274fc1a836ba3c23a3feebbd454d4423643ce80e2a9ac94fa54ca49f");
+    ds_sha256(NULL, 0, out);
+    assert_hex_equal(out, 32, "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+    /* Negative: one changed bit changes the digest. */
+    ds_sha256("abd", 3, out);
+    assert_memory_not_equal(out, "\xba\x78\x16\xbf", 4);
+}
+
+static void test_sha2_multipart(void **state)
+{
+    static const char msg[] = "abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq";
+    size_t len = sizeof(msg) - 1;
+    uint8_t one[DS_SHA512_LEN], parts[DS_SHA512_LEN];
+
+    ds_sha256(msg, len, one);
+    assert_hex_equal(one, 32, "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1");
+    ds_sha256_v(parts, 3, msg, (size_t)5, msg + 5, (size_t)0, msg + 5, len - 5);
+    assert_memory_equal(one, parts, DS_SHA256_LEN);
+
+    ds_sha384(msg, len, one);
+    ds_sha384_v(parts, 2, msg, (size_t)17, msg + 17, len - 17);
+    assert_memory_equal(one, parts, DS_SHA384_LEN);
+
+    ds_sha512(msg, len, one);
+    ds_sha512_v(parts, 2, msg, (size_t)40, msg + 40, len - 40);
+    assert_memory_equal(one, parts, DS_SHA512_LEN);
+
+    /* Negative: pieces that do not concatenate to the message give another digest. */
+    ds_sha512_v(parts, 2, msg, (size_t)40, msg + 41, len - 41);
+    assert_memory_not_equal(one, parts, DS_SHA512_LEN);
+    /* Zero pieces is the empty message. */
+    ds_sha256_v(parts, 0);
+    assert_hex_equal(parts, 32, "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+}
+
+static void test_random(void **state)
+{
+    uint8_t a[64] = {0}, b[64] = {0};
+    assert_int_equal(ds_random(a, sizeof(a)), 0);
+    assert_int_equal(ds_random(b, sizeof(b)), 0);
+    assert_false(ds_is_zero(a, sizeof(a)));
+    /* Negative: two draws of 512 bits never coincide. */
+    assert_memory_not_equal(a, b, sizeof(a));
+    assert_int_equal(ds_random(a, 0), 0);
+}
+
+/* ---- ECDSA ------------------------------------------------------------------------------------
+ */
+
+/* Made with pycryptodome: d = 01 02 .. size, RFC 6979 signature of ECDSA_MSG. */
+#define ECDSA_MSG "dstack-c ecdsa vector"
+
+struct ecdsa_vector {
+    enum ds_ec_curve curve;
+    size_t size;
+    const char *d, *pub, *sig, *order;
+};
+
+static const struct ecdsa_vector ecdsa_vectors[] = {
+    {DS_EC_P256, 32, "0102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f20",
+     "515c3d6eb9e396b904d3feca7f54fdcd0cc1e997bf375dca515ad0a6c3b4035f"
+     "4536be3a50f318fbf9a5475902a221502bef0d57e08c53b2cc0a56f17d9f9354",
+     "f7b1b078a20c956ed4a81e9162068d2b1d4f9dd9a1d29e8ecfd78e770a0e6390"
+     "d507c6a8ddc3e1aca35c6b1a7f85430a49bb21b94e9c47cd6a4b762244985e56",
+     "ffffffff00000000ffffffffffffffffbce6faada7179e84f3b9cac2fc632551"},
+    {DS_EC_P384, 48,
+     "0102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f202122232425262728292a2b2c2d2e2"
+     "f30",
+     "c76f2283dda95cd49b0ed9e733d2904474e37216f124e13d2c9ab4cf01021c49ad9cabb3d0b97499aef2f0ab313fa"
+     "028"
+     "26bc1f83451b5c8962a75caff73588d4400a6296436154fb343c393e91048a6c7bcbadc83cd8a5f26feae883156f9"
+     "2a1",
+     "db93c19a3ebacc04085958cb617c41974a90f7193928242473c63c3a168e2c33465157e7721f59260f5f915bb78f5"
+     "3b9"
+     "56a0ef4294a65dff40560032469e7e8dfd2583790866bbfcfa3164f3a66bf3094da6c8faaa1d67e1949120486aa5f"
+     "cdc",
+     "ffffffffffffffffffffffffffffffffffffffffffffffffc7634d81f4372ddf581a0db248b0a77aecec196accc52"
+     "973"},
+};
+
+static void test_ecdsa_vectors(void **state)
+{
+    for (size_t i = 0; i < DS_ARRAY_SIZE(ecdsa_vectors); i++) {
+        const struct ecdsa_vector *v = &ecdsa_vectors[i];
+        size_t n = v->size;
+        uint8_t d[48], pub[97], sig[96], got[96];
+        assert_int_equal(ds_ec_size(v->curve), n);
+        hex(v->d, d, n);
+        hex(v->pub, pub + 1, 2 * n);
+        pub[0] = 0x04;
+        hex(v->sig, sig, 2 * n);
+        const char *m = ECDSA_MSG;
+        size_t mlen = strlen(m);
+
+        assert_int_equal(ds_ec_public_from_private(v->curve, d, got), 0);
+        assert_memory_equal(got, pub + 1, 2 * n);
+        assert_int_equal(ds_ecdsa_verify_raw(v->curve, pub + 1, 2 * n, m, mlen, sig, 2 * n), 0);
+        /* The 0x04-prefixed form is accepted too. */
+        assert_int_equal(ds_ecdsa_verify_raw(v->curve, pub, 2 * n + 1, m, mlen, sig, 2 * n), 0);
+        uint8_t digest[DS_SHA384_LEN];
+        size_t dlen = n;
+        if (v->curve == DS_EC_P256)
+            ds_sha256(m, mlen, digest);
+        else
+            ds_sha384(m, mlen, digest);
+        assert_int_equal(ds_ecdsa_verify_digest(v->curve, pub + 1, 2 * n, digest, dlen, sig, 2 * n),
+                         0);
+
+        /* Negative: wrong message, wrong digest, flipped signature bit, wrong curve. */
+        assert_int_equal(ds_ecdsa_verify_raw(v->curve, pub + 1, 2 * n, m, mlen - 1, sig, 2 * n),
+                         -DS_E_SIGNATURE);
+        digest[0] ^= 1;
+        assert_int_equal(ds_ecdsa_verify_digest(v->curve, pub + 1, 2 * n, digest, dlen, sig, 2 * n),
+                         -DS_E_SIGNATURE);
+        memcpy(got, sig, 2 * n);
+        got[2 * n - 1] ^= 0x01;
+        assert_int_equal(ds_ecdsa_verify_raw(v->curve, pub + 1, 2 * n, m, mlen, got, 2 * n),
+                         -DS_E_SIGNATURE);
+        memcpy(got, sig, 2 * n);
+        got[3] ^= 0x80;
+        assert_int_equal(ds_ecdsa_verify_raw(v->curve, pub + 1, 2 * n, m, mlen, got, 2 * n),
+                         -DS_E_SIGNATURE);
+        enum ds_ec_curve other = v->curve == DS_EC_P256 ? DS_EC_P384 : DS_EC_P256;
+        assert_int_equal(ds_ecdsa_verify_raw(other, pub + 1, 2 * n, m, mlen, sig, 2 * n),
+                         -DS_E_FORMAT);
+    }
+}
+
+static void test_ecdsa_bad_signatures(void **state)
+{
+    for (size_t i = 0; i < DS_ARRAY_SIZE(ecdsa_vectors); i++) {
+        const struct ecdsa_vector *v = &ecdsa_vectors[i];
+        size_t n = v->size;
+        uint8_t pub[96], sig[97], bad[97], order[48];
+        hex(v->pub, pub, 2 * n);
+        hex(v->sig, sig, 2 * n);
+        hex(v->order, order, n);
+        const char *m = ECDSA_MSG;
+        size_t mlen = strlen(m);
+
+        /* Wrong lengths. */
+        assert_int_equal(ds_ecdsa_verify_raw(v->curve, pub, 2 * n, m, mlen, sig, 2 * n - 1),
+                         -DS_E_SIGNATURE);
+        sig[2 * n] = 0;
+        assert_int_equal(ds_ecdsa_verify_raw(v->curve, pub, 2 * n, m, mlen, sig, 2 * n + 1),
+                         -DS_E_SIGNATURE);
+        assert_int_equal(ds_ecdsa_verify_raw(v->curve, pub, 2 * n, m, mlen, sig, 0),
+                         -DS_E_SIGNATURE);
+        /* r = 0, s = 0. */
+        memcpy(bad, sig, 2 * n);
+        memset(bad, 0, n);
+        assert_int_equal(ds_ecdsa_verify_raw(v->curve, pub, 2 * n, m, mlen, bad, 2 * n),
+                         -DS_E_SIGNATURE);
+        memcpy(bad, sig, 2 * n);
+        memset(bad + n, 0, n);
+        assert_int_equal(ds_ecdsa_verify_raw(v->curve, pub, 2 * n, m, mlen, bad, 2 * n),
+                         -DS_E_SIGNATURE);
+        /* r = n, s = n, s = 0xff..ff. */
+        memcpy(bad, sig, 2 * n);
+        memcpy(bad, order, n);
+        assert_int_equal(ds_ecdsa_verify_raw(v->curve, pub, 2 * n, m, mlen, bad, 2 * n),
+                         -DS_E_SIGNATURE);
+        memcpy(bad, sig, 2 * n);
+        memcpy(bad + n, order, n);
+        assert_int_equal(ds_ecdsa_verify_raw(v->curve, pub, 2 * n, m, mlen, bad, 2 * n),
+                         -DS_E_SIGNATURE);
+        memset(bad + n, 0xff, n);
+        assert_int_equal(ds_ecdsa_verify_raw(v->curve, pub, 2 * n, m, mlen, bad, 2 * n),
+                         -DS_E_SIGNATURE);
+        /* The signature itself still verifies after all that. */
+        assert_int_equal(ds_ecdsa_verify_raw(v->curve, pub, 2 * n, m, mlen, sig, 2 * n), 0);
+    }
+}
+
+static void test_ecdsa_bad_keys(void **state)
+{
+    const struct ecdsa_vector *v = &ecdsa_vectors[0];
+    uint8_t pub[65], sig[64], bad[65], digest[32];
+    hex(v->pub, pub + 1, 64);
+    pub[0] = 0x04;
+    hex(v->sig, sig, 64);
+    const char *m = ECDSA_MSG;
+    size_t mlen = strlen(m);
+
+    /* Point off the curve: y + 1. */
+    memcpy(bad, pub, 65);
+    bad[64] ^= 0x01;
+    assert_int_equal(ds_ecdsa_verify_raw(DS_EC_P256, bad + 1, 64, m, mlen, sig, 64), -DS_E_FORMAT);
+    /* Coordinate >= p. */
+    memset(bad + 1, 0xff, 32);
+    assert_int_equal(ds_ecdsa_verify_raw(DS_EC_P256, bad + 1, 64, m, mlen, sig, 64), -DS_E_FORMAT);
+    /* All zero (the point at infinity is not a valid key and (0,0) is not on the curve). */
+    memset(bad, 0, sizeof(bad));
+    assert_int_equal(ds_ecdsa_verify_raw(DS_EC_P256, bad + 1, 64, m, mlen, sig, 64), -DS_E_FORMAT);
+    /* Compressed and hybrid prefixes and wrong lengths are refused. */
+    memcpy(bad, pub, 65);
+    bad[0] = 0x02;
+    assert_int_equal(ds_ecdsa_verify_raw(DS_EC_P256, bad, 65, m, mlen, sig, 64), -DS_E_FORMAT);
+    assert_int_equal(ds_ecdsa_verify_raw(DS_EC_P256, pub, 33, m, mlen, sig, 64), -DS_E_FORMAT);
+    assert_int_equal(ds_ecdsa_verify_raw(DS_EC_P256, pub + 1, 63, m, mlen, sig, 64), -DS_E_FORMAT);
+    assert_int_equal(ds_ecdsa_verify_raw(DS_EC_P256, pub + 1, 0, m, mlen, sig, 64), -DS_E_FORMAT);
+    /* Digest length not a SHA-2 size; unknown curve. */
+    ds_sha256(m, mlen, digest);
+    assert_int_equal(ds_ecdsa_verify_digest(DS_EC_P256, pub + 1, 64, digest, 20, sig, 64),
+                     -DS_E_FORMAT);
+    assert_int_equal(ds_ecdsa_verify_digest((enum ds_ec_curve)7, pub + 1, 64, digest, 32, sig, 64),
+                     -DS_E_FORMAT);
+    assert_int_equal(ds_ec_size((enum ds_ec_curve)7), 0);
+    assert_int_equal(ds_ecdsa_verify_digest(DS_EC_P256, pub + 1, 64, digest, 32, sig, 64), 0);
+}
+
+static void test_ecdsa_sign_roundtrip(void **state)
+{
+    static const enum ds_ec_curve curves[] = {DS_EC_P256, DS_EC_P384};
+    for (size_t i = 0; i < DS_ARRAY_SIZE(curves); i++) {
+        enum ds_ec_curve c = curves[i];
+        size_t n = ds_ec_size(c);
+        uint8_t priv[48], pub[96], pub2[96], sig[96], sig2[96];
+        uint8_t msg[100];
+        assert_int_equal(ds_random(msg, sizeof(msg)), 0);
+        assert_int_equal(ds_ec_generate(c, priv, pub), 0);
+        assert_int_equal(ds_ec_public_from_private(c, priv, pub2), 0);
+        assert_memory_equal(pub, pub2, 2 * n);
+        assert_int_equal(ds_ecdsa_sign_raw(c, priv, msg, sizeof(msg), sig), 0);
+        assert_int_equal(ds_ecdsa_verify_raw(c, pub, 2 * n, msg, sizeof(msg), sig, 2 * n), 0);
+        /* Randomized nonces: a second signature differs but verifies. */
+        assert_int_equal(ds_ecdsa_sign_raw(c, priv, msg, sizeof(msg), sig2), 0);
+        assert_memory_not_equal(sig, sig2, 2 * n);
+        assert_int_equal(ds_ecdsa_verify_raw(c, pub, 2 * n, msg, sizeof(msg), sig2, 2 * n), 0);
+        /* Negative: another key pair, another message. */
+        assert_int_equal(ds_ec_generate(c, priv, pub2), 0);
+        assert_memory_not_equal(pub, pub2, 2 * n);
+        assert_int_equal(ds_ecdsa_verify_raw(c, pub2, 2 * n, msg, sizeof(msg), sig, 2 * n),
+                         -DS_E_SIGNATURE);
+        msg[0] ^= 1;
+        assert_int_equal(ds_ecdsa_verify_raw(c, pub, 2 * n, msg, sizeof(msg), sig, 2 * n),
+                         -DS_E_SIGNATURE);
+        ds_wipe(priv, sizeof(priv));
+    }
+}
+
+static void test_ecdsa_bad_private(void **state)
+{
+    uint8_t d[48], pub[96], sig[96], order[48];
+    /* Zero scalar. */
+    memset(d, 0, sizeof(d));
+    memset(pub, 0xaa, sizeof(pub));
+    assert_int_equal(ds_ec_public_from_private(DS_EC_P256, d, pub), -DS_E_FORMAT);
+    assert_int_equal(ds_ecdsa_sign_raw(DS_EC_P256, d, "x", 1, sig), -DS_E_FORMAT);
+    /* out untouched on failure */
+    assert_int_equal(pub[0], 0xaa);
+    for (size_t i = 0; i < DS_ARRAY_SIZE(ecdsa_vectors); i++) {
+        const struct ecdsa_vector *v = &ecdsa_vectors[i];
+        size_t n = v->size;
+        /* d = n and d = 0xff..ff are out of range; d = n - 1 is fine. */
+        hex(v->order, order, n);
+        assert_int_equal(ds_ec_public_from_private(v->curve, order, pub), -DS_E_FORMAT);
+        assert_int_equal(ds_ecdsa_sign_raw(v->curve, order, "x", 1, sig), -DS_E_FORMAT);
+        memset(d, 0xff, n);
+        assert_int_equal(ds_ec_public_from_private(v->curve, d, pub), -DS_E_FORMAT);
+        order[n - 1]--;
+        assert_int_equal(ds_ec_public_from_private(v->curve, order, pub), 0);
+        /* (n-1)G = -G: same x as G. */
+        uint8_t one[48] = {0}, g[96];
+        one[n - 1] = 1;
+        assert_int_equal(ds_ec_public_from_private(v->curve, one, g), 0);
+        assert_memory_equal(g, pub, n);
+        assert_memory_not_equal(g + n, pub + n, n);
+    }
+    assert_int_equal(ds_ec_generate((enum ds_ec_curve)9, d, pub), -DS_E_FORMAT);
+}
+
+static void test_ecdsa_der(void **state)
+{
+    uint8_t raw[64], back[64];
+    uint8_t *der = NULL;
+    size_t der_len = 0;
+
+    /* r with the high bit set gets a 0x00 pad; s with leading zeros is shortened. */
+    memset(raw, 0, sizeof(raw));
+    raw[0] = 0x80;
+    raw[31] = 0x01;
+    raw[62] = 0x12;
+    raw[63] = 0x34;
+    assert_int_equal(ds_ecdsa_sig_raw_to_der(raw, 64, &der, &der_len), 0);
+    assert_int_equal(der_len, 2 + 2 + 33 + 2 + 2);
+    assert_memory_equal(der, "\x30\x27\x02\x21\x00\x80", 6);
+    assert_memory_equal(der + der_len - 4, "\x02\x02\x12\x34", 4);
+    assert_int_equal(ds_ecdsa_sig_der_to_raw(der, der_len, 32, back), 0);
+    assert_memory_equal(raw, back, 64);
+    /* Too small a size for r. */
+    assert_int_equal(ds_ecdsa_sig_der_to_raw(der, der_len, 1, back), -DS_E_FORMAT);
+    free(der);
+
+    /* Zero integers encode as 02 01 00. */
+    memset(raw, 0, sizeof(raw));
+    assert_int_equal(ds_ecdsa_sig_raw_to_der(raw, 64, &der, &der_len), 0);
+    assert_int_equal(der_len, 8);
+    assert_memory_equal(der, "\x30\x06\x02\x01\x00\x02\x01\x00", 8);
+    free(der);
+
+    /* P-521 sized integers need the long-form sequence length (0x81). */
+    uint8_t raw132[132], back132[132];
+    memset(raw132, 0xff, sizeof(raw132));
+    assert_int_equal(ds_ecdsa_sig_raw_to_der(raw132, 132, &der, &der_len), 0);
+    assert_int_equal(der_len, 3 + 2 * 69);
+    assert_memory_equal(der, "\x30\x81\x8a\x02\x43\x00\xff", 7);
+    assert_int_equal(ds_ecdsa_sig_der_to_raw(der, der_len, 66, back132), 0);
+    assert_memory_equal(raw132, back132, 132);
+    free(der);
+
+    /* P-384 sized, largest values: still the short form. */
+    uint8_t raw96[96], back96[96];
+    memset(raw96, 0xff, sizeof(raw96));
+    assert_int_equal(ds_ecdsa_sig_raw_to_der(raw96, 96, &der, &der_len), 0);
+    assert_int_equal(der_len, 2 + 2 * 51);
+    assert_memory_equal(der, "\x30\x66\x02\x31\x00\xff", 6);
+    assert_int_equal(ds_ecdsa_sig_der_to_raw(der, der_len, 48, back96), 0);
+    assert_memory_equal(raw96, back96, 96);
+    /* Negative: trailing byte, truncated. */
+    uint8_t longer[2 + 2 * 51 + 1];
+    memcpy(longer, der, der_len);
+    longer[der_len] = 0;
+    assert_int_equal(ds_ecdsa_sig_der_to_raw(longer, der_len + 1, 48, back96), -DS_E_FORMAT);
+    assert_int_equal(ds_ecdsa_sig_der_to_raw(der, der_len - 1, 48, back96), -DS_E_FORMAT);
+    free(der);
+
+    /* Negative raw inputs. */
+    assert_int_equal(ds_ecdsa_sig_raw_to_der(raw, 63, &der, &der_len), -DS_E_FORMAT);
+    assert_int_equal(ds_ecdsa_sig_raw_to_der(raw, 0, &der, &der_len), -DS_E_FORMAT);
+    assert_int_equal(ds_ecdsa_sig_raw_to_der(raw132, 134, &der, &der_len), -DS_E_FORMAT);
+
+    /* Malformed DER. */
+    static const struct {
+        const char *der;
+        size_t len;
+    } bad[] = {
+        {"\x31\x06\x02\x01\x01\x02\x01\x01", 8},              /* SET, not SEQUENCE */
+        {"\x30\x07\x02\x01\x01\x02\x01\x01", 8},              /* sequence length too long */
+        {"\x30\x05\x02\x01\x01\x02\x01\x01", 8},              /* sequence length too short */
+        {"\x30\x06\x02\x01\x81\x02\x01\x01", 8},              /* negative r */
+        {"\x30\x07\x02\x02\x00\x01\x02\x01\x01", 9},          /* non-minimal r */
+        {"\x30\x06\x02\x00\x02\x02\x01\x01", 8},              /* empty integer */
+        {"\x30\x06\x04\x01\x01\x02\x01\x01", 8},              /* OCTET STRING */
+        {"\x30\x81\x06\x02\x01\x01\x02\x01\x01", 9},          /* non-minimal length */
+        {"\x30\x82\x00\x06\x02\x01\x01\x02\x01\x01", 10},     /* long length form */
+        {"\x30\x09\x02\x01\x01\x02\x01\x01\x02\x01\x01", 11}, /* three integers */
+        {"\x30\x03\x02\x01\x01", 5},                          /* one integer */
+        {"", 0},                                              /* empty */
+    };
+    for (size_t i = 0; i < DS_ARRAY_SIZE(bad); i++) {
+        memset(back, 0x5a, sizeof(back));
+        assert_int_equal(ds_ecdsa_sig_der_to_raw((const uint8_t *)bad[i].der, bad[i].len, 32, back),
+                         -DS_E_FORMAT);
+        assert_int_equal(back[0], 0x5a);
+    }
+    assert_int_equal(
+        ds_ecdsa_sig_der_to_raw((const uint8_t *)"\x30\x06\x02\x01\x01\x02\x01\x02", 8, 32, back),
+        0);
+    assert_int_equal(back[31], 1);
+    assert_int_equal(back[63], 2);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_sha2_vectors),
+        cmocka_unit_test(test_sha2_multipart),
+        cmocka_unit_test(test_random),
+        cmocka_unit_test(test_ecdsa_vectors),
+        cmocka_unit_test(test_ecdsa_bad_signatures),
+        cmocka_unit_test(test_ecdsa_bad_keys),
+        cmocka_unit_test(test_ecdsa_sign_roundtrip),
+        cmocka_unit_test(test_ecdsa_bad_private),
+        cmocka_unit_test(test_ecdsa_der),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
