@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <pthread.h>
 #include <cmocka.h>
 
 #include "dstack/crypto.h"
@@ -409,6 +410,53 @@ static void test_ecdsa_der(void **state)
     assert_int_equal(back[63], 2);
 }
 
+/* The verify path shares an immutable template key between threads; hammer it concurrently. */
+#define VERIFY_THREADS 4
+#define VERIFY_ROUNDS  200
+
+struct verify_job {
+    uint8_t pub[64], sig[64], msg[32];
+    int good, bad;
+};
+
+static void *verify_worker(void *arg)
+{
+    struct verify_job *job = arg;
+    uint8_t flipped[64];
+    memcpy(flipped, job->sig, 64);
+    flipped[10] ^= 0x04;
+    for (int i = 0; i < VERIFY_ROUNDS; i++) {
+        if (ds_ecdsa_verify_raw(DS_EC_P256, job->pub, 64, job->msg, 32, job->sig, 64) == 0)
+            job->good++;
+        if (ds_ecdsa_verify_raw(DS_EC_P256, job->pub, 64, job->msg, 32, flipped, 64) ==
+            -DS_E_SIGNATURE)
+            job->bad++;
+    }
+    return NULL;
+}
+
+static void test_ecdsa_threads(void **state)
+{
+    struct verify_job jobs[VERIFY_THREADS];
+    pthread_t tids[VERIFY_THREADS];
+    for (int t = 0; t < VERIFY_THREADS; t++) {
+        uint8_t priv[32];
+        memset(&jobs[t], 0, sizeof(jobs[t]));
+        assert_int_equal(ds_ec_generate(DS_EC_P256, priv, jobs[t].pub), 0);
+        assert_int_equal(ds_random(jobs[t].msg, sizeof(jobs[t].msg)), 0);
+        assert_int_equal(ds_ecdsa_sign_raw(DS_EC_P256, priv, jobs[t].msg, 32, jobs[t].sig), 0);
+        ds_wipe(priv, sizeof(priv));
+    }
+    for (int t = 0; t < VERIFY_THREADS; t++) {
+        assert_int_equal(pthread_create(&tids[t], NULL, verify_worker, &jobs[t]), 0);
+    }
+    for (int t = 0; t < VERIFY_THREADS; t++) {
+        assert_int_equal(pthread_join(tids[t], NULL), 0);
+        assert_int_equal(jobs[t].good, VERIFY_ROUNDS);
+        assert_int_equal(jobs[t].bad, VERIFY_ROUNDS);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -421,6 +469,7 @@ int main(void)
         cmocka_unit_test(test_ecdsa_sign_roundtrip),
         cmocka_unit_test(test_ecdsa_bad_private),
         cmocka_unit_test(test_ecdsa_der),
+        cmocka_unit_test(test_ecdsa_threads),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
