@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <pthread.h>
+#include <unistd.h>
 #include <cmocka.h>
 
 #include "dstack/crypto.h"
@@ -91,6 +92,125 @@ static void test_random(void **state)
     /* Negative: two draws of 512 bits never coincide. */
     assert_memory_not_equal(a, b, sizeof(a));
     assert_int_equal(ds_random(a, 0), 0);
+}
+
+/* ---- Keccak-256 ------------------------------------------------------------------------------ */
+
+static void test_keccak_vectors(void **state)
+{
+    uint8_t out[DS_KECCAK256_LEN], buf[1000];
+    ds_keccak256(NULL, 0, out);
+    assert_hex_equal(out, 32, "c5d2460186f7233c927e7db2dcc703c0e500b653ca82273b7bfad8045d85a470");
+    ds_keccak256("abc", 3, out);
+    assert_hex_equal(out, 32, "4e03657aea45a94fc7d47ba826c8d667c0d1e6e33a64a036ec44f58fa12d6c45");
+    /* 200 bytes of 0xa3, the Keccak team's long-message example (two blocks). */
+    memset(buf, 0xa3, 200);
+    ds_keccak256(buf, 200, out);
+    assert_hex_equal(out, 32, "3a57666b048777f2c953dc4456f45a2588e1cb6f2da760122d530ac2ce607d4a");
+    /* Eight blocks: bytes i mod 251. */
+    for (size_t i = 0; i < sizeof(buf); i++)
+        buf[i] = (uint8_t)(i % 251);
+    ds_keccak256(buf, sizeof(buf), out);
+    assert_hex_equal(out, 32, "af692982e84a5a9688359025660a7857cd28ee7c8d867cfa1677baf2e6d1f63b");
+
+    /* Negative: this is not SHA3-256 (which pads with 0x06): SHA3-256("") differs. */
+    ds_keccak256(NULL, 0, out);
+    uint8_t sha3_empty[32];
+    hex("a7ffc6f8bf1ed76651c14756a061d662f580ff4de43b49fa82d80a4b80f8434a", sha3_empty, 32);
+    assert_memory_not_equal(out, sha3_empty, 32);
+    /* Negative: one flipped input bit changes the digest. */
+    buf[500] ^= 1;
+    ds_keccak256(buf, sizeof(buf), out);
+    assert_memory_not_equal(out, "\xaf\x69\x29\x82", 4);
+}
+
+static void test_keccak_streaming(void **state)
+{
+    uint8_t buf[700], one[32], parts[32];
+    assert_int_equal(ds_random(buf, sizeof(buf)), 0);
+    /* Every split point, and chunk sizes around the rate, agree with the one-shot hash. */
+    for (size_t len = 0; len <= sizeof(buf); len += 7) {
+        ds_keccak256(buf, len, one);
+        for (size_t chunk = 1; chunk <= 300; chunk += (chunk < 140 ? 1 : 53)) {
+            struct ds_keccak k;
+            ds_keccak256_init(&k);
+            for (size_t off = 0; off < len; off += chunk)
+                ds_keccak256_update(&k, buf + off, len - off < chunk ? len - off : chunk);
+            ds_keccak256_final(&k, parts);
+            assert_memory_equal(one, parts, 32);
+        }
+    }
+    /* Zero-length updates change nothing; final wipes the state. */
+    struct ds_keccak k;
+    ds_keccak256_init(&k);
+    ds_keccak256_update(&k, buf, 0);
+    ds_keccak256_update(&k, "abc", 3);
+    ds_keccak256_update(&k, NULL, 0);
+    ds_keccak256_final(&k, parts);
+    assert_hex_equal(parts, 32, "4e03657aea45a94fc7d47ba826c8d667c0d1e6e33a64a036ec44f58fa12d6c45");
+    assert_true(ds_is_zero(&k, sizeof(k)));
+    /* Negative: splitting "abc" into "ab" + "d" is another message. */
+    ds_keccak256_init(&k);
+    ds_keccak256_update(&k, "ab", 2);
+    ds_keccak256_update(&k, "d", 1);
+    ds_keccak256_final(&k, one);
+    assert_memory_not_equal(one, parts, 32);
+}
+
+/* Lengths 0..KECCAK_ORACLE_MAX (so 135, 136, 137 around the rate) plus a few long ones. */
+#define KECCAK_ORACLE_MAX   300
+#define KECCAK_ORACLE_LONG  4
+#define KECCAK_ORACLE_COUNT (KECCAK_ORACLE_MAX + 1 + KECCAK_ORACLE_LONG)
+
+/* Cross-check random inputs against pycryptodome's keccak (one python process for all). */
+static void test_keccak_oracle(void **state)
+{
+    static const size_t long_lens[KECCAK_ORACLE_LONG] = {1087, 1088, 1089, 5000};
+    char path[] = "/tmp/ds-keccak-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    FILE *f = fdopen(fd, "w");
+    assert_non_null(f);
+    uint8_t *inputs[KECCAK_ORACLE_COUNT];
+    size_t lens[KECCAK_ORACLE_COUNT];
+    for (size_t i = 0; i < KECCAK_ORACLE_COUNT; i++) {
+        lens[i] = i <= KECCAK_ORACLE_MAX ? i : long_lens[i - KECCAK_ORACLE_MAX - 1];
+        inputs[i] = malloc(lens[i] + 1);
+        assert_non_null(inputs[i]);
+        assert_int_equal(ds_random(inputs[i], lens[i]), 0);
+        char *h = ds_hex_strdup(inputs[i], lens[i]);
+        assert_non_null(h);
+        fprintf(f, "%s\n", h);
+        free(h);
+    }
+    assert_int_equal(fclose(f), 0);
+
+    char cmd[256];
+    snprintf(cmd, sizeof(cmd),
+             "/usr/bin/python3 -c 'import sys\nfrom Cryptodome.Hash import keccak\n"
+             "for l in open(sys.argv[1]): print(keccak.new(digest_bits=256, "
+             "data=bytes.fromhex(l.strip())).hexdigest())' %s",
+             path);
+    FILE *p = popen(cmd, "r");
+    assert_non_null(p);
+    char line[128];
+    size_t n = 0;
+    while (fgets(line, sizeof(line), p)) {
+        assert_true(n < KECCAK_ORACLE_COUNT);
+        line[strcspn(line, "\n")] = 0;
+        uint8_t want[32], got[32];
+        hex(line, want, 32);
+        ds_keccak256(inputs[n], lens[n], got);
+        if (memcmp(want, got, 32) != 0)
+            fail_msg("keccak mismatch for length %zu", lens[n]);
+        n++;
+    }
+    assert_int_equal(pclose(p), 0);
+    unlink(path);
+    /* The oracle answered for every input (a missing pycryptodome is a failure, not a pass). */
+    assert_int_equal(n, KECCAK_ORACLE_COUNT);
+    for (size_t i = 0; i < KECCAK_ORACLE_COUNT; i++)
+        free(inputs[i]);
 }
 
 /* ---- ECDSA ------------------------------------------------------------------------------------
@@ -463,6 +583,9 @@ int main(void)
         cmocka_unit_test(test_sha2_vectors),
         cmocka_unit_test(test_sha2_multipart),
         cmocka_unit_test(test_random),
+        cmocka_unit_test(test_keccak_vectors),
+        cmocka_unit_test(test_keccak_streaming),
+        cmocka_unit_test(test_keccak_oracle),
         cmocka_unit_test(test_ecdsa_vectors),
         cmocka_unit_test(test_ecdsa_bad_signatures),
         cmocka_unit_test(test_ecdsa_bad_keys),
