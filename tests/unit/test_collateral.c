@@ -3,7 +3,9 @@
  * Unit tests for lib/attest/collateral.c (the QuoteCollateralV3 JSON form, spec §2.1):
  * round trips over the real Intel samples in ../shared/testdata/dcap, byte-exact output, and a
  * negative test for every way a field can be wrong (missing, wrong JSON type, bad hex, too
- * large), plus input that is not a JSON object at all.
+ * large), plus input that is not a JSON object at all. The fetch (spec §2.8) is tested against
+ * a small PCCS stand-in (libevent evhttp on 127.0.0.1, port 0) that serves the same samples
+ * the way a PCCS does, so the fetched collateral must equal the sample byte for byte.
  */
 #include <errno.h>
 #include <setjmp.h>
@@ -14,7 +16,17 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <sys/socket.h>
+
 #include <cmocka.h>
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+#include <event2/thread.h>
 #include <jansson.h>
 
 #include "dstack/attest.h"
@@ -419,6 +431,542 @@ static void test_to_json_requires_fields(void **state)
     ds_collateral_free(NULL);
 }
 
+/* ---- the PCCS stand-in ------------------------------------------------------------------- */
+
+/*
+ * The first path segment selects how the server misbehaves, so one server covers every case:
+ * http://127.0.0.1:PORT/<mode>/sgx/certification/v4/...
+ */
+#define SRV_LOG_MAX 32
+
+struct srv {
+    struct event_base *base;
+    struct evhttp *http;
+    pthread_t thread;
+    int port;
+    struct ds_collateral *tdx, *sgx;
+    char *pck_leaf, *pck_issuer; /* the SGX sample quote's chain, for pckcert */
+    pthread_mutex_t lock;
+    char log[SRV_LOG_MAX][1024];
+    size_t log_count;
+};
+
+static struct srv srv;
+
+static void srv_header(struct evhttp_request *req, const char *name, const char *value)
+{
+    char *enc = evhttp_uriencode(value, -1, 0);
+    assert_non_null(enc);
+    evhttp_add_header(evhttp_request_get_output_headers(req), name, enc);
+    free(enc);
+}
+
+static void srv_reply(struct evhttp_request *req, int code, const void *body, size_t len)
+{
+    struct evbuffer *b = evbuffer_new();
+    evbuffer_add(b, body, len);
+    evhttp_send_reply(req, code, code == 200 ? "OK" : "Error", b);
+    evbuffer_free(b);
+}
+
+/* {"<key>": <signed>, "signature": "<hex>"} in the PCCS layout, or a harder one. */
+static void srv_signed(struct evhttp_request *req, const char *mode, const char *key,
+                       const char *signed_json, size_t signed_len, const uint8_t *sig,
+                       size_t sig_len)
+{
+    char *hex = ds_hex_strdup(sig, sig_len);
+    struct evbuffer *b = evbuffer_new();
+    if (strcmp(mode, "spaced") == 0) {
+        /* signature first, whitespace everywhere, a decoy member whose string holds the
+         * key name, braces and escaped quotes */
+        evbuffer_add_printf(b,
+                            "\r\n{ \"decoy\" : [ \"\\\"%s\\\": {\", {\"%s\": 1} ] ,\n"
+                            "  \"signature\" :\t\"%s\" ,\n  \"%s\" :  ",
+                            key, key, hex, key);
+        evbuffer_add(b, signed_json, signed_len);
+        evbuffer_add_printf(b, "\n}\n");
+    } else if (strcmp(mode, "notcb") == 0) {
+        evbuffer_add_printf(b, "{\"%sX\":{},\"signature\":\"%s\"}", key, hex);
+    } else {
+        evbuffer_add_printf(b, "{\"%s\":", key);
+        evbuffer_add(b, signed_json, signed_len);
+        evbuffer_add_printf(b, ",\"signature\":\"%s\"}", hex);
+    }
+    evhttp_send_reply(req, 200, "OK", b);
+    evbuffer_free(b);
+    free(hex);
+}
+
+static void srv_handle(struct evhttp_request *req, void *arg)
+{
+    (void)arg;
+    const char *uri = evhttp_request_get_uri(req);
+    char mode[32];
+    const char *rest = strchr(uri + 1, '/');
+    if (uri[0] != '/' || !rest || (size_t)(rest - uri - 1) >= sizeof(mode)) {
+        srv_reply(req, 404, "", 0);
+        return;
+    }
+    memcpy(mode, uri + 1, (size_t)(rest - uri - 1));
+    mode[rest - uri - 1] = 0;
+    pthread_mutex_lock(&srv.lock);
+    if (srv.log_count < SRV_LOG_MAX) {
+        snprintf(srv.log[srv.log_count++], sizeof(srv.log[0]), "%s", rest);
+    }
+    pthread_mutex_unlock(&srv.lock);
+
+    if (strcmp(mode, "e404") == 0) {
+        srv_reply(req, 404, "not here", 8);
+        return;
+    }
+    if (strcmp(rest, "/sgx/certification/v4/pckcrl?ca=platform&encoding=der") == 0 ||
+        strcmp(rest, "/sgx/certification/v4/pckcrl?ca=processor&encoding=der") == 0) {
+        const struct ds_collateral *c = strstr(rest, "platform") ? srv.tdx : srv.sgx;
+        if (strcmp(mode, "big") == 0) {
+            size_t n = 1024 * 1024 + 1;
+            char *big = calloc(1, n);
+            srv_header(req, "SGX-PCK-CRL-Issuer-Chain", c->pck_crl_issuer_chain);
+            srv_reply(req, 200, big, n);
+            free(big);
+            return;
+        }
+        if (strcmp(mode, "bigchunked") == 0) {
+            /* no Content-Length: only the write callback can stop it */
+            static char chunk[64 * 1024];
+            srv_header(req, "SGX-PCK-CRL-Issuer-Chain", c->pck_crl_issuer_chain);
+            evhttp_send_reply_start(req, 200, "OK");
+            for (int i = 0; i < 17; i++) {
+                struct evbuffer *b = evbuffer_new();
+                evbuffer_add(b, chunk, sizeof(chunk));
+                evhttp_send_reply_chunk(req, b);
+                evbuffer_free(b);
+            }
+            evhttp_send_reply_end(req);
+            return;
+        }
+        srv_header(req, "SGX-PCK-CRL-Issuer-Chain", c->pck_crl_issuer_chain);
+        srv_reply(req, 200, c->pck_crl, c->pck_crl_len);
+        return;
+    }
+    const struct ds_collateral *by_tee = NULL;
+    const char *tail = NULL;
+    if (strncmp(rest, "/tdx/certification/v4/", 22) == 0) {
+        by_tee = srv.tdx;
+        tail = rest + 22;
+    } else if (strncmp(rest, "/sgx/certification/v4/", 22) == 0) {
+        by_tee = srv.sgx;
+        tail = rest + 22;
+    }
+    if (tail && (strcmp(tail, "tcb?fmspc=B0C06F000000") == 0 ||
+                 strcmp(tail, "tcb?fmspc=00A067110000") == 0)) {
+        const struct ds_collateral *c = strstr(tail, "B0C06F") ? srv.tdx : srv.sgx;
+        if (c != by_tee) {
+            srv_reply(req, 404, "", 0);
+            return;
+        }
+        if (strcmp(mode, "spaced") == 0) {
+            srv_header(req, "TCB-Info-Issuer-Chain", c->tcb_info_issuer_chain);
+        } else if (strcmp(mode, "nohdr") != 0) {
+            srv_header(req, "SGX-TCB-Info-Issuer-Chain", c->tcb_info_issuer_chain);
+        }
+        srv_signed(req, mode, "tcbInfo", c->tcb_info, c->tcb_info_len, c->tcb_info_signature,
+                   c->tcb_info_signature_len);
+        return;
+    }
+    if (tail && strcmp(tail, "qe/identity?update=standard") == 0) {
+        if (strcmp(mode, "qe404") == 0) {
+            srv_reply(req, 404, "", 0);
+            return;
+        }
+        srv_header(req, "SGX-Enclave-Identity-Issuer-Chain", by_tee->qe_identity_issuer_chain);
+        srv_signed(req, mode, "enclaveIdentity", by_tee->qe_identity, by_tee->qe_identity_len,
+                   by_tee->qe_identity_signature, by_tee->qe_identity_signature_len);
+        return;
+    }
+    if (strcmp(rest, "/sgx/certification/v4/rootcacrl") == 0) {
+        if (strcmp(mode, "badhex") == 0) {
+            srv_reply(req, 200, "30zz", 4);
+            return;
+        }
+        char *hex = ds_hex_strdup(srv.sgx->root_ca_crl, srv.sgx->root_ca_crl_len);
+        srv_reply(req, 200, hex, strlen(hex));
+        free(hex);
+        return;
+    }
+    if (strncmp(rest, "/sgx/certification/v4/pckcert?", 30) == 0) {
+        struct evkeyvalq q;
+        char tcbm[64];
+        evhttp_parse_query_str(rest + 30, &q);
+        const char *cpusvn = evhttp_find_header(&q, "cpusvn");
+        const char *pcesvn = evhttp_find_header(&q, "pcesvn");
+        snprintf(tcbm, sizeof(tcbm), "%s%s", cpusvn ? cpusvn : "",
+                 strcmp(mode, "tcbm") == 0 ? "FFFF" : (pcesvn ? pcesvn : ""));
+        evhttp_clear_headers(&q);
+        srv_header(req, "SGX-PCK-Certificate-Issuer-Chain", srv.pck_issuer);
+        srv_header(req, "SGX-TCBm", tcbm);
+        srv_reply(req, 200, srv.pck_leaf, strlen(srv.pck_leaf));
+        return;
+    }
+    srv_reply(req, 404, "", 0);
+}
+
+static void *srv_main(void *arg)
+{
+    (void)arg;
+    event_base_dispatch(srv.base);
+    return NULL;
+}
+
+static uint8_t *read_bin(const char *name, size_t *len)
+{
+    return (uint8_t *)read_sample(name, len);
+}
+
+static int srv_setup(void **state)
+{
+    (void)state;
+    size_t len;
+    uint8_t *quote = read_bin("sgx_quote", &len);
+    struct ds_quote q;
+    assert_int_equal(ds_quote_parse(quote, len, &q), 0);
+    assert_int_equal(q.cert_type, 5);
+    /* split the quote's PEM chain into the leaf and its issuers */
+    char *pem = strndup((const char *)q.cert_data, q.cert_data_len);
+    char *second = strstr(pem + 1, "-----BEGIN CERTIFICATE-----");
+    assert_non_null(second);
+    srv.pck_issuer = strdup(second);
+    *second = 0;
+    srv.pck_leaf = pem;
+    free(quote);
+
+    srv.tdx = load_sample("tdx_quote_collateral.json");
+    srv.sgx = load_sample("sgx_quote_collateral.json");
+    pthread_mutex_init(&srv.lock, NULL);
+    assert_int_equal(evthread_use_pthreads(), 0);
+    srv.base = event_base_new();
+    srv.http = evhttp_new(srv.base);
+    assert_non_null(srv.http);
+    evhttp_set_gencb(srv.http, srv_handle, NULL);
+    struct evhttp_bound_socket *bs = evhttp_bind_socket_with_handle(srv.http, "127.0.0.1", 0);
+    assert_non_null(bs);
+    struct sockaddr_in sin;
+    socklen_t sl = sizeof(sin);
+    assert_int_equal(getsockname(evhttp_bound_socket_get_fd(bs), (struct sockaddr *)&sin, &sl), 0);
+    srv.port = ntohs(sin.sin_port);
+    assert_int_equal(pthread_create(&srv.thread, NULL, srv_main, NULL), 0);
+    return 0;
+}
+
+static int srv_teardown(void **state)
+{
+    (void)state;
+    event_base_loopbreak(srv.base);
+    pthread_join(srv.thread, NULL);
+    evhttp_free(srv.http);
+    event_base_free(srv.base);
+    ds_collateral_free(srv.tdx);
+    ds_collateral_free(srv.sgx);
+    free(srv.pck_leaf);
+    free(srv.pck_issuer);
+    pthread_mutex_destroy(&srv.lock);
+    libevent_global_shutdown();
+    return 0;
+}
+
+static void srv_log_reset(void)
+{
+    pthread_mutex_lock(&srv.lock);
+    srv.log_count = 0;
+    pthread_mutex_unlock(&srv.lock);
+}
+
+/* Fetch for a quote file from base http://127.0.0.1:PORT/<suffix>. */
+static int fetch_sample(const char *quote_name, const char *suffix, struct ds_collateral **out,
+                        char *err, size_t err_size)
+{
+    size_t len;
+    uint8_t *quote = read_bin(quote_name, &len);
+    char base[256];
+    snprintf(base, sizeof(base), "http://127.0.0.1:%d/%s", srv.port, suffix);
+    srv_log_reset();
+    int r = ds_collateral_fetch(base, quote, len, 10000, out, err, err_size);
+    free(quote);
+    return r;
+}
+
+static void assert_equals_sample(const struct ds_collateral *c, const char *json_name)
+{
+    size_t len;
+    char *json = read_sample(json_name, &len), *out = NULL;
+    struct ds_collateral *want = load_sample(json_name);
+    assert_collateral_equal(c, want);
+    assert_int_equal(ds_collateral_to_json(c, &out), 0);
+    assert_int_equal(strlen(out), len);
+    assert_memory_equal(out, json, len);
+    free(out);
+    free(json);
+    ds_collateral_free(want);
+}
+
+static void test_fetch_tdx(void **state)
+{
+    (void)state;
+    struct ds_collateral *c = NULL;
+    char err[512];
+    int r = fetch_sample("tdx_quote", "ok", &c, err, sizeof(err));
+    if (r < 0) {
+        fail_msg("fetch: %s (%s)", err, ds_strerror(r));
+    }
+    assert_equals_sample(c, "tdx_quote_collateral.json");
+    ds_collateral_free(c);
+    /* the exact requests of spec §2.8: Platform CA, TDX paths, FMSPC uppercase */
+    const char *want[] = {
+        "/sgx/certification/v4/pckcrl?ca=platform&encoding=der",
+        "/tdx/certification/v4/tcb?fmspc=B0C06F000000",
+        "/tdx/certification/v4/qe/identity?update=standard",
+        "/sgx/certification/v4/rootcacrl",
+    };
+    assert_int_equal(srv.log_count, DS_ARRAY_SIZE(want));
+    for (size_t i = 0; i < DS_ARRAY_SIZE(want); i++) {
+        assert_string_equal(srv.log[i], want[i]);
+    }
+}
+
+static void test_fetch_sgx(void **state)
+{
+    (void)state;
+    struct ds_collateral *c = NULL;
+    char err[512];
+    int r = fetch_sample("sgx_quote", "ok", &c, err, sizeof(err));
+    if (r < 0) {
+        fail_msg("fetch: %s (%s)", err, ds_strerror(r));
+    }
+    assert_equals_sample(c, "sgx_quote_collateral.json");
+    ds_collateral_free(c);
+    const char *want[] = {
+        "/sgx/certification/v4/pckcrl?ca=processor&encoding=der",
+        "/sgx/certification/v4/tcb?fmspc=00A067110000",
+        "/sgx/certification/v4/qe/identity?update=standard",
+        "/sgx/certification/v4/rootcacrl",
+    };
+    assert_int_equal(srv.log_count, DS_ARRAY_SIZE(want));
+    for (size_t i = 0; i < DS_ARRAY_SIZE(want); i++) {
+        assert_string_equal(srv.log[i], want[i]);
+    }
+}
+
+static void test_fetch_base_normalised(void **state)
+{
+    (void)state;
+    const char *bases[] = {"ok/", "ok///", "ok/tdx/certification/v4", "ok/sgx/certification/v4/",
+                           "ok/tdx/certification/v4/sgx/certification/v4"};
+    for (size_t i = 0; i < DS_ARRAY_SIZE(bases); i++) {
+        struct ds_collateral *c = NULL;
+        char err[512];
+        int r = fetch_sample("tdx_quote", bases[i], &c, err, sizeof(err));
+        if (r < 0) {
+            fail_msg("%s: %s (%s)", bases[i], err, ds_strerror(r));
+        }
+        assert_equals_sample(c, "tdx_quote_collateral.json");
+        ds_collateral_free(c);
+        assert_string_equal(srv.log[0], "/sgx/certification/v4/pckcrl?ca=platform&encoding=der");
+    }
+}
+
+/* Whitespace, member order, a decoy string and Intel's TDX header name: same exact bytes. */
+static void test_fetch_exact_span(void **state)
+{
+    (void)state;
+    const char *quotes[] = {"tdx_quote", "sgx_quote"};
+    const char *jsons[] = {"tdx_quote_collateral.json", "sgx_quote_collateral.json"};
+    for (size_t i = 0; i < 2; i++) {
+        struct ds_collateral *c = NULL;
+        char err[512];
+        int r = fetch_sample(quotes[i], "spaced", &c, err, sizeof(err));
+        if (r < 0) {
+            fail_msg("%s: %s (%s)", quotes[i], err, ds_strerror(r));
+        }
+        assert_equals_sample(c, jsons[i]);
+        ds_collateral_free(c);
+    }
+}
+
+static void test_fetch_http_errors(void **state)
+{
+    (void)state;
+    struct ds_collateral *c = NULL;
+    char err[512], want[256];
+
+    assert_int_equal(fetch_sample("tdx_quote", "e404", &c, err, sizeof(err)), -DS_E_NETWORK);
+    assert_null(c);
+    snprintf(want, sizeof(want),
+             "GET http://127.0.0.1:%d/e404/sgx/certification/v4/pckcrl?ca=platform&encoding=der: "
+             "HTTP status 404",
+             srv.port);
+    assert_string_equal(err, want);
+
+    assert_int_equal(fetch_sample("sgx_quote", "qe404", &c, err, sizeof(err)), -DS_E_NETWORK);
+    snprintf(want, sizeof(want),
+             "GET http://127.0.0.1:%d/qe404/sgx/certification/v4/qe/identity?update=standard: "
+             "HTTP status 404",
+             srv.port);
+    assert_string_equal(err, want);
+
+    /* nobody listening: a transport error names the URL too */
+    size_t len;
+    uint8_t *quote = read_bin("tdx_quote", &len);
+    assert_int_equal(
+        ds_collateral_fetch("http://127.0.0.1:1", quote, len, 5000, &c, err, sizeof(err)),
+        -DS_E_NETWORK);
+    assert_non_null(strstr(err, "GET http://127.0.0.1:1/sgx/certification/v4/pckcrl"));
+    /* only http(s) */
+    assert_int_equal(ds_collateral_fetch("file:///etc", quote, len, 5000, &c, err, sizeof(err)),
+                     -DS_E_NETWORK);
+    assert_int_equal(ds_collateral_fetch("", quote, len, 5000, &c, err, sizeof(err)), -EINVAL);
+    assert_null(c);
+    free(quote);
+}
+
+static void test_fetch_oversized(void **state)
+{
+    (void)state;
+    struct ds_collateral *c = NULL;
+    char err[512];
+    const char *modes[] = {"big", "bigchunked"};
+    for (size_t i = 0; i < DS_ARRAY_SIZE(modes); i++) {
+        assert_int_equal(fetch_sample("tdx_quote", modes[i], &c, err, sizeof(err)), -DS_E_LIMIT);
+        assert_null(c);
+        assert_non_null(strstr(err, "pckcrl?ca=platform&encoding=der: response larger than "
+                                    "1048576 bytes"));
+    }
+}
+
+static void test_fetch_bad_responses(void **state)
+{
+    (void)state;
+    struct ds_collateral *c = NULL;
+    char err[512];
+
+    assert_int_equal(fetch_sample("tdx_quote", "nohdr", &c, err, sizeof(err)), -DS_E_PROTOCOL);
+    assert_null(c);
+    assert_non_null(strstr(err, "/tdx/certification/v4/tcb?fmspc=B0C06F000000: missing header "
+                                "TCB-Info-Issuer-Chain"));
+
+    assert_int_equal(fetch_sample("tdx_quote", "notcb", &c, err, sizeof(err)), -DS_E_PROTOCOL);
+    assert_null(c);
+    assert_non_null(strstr(err, "tcb?fmspc=B0C06F000000: response has no tcbInfo object"));
+
+    assert_int_equal(fetch_sample("sgx_quote", "badhex", &c, err, sizeof(err)), -DS_E_PROTOCOL);
+    assert_null(c);
+    assert_non_null(strstr(err, "/rootcacrl: root CA CRL: expected hex text"));
+
+    /* a quote that does not parse never reaches the network */
+    srv_log_reset();
+    uint8_t junk[100] = {4, 0, 2, 0};
+    char base[64];
+    snprintf(base, sizeof(base), "http://127.0.0.1:%d/ok", srv.port);
+    assert_int_equal(ds_collateral_fetch(base, junk, sizeof(junk), 5000, &c, err, sizeof(err)),
+                     -DS_E_TRUNCATED);
+    assert_int_equal(srv.log_count, 0);
+}
+
+/* The SGX sample rewritten to carry certification data type 3 (encrypted PPID, RSA-3072). */
+static uint8_t *make_type3_quote(size_t *out_len, uint8_t cpusvn[16], uint8_t pcesvn[2])
+{
+    size_t len;
+    uint8_t *quote = read_bin("sgx_quote", &len);
+    struct ds_quote q;
+    assert_int_equal(ds_quote_parse(quote, len, &q), 0);
+    /* v3: header 48 + report 384, auth_len u32, then the cert data header 6 bytes before
+     * cert_data */
+    size_t cert_hdr = (size_t)(q.cert_data - quote) - 6;
+    size_t body_len = 384 + 16 + 2 + 2;
+    size_t n = cert_hdr + 6 + body_len;
+    uint8_t *out = calloc(1, n);
+    memcpy(out, quote, cert_hdr);
+    uint8_t *p = out + cert_hdr;
+    p[0] = 3;
+    p[1] = 0;
+    p[2] = (uint8_t)body_len;
+    p[3] = (uint8_t)(body_len >> 8);
+    p += 6;
+    memset(p, 0xab, 384);
+    for (int i = 0; i < 16; i++) {
+        cpusvn[i] = (uint8_t)(0x10 + i);
+    }
+    memcpy(p + 384, cpusvn, 16);
+    pcesvn[0] = 0x0d;
+    pcesvn[1] = 0x00;
+    memcpy(p + 400, pcesvn, 2);
+    p[402] = 0;
+    p[403] = 0;
+    uint32_t auth = (uint32_t)(n - 432 - 4);
+    out[432] = (uint8_t)auth;
+    out[433] = (uint8_t)(auth >> 8);
+    out[434] = (uint8_t)(auth >> 16);
+    out[435] = (uint8_t)(auth >> 24);
+    assert_int_equal(ds_quote_parse(out, n, &q), 0);
+    assert_int_equal(q.cert_type, 3);
+    free(quote);
+    *out_len = n;
+    return out;
+}
+
+static void test_fetch_encrypted_ppid(void **state)
+{
+    (void)state;
+    uint8_t cpusvn[16], pcesvn[2];
+    size_t len;
+    uint8_t *quote = make_type3_quote(&len, cpusvn, pcesvn);
+    struct ds_collateral *c = NULL;
+    char err[512], base[64];
+    snprintf(base, sizeof(base), "http://127.0.0.1:%d/ok", srv.port);
+    srv_log_reset();
+    int r = ds_collateral_fetch(base, quote, len, 10000, &c, err, sizeof(err));
+    if (r < 0) {
+        fail_msg("fetch: %s (%s)", err, ds_strerror(r));
+    }
+    /* the fetched chain travels in the collateral; the rest is the SGX sample */
+    assert_non_null(c->pck_certificate_chain);
+    char *chain = malloc(strlen(srv.pck_leaf) + strlen(srv.pck_issuer) + 1);
+    strcpy(chain, srv.pck_leaf);
+    strcat(chain, srv.pck_issuer);
+    assert_string_equal(c->pck_certificate_chain, chain);
+    free(chain);
+    free(c->pck_certificate_chain);
+    c->pck_certificate_chain = NULL;
+    assert_equals_sample(c, "sgx_quote_collateral.json");
+    ds_collateral_free(c);
+    c = NULL;
+    char want[1400], ppid[769];
+    for (int i = 0; i < 768; i += 2) {
+        ppid[i] = 'A';
+        ppid[i + 1] = 'B';
+    }
+    ppid[768] = 0;
+    /* qeid is the first 16 bytes of the header's user_data, uppercase */
+    struct ds_quote q;
+    assert_int_equal(ds_quote_parse(quote, len, &q), 0);
+    char qeid[33];
+    for (int i = 0; i < 16; i++) {
+        snprintf(qeid + 2 * i, 3, "%02X", q.user_data[i]);
+    }
+    snprintf(want, sizeof(want),
+             "/sgx/certification/v4/pckcert?qeid=%s&encrypted_ppid=%s"
+             "&cpusvn=101112131415161718191A1B1C1D1E1F&pcesvn=0D00&pceid=0000",
+             qeid, ppid);
+    assert_string_equal(srv.log[0], want);
+    assert_string_equal(srv.log[1], "/sgx/certification/v4/pckcrl?ca=processor&encoding=der");
+
+    /* PCS answered for another TCB: the platform is not registered for this one */
+    snprintf(base, sizeof(base), "http://127.0.0.1:%d/tcbm", srv.port);
+    assert_int_equal(ds_collateral_fetch(base, quote, len, 10000, &c, err, sizeof(err)),
+                     -DS_E_MISMATCH);
+    assert_null(c);
+    assert_non_null(strstr(err, "SGX-TCBm"));
+    free(quote);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -436,5 +984,17 @@ int main(void)
         cmocka_unit_test(test_duplicate_and_nul),
         cmocka_unit_test(test_to_json_requires_fields),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    const struct CMUnitTest fetch_tests[] = {
+        cmocka_unit_test(test_fetch_tdx),
+        cmocka_unit_test(test_fetch_sgx),
+        cmocka_unit_test(test_fetch_base_normalised),
+        cmocka_unit_test(test_fetch_exact_span),
+        cmocka_unit_test(test_fetch_http_errors),
+        cmocka_unit_test(test_fetch_oversized),
+        cmocka_unit_test(test_fetch_bad_responses),
+        cmocka_unit_test(test_fetch_encrypted_ppid),
+    };
+    int failed = cmocka_run_group_tests(tests, NULL, NULL);
+    failed += cmocka_run_group_tests_name("fetch", fetch_tests, srv_setup, srv_teardown);
+    return failed;
 }
