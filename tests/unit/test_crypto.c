@@ -654,6 +654,191 @@ static void test_ecdsa_threads(void **state)
     }
 }
 
+/* ---- secp256k1 ---------------------------------------------------------------------------------
+ */
+
+#define K256_ORDER "fffffffffffffffffffffffffffffffebaaedce6af48a03bbfd25e8cd0364141"
+
+static void test_k256_keys(void **state)
+{
+    uint8_t priv[32] = {0}, pub33[33], pub65[65];
+    priv[31] = 1;
+    assert_true(ds_k256_valid_private(priv));
+    assert_int_equal(ds_k256_public(priv, pub33), 0);
+    assert_hex_equal(pub33, 33,
+                     "0279be667ef9dcbbac55a06295ce870b07029bfcdb2dce28d959f2815b16f81798");
+    assert_int_equal(ds_k256_public_uncompressed(priv, pub65), 0);
+    assert_hex_equal(pub65, 65,
+                     "0479be667ef9dcbbac55a06295ce870b07029bfcdb2dce28d959f2815b16f81798"
+                     "483ada7726a3c4655da4fbfc0e1108a8fd17b448a68554199c47d08ffb10d4b8");
+
+    /* Ethereum address of the EIP-155 example key 0x46..46: keccak(X||Y)[12..32]. */
+    memset(priv, 0x46, sizeof(priv));
+    assert_int_equal(ds_k256_public_uncompressed(priv, pub65), 0);
+    uint8_t h[32];
+    ds_keccak256(pub65 + 1, 64, h);
+    assert_hex_equal(h + 12, 20, "9d8a62f656a8d1615c1294fd71e9cfb3e4855a4f");
+
+    /* Negative: 0, n, 2^256-1 are not private keys; out is left untouched. */
+    static const char *bad[] = {
+        "0000000000000000000000000000000000000000000000000000000000000000",
+        K256_ORDER,
+        "ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff",
+    };
+    for (size_t i = 0; i < DS_ARRAY_SIZE(bad); i++) {
+        hex(bad[i], priv, 32);
+        memset(pub33, 0x5a, sizeof(pub33));
+        assert_false(ds_k256_valid_private(priv));
+        assert_int_equal(ds_k256_public(priv, pub33), -DS_E_FORMAT);
+        assert_int_equal(ds_k256_public_uncompressed(priv, pub65), -DS_E_FORMAT);
+        assert_int_equal(pub33[0], 0x5a);
+        uint8_t sig[65];
+        assert_int_equal(ds_k256_sign_recoverable(priv, h, sig), -DS_E_FORMAT);
+    }
+    /* n - 1 is the largest valid key; its public key is -G. */
+    hex(K256_ORDER, priv, 32);
+    priv[31]--;
+    assert_true(ds_k256_valid_private(priv));
+    assert_int_equal(ds_k256_public(priv, pub33), 0);
+    assert_hex_equal(pub33, 33,
+                     "0379be667ef9dcbbac55a06295ce870b07029bfcdb2dce28d959f2815b16f81798");
+    assert_false(ds_k256_valid_private(NULL));
+}
+
+/* EIP-155's worked example: key 0x46..46 signs this hash with r, s below and v = 37 (id 0). */
+static void test_k256_eip155_vector(void **state)
+{
+    uint8_t priv[32], digest[32], sig[65], want[64], pub[33], rec[33];
+    memset(priv, 0x46, sizeof(priv));
+    hex("daf5a779ae972f972197303d7b574746c7ef83eadac0f2791ad23db92e4c8e53", digest, 32);
+    hex("28ef61340bd939bc2195fe537567866003e1a15d3c71ff63e1590620aa636276"
+        "67cbe9d8997f761aecb703304b3800ccf555c9f3dc64214b297fb1966a3b6d83",
+        want, 64);
+    assert_int_equal(ds_k256_sign_recoverable(priv, digest, sig), 0);
+    assert_memory_equal(sig, want, 64); /* RFC 6979: deterministic */
+    assert_int_equal(sig[64], 0);
+    assert_int_equal(ds_k256_public(priv, pub), 0);
+    assert_int_equal(ds_k256_recover(sig, digest, rec), 0);
+    assert_memory_equal(pub, rec, 33);
+    sig[64] = 27;
+    assert_int_equal(ds_k256_recover(sig, digest, rec), 0);
+    assert_memory_equal(pub, rec, 33);
+    /* Negative: the other recovery id yields another key (or none). */
+    sig[64] = 28;
+    int r = ds_k256_recover(sig, digest, rec);
+    assert_true(r == 0 || r == -DS_E_SIGNATURE);
+    if (r == 0)
+        assert_memory_not_equal(pub, rec, 33);
+}
+
+static void test_k256_sign_recover_verify(void **state)
+{
+    for (int round = 0; round < 8; round++) {
+        uint8_t priv[32], digest[32], sig[65], pub33[33], pub65[65], rec[33];
+        do {
+            assert_int_equal(ds_random(priv, 32), 0);
+        } while (!ds_k256_valid_private(priv));
+        assert_int_equal(ds_random(digest, 32), 0);
+        assert_int_equal(ds_k256_public(priv, pub33), 0);
+        assert_int_equal(ds_k256_public_uncompressed(priv, pub65), 0);
+        assert_memory_equal(pub33 + 1, pub65 + 1, 32);
+        assert_int_equal(pub33[0], 2 + (pub65[64] & 1));
+
+        assert_int_equal(ds_k256_sign_recoverable(priv, digest, sig), 0);
+        assert_true(sig[64] <= 1);
+        assert_int_equal(ds_k256_recover(sig, digest, rec), 0);
+        assert_memory_equal(rec, pub33, 33);
+        sig[64] += 27;
+        assert_int_equal(ds_k256_recover(sig, digest, rec), 0);
+        assert_memory_equal(rec, pub33, 33);
+        sig[64] -= 27;
+        assert_int_equal(ds_k256_verify(pub33, 33, digest, sig), 0);
+        assert_int_equal(ds_k256_verify(pub65, 65, digest, sig), 0);
+
+        /* Negative: wrong digest recovers a different key and does not verify. */
+        uint8_t other[32];
+        memcpy(other, digest, 32);
+        other[0] ^= 0x01;
+        int r = ds_k256_recover(sig, other, rec);
+        assert_true(r == 0 || r == -DS_E_SIGNATURE);
+        if (r == 0)
+            assert_memory_not_equal(rec, pub33, 33);
+        assert_int_equal(ds_k256_verify(pub33, 33, other, sig), -DS_E_SIGNATURE);
+        /* Negative: a flipped signature bit. */
+        sig[40] ^= 0x10;
+        assert_int_equal(ds_k256_verify(pub33, 33, digest, sig), -DS_E_SIGNATURE);
+        sig[40] ^= 0x10;
+        ds_wipe(priv, sizeof(priv));
+    }
+}
+
+static void test_k256_malformed(void **state)
+{
+    uint8_t priv[32] = {0}, digest[32] = {7}, sig[65], pub33[33], pub65[65], rec[33], hs[64];
+    priv[31] = 5;
+    assert_int_equal(ds_k256_public(priv, pub33), 0);
+    assert_int_equal(ds_k256_public_uncompressed(priv, pub65), 0);
+    assert_int_equal(ds_k256_sign_recoverable(priv, digest, sig), 0);
+
+    /* Recovery ids other than 0/1/27/28. */
+    static const uint8_t bad_v[] = {2, 3, 4, 26, 29, 30, 35, 37, 255};
+    uint8_t v0 = sig[64];
+    for (size_t i = 0; i < DS_ARRAY_SIZE(bad_v); i++) {
+        sig[64] = bad_v[i];
+        assert_int_equal(ds_k256_recover(sig, digest, rec), -DS_E_FORMAT);
+    }
+    sig[64] = v0;
+    /* r >= n or s >= n. */
+    uint8_t bad[65];
+    memcpy(bad, sig, 65);
+    memset(bad, 0xff, 32);
+    assert_int_equal(ds_k256_recover(bad, digest, rec), -DS_E_SIGNATURE);
+    assert_int_equal(ds_k256_verify(pub33, 33, digest, bad), -DS_E_SIGNATURE);
+    memcpy(bad, sig, 65);
+    hex(K256_ORDER, bad + 32, 32);
+    assert_int_equal(ds_k256_recover(bad, digest, rec), -DS_E_SIGNATURE);
+    assert_int_equal(ds_k256_verify(pub33, 33, digest, bad), -DS_E_SIGNATURE);
+    /* r = 0 recovers nothing. */
+    memcpy(bad, sig, 65);
+    memset(bad, 0, 32);
+    assert_int_equal(ds_k256_recover(bad, digest, rec), -DS_E_SIGNATURE);
+    assert_int_equal(ds_k256_verify(pub33, 33, digest, bad), -DS_E_SIGNATURE);
+
+    /* High s (n - s) is accepted by verify and recover (documented), with the other id. */
+    uint8_t n[32];
+    hex(K256_ORDER, n, 32);
+    memcpy(hs, sig, 32);
+    unsigned borrow = 0;
+    for (int i = 31; i >= 0; i--) {
+        unsigned d = (unsigned)n[i] - sig[32 + i] - borrow;
+        hs[32 + i] = (uint8_t)d;
+        borrow = (d >> 8) & 1;
+    }
+    assert_int_equal(ds_k256_verify(pub33, 33, digest, hs), 0);
+    memcpy(bad, hs, 64);
+    bad[64] = (uint8_t)(v0 ^ 1);
+    assert_int_equal(ds_k256_recover(bad, digest, rec), 0);
+    assert_memory_equal(rec, pub33, 33);
+
+    /* Malformed public keys. */
+    uint8_t badpub[65];
+    assert_int_equal(ds_k256_verify(pub33, 32, digest, sig), -DS_E_FORMAT);
+    assert_int_equal(ds_k256_verify(pub65, 64, digest, sig), -DS_E_FORMAT);
+    memcpy(badpub, pub33, 33);
+    badpub[0] = 0x04;
+    assert_int_equal(ds_k256_verify(badpub, 33, digest, sig), -DS_E_FORMAT);
+    memcpy(badpub, pub65, 65);
+    badpub[64] ^= 1; /* off the curve */
+    assert_int_equal(ds_k256_verify(badpub, 65, digest, sig), -DS_E_FORMAT);
+    memset(badpub + 1, 0xff, 32); /* x >= p */
+    badpub[0] = 0x02;
+    assert_int_equal(ds_k256_verify(badpub, 33, digest, sig), -DS_E_FORMAT);
+    /* A valid key that did not sign. */
+    priv[31] = 6;
+    assert_int_equal(ds_k256_public(priv, badpub), 0);
+    assert_int_equal(ds_k256_verify(badpub, 33, digest, sig), -DS_E_SIGNATURE);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -672,6 +857,10 @@ int main(void)
         cmocka_unit_test(test_ecdsa_bad_private),
         cmocka_unit_test(test_ecdsa_der),
         cmocka_unit_test(test_ecdsa_threads),
+        cmocka_unit_test(test_k256_keys),
+        cmocka_unit_test(test_k256_eip155_vector),
+        cmocka_unit_test(test_k256_sign_recover_verify),
+        cmocka_unit_test(test_k256_malformed),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
