@@ -839,6 +839,124 @@ static void test_k256_malformed(void **state)
     assert_int_equal(ds_k256_verify(badpub, 33, digest, sig), -DS_E_SIGNATURE);
 }
 
+/* ---- Ed25519 / X25519
+ * ---------------------------------------------------------------------------- */
+
+struct ed25519_vector {
+    const char *seed, *pub, *msg, *sig;
+};
+
+/* RFC 8032 section 7.1, tests 1 and 2. */
+static const struct ed25519_vector ed25519_vectors[] = {
+    {"9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60",
+     "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a", "",
+     "e5564300c360ac729086e2cc806e828a84877f1eb8e5d974d873e065224901555fb8821590a33bacc61e39701cf9b"
+     "46bd"
+     "25bf5f0595bbe24655141438e7a100b"},
+    {"4ccd089b28ff96da9db6c346ec114e0f5b8a319f35aba624da8cf6ed4fb8a6fb",
+     "3d4017c3e843895a92b70aa74d1b7ebc9c982ccf2ec4968cc0cd55f12af4660c", "72",
+     "92a009a9f0d4cab8720e820b5f642540a2b27b5416503f8fb3762223ebdb69da085ac1e43e15996e458f3613d0f11"
+     "d8c"
+     "387b2eaeb4302aeeb00d291612bb0c00"},
+};
+
+static void test_ed25519_rfc8032(void **state)
+{
+    for (size_t i = 0; i < DS_ARRAY_SIZE(ed25519_vectors); i++) {
+        const struct ed25519_vector *v = &ed25519_vectors[i];
+        uint8_t seed[32], pub[32], want_pub[32], sig[64], want_sig[64], msg[1];
+        size_t mlen = strlen(v->msg) / 2;
+        hex(v->seed, seed, 32);
+        hex(v->pub, want_pub, 32);
+        hex(v->sig, want_sig, 64);
+        if (mlen)
+            hex(v->msg, msg, mlen);
+        assert_int_equal(ds_ed25519_public(seed, pub), 0);
+        assert_memory_equal(pub, want_pub, 32);
+        assert_int_equal(ds_ed25519_sign(seed, msg, mlen, sig), 0);
+        assert_memory_equal(sig, want_sig, 64);
+        assert_int_equal(ds_ed25519_verify(pub, msg, mlen, sig), 0);
+
+        /* Negative: flipped bits in R and in S, a different message, another key. */
+        for (size_t bit = 0; bit < 512; bit += 37) {
+            sig[bit / 8] ^= (uint8_t)(1u << (bit % 8));
+            assert_int_equal(ds_ed25519_verify(pub, msg, mlen, sig), -DS_E_SIGNATURE);
+            sig[bit / 8] ^= (uint8_t)(1u << (bit % 8));
+        }
+        assert_int_equal(ds_ed25519_verify(pub, "x", 1, sig), -DS_E_SIGNATURE);
+        const struct ed25519_vector *o = &ed25519_vectors[1 - i];
+        uint8_t other[32];
+        hex(o->pub, other, 32);
+        assert_int_equal(ds_ed25519_verify(other, msg, mlen, sig), -DS_E_SIGNATURE);
+    }
+}
+
+static void test_ed25519_roundtrip(void **state)
+{
+    uint8_t seed[32], pub[32], sig[64], msg[300];
+    assert_int_equal(ds_random(seed, 32), 0);
+    assert_int_equal(ds_random(msg, sizeof(msg)), 0);
+    assert_int_equal(ds_ed25519_public(seed, pub), 0);
+    assert_int_equal(ds_ed25519_sign(seed, msg, sizeof(msg), sig), 0);
+    assert_int_equal(ds_ed25519_verify(pub, msg, sizeof(msg), sig), 0);
+    assert_int_equal(ds_ed25519_verify(pub, msg, sizeof(msg) - 1, sig), -DS_E_SIGNATURE);
+    /* S >= L (non-canonical) is rejected: add L to S. */
+    static const uint8_t ell[32] = {0xed, 0xd3, 0xf5, 0x5c, 0x1a, 0x63, 0x12, 0x58,
+                                    0xd6, 0x9c, 0xf7, 0xa2, 0xde, 0xf9, 0xde, 0x14,
+                                    0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+                                    0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x10};
+    uint8_t big[64];
+    memcpy(big, sig, 64);
+    unsigned carry = 0;
+    for (int i = 0; i < 32; i++) {
+        unsigned t = (unsigned)big[32 + i] + ell[i] + carry;
+        big[32 + i] = (uint8_t)t;
+        carry = t >> 8;
+    }
+    assert_int_equal(ds_ed25519_verify(pub, msg, sizeof(msg), big), -DS_E_SIGNATURE);
+    /* An undecodable public key (y = p, not canonical / not on the curve) fails verification. */
+    uint8_t badpub[32];
+    memset(badpub, 0xff, 32);
+    badpub[0] = 0xed;
+    badpub[31] = 0x7f;
+    assert_int_equal(ds_ed25519_verify(badpub, msg, sizeof(msg), sig), -DS_E_SIGNATURE);
+    assert_int_equal(ds_ed25519_verify(NULL, msg, sizeof(msg), sig), -DS_E_FORMAT);
+    assert_int_equal(ds_ed25519_sign(seed, NULL, 5, sig), -DS_E_FORMAT);
+    assert_int_equal(ds_ed25519_public(NULL, pub), -DS_E_FORMAT);
+    ds_wipe(seed, sizeof(seed));
+}
+
+/* RFC 7748 section 6.1. */
+static void test_x25519_rfc7748(void **state)
+{
+    uint8_t a[32], b[32], a_pub[32], b_pub[32], want[32], got[32], k1[32], k2[32];
+    hex("77076d0a7318a57d3c16c17251b26645df4c2f87ebc0992ab177fba51db92c2a", a, 32);
+    hex("5dab087e624a8a4b79e17f8b83800ee66f3bb1292618b6fd1c2f8b27ff88e0eb", b, 32);
+    assert_int_equal(ds_x25519_public(a, a_pub), 0);
+    assert_hex_equal(a_pub, 32, "8520f0098930a754748b7ddcb43ef75a0dbf3a0d26381af4eba4a98eaa9b4e6a");
+    assert_int_equal(ds_x25519_public(b, b_pub), 0);
+    assert_hex_equal(b_pub, 32, "de9edb7d7b7dc1b4d35b61c2ece435373f8343c85b78674dadfc7e146f882b4f");
+    hex("4a5d9d5ba4ce2de1728e3bf480350f25e07e21c947d19e3376f09b3c1e161742", want, 32);
+    assert_int_equal(ds_x25519(a, b_pub, k1), 0);
+    assert_memory_equal(k1, want, 32);
+    assert_int_equal(ds_x25519(b, a_pub, k2), 0);
+    assert_memory_equal(k2, want, 32);
+
+    /* Negative: another peer key gives another secret. */
+    a_pub[5] ^= 1;
+    assert_int_equal(ds_x25519(b, a_pub, got), 0);
+    assert_memory_not_equal(got, want, 32);
+    /* Negative: small-order peer points (0 and 1) are refused, out untouched. */
+    uint8_t low[32] = {0};
+    memset(got, 0x5a, 32);
+    assert_int_equal(ds_x25519(a, low, got), -DS_E_FORMAT);
+    low[0] = 1;
+    assert_int_equal(ds_x25519(a, low, got), -DS_E_FORMAT);
+    assert_int_equal(got[0], 0x5a);
+    assert_int_equal(ds_x25519(NULL, b_pub, got), -DS_E_FORMAT);
+    assert_int_equal(ds_x25519_public(NULL, got), -DS_E_FORMAT);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -861,6 +979,9 @@ int main(void)
         cmocka_unit_test(test_k256_eip155_vector),
         cmocka_unit_test(test_k256_sign_recover_verify),
         cmocka_unit_test(test_k256_malformed),
+        cmocka_unit_test(test_ed25519_rfc8032),
+        cmocka_unit_test(test_ed25519_roundtrip),
+        cmocka_unit_test(test_x25519_rfc7748),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
