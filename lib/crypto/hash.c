@@ -4,6 +4,9 @@
  * use OpenSSL's SHA256()/SHA384()/SHA512(), which allocate nothing and so cannot fail; the
  * multi-part (_v) forms feed a list of (pointer, length) pieces through one EVP_MD_CTX so
  * callers hash concatenations (quote header || body, report data preimages) without copying.
+ * Each length must be passed as a size_t (cast literals: `(size_t)48`), because va_arg reads
+ * size_t. out may alias one of the inputs (RTMR extension hashes the old value into itself):
+ * it is written only after every piece has been absorbed.
  */
 #include <limits.h>
 #include <stdarg.h>
