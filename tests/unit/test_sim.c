@@ -915,7 +915,34 @@ static void test_dcap_qvl(void **state)
     make_quote(f->a, 5, rd, &q, &qlen);
     write_file(d.quote, q, qlen);
     assert_int_equal(run_qvl(script, &d, d.root, NOW, out, sizeof(out)), 0);
+    assert_non_null(strstr(out, "Status: UpToDate"));
     free(q);
+    /* an older TDX module TCB matches the published OutOfDate level */
+    {
+        struct ds_sim_td td;
+        ds_sim_td_defaults(&td);
+        td.tee_tcb_svn[0] = 4;
+        assert_int_equal(ds_sim_quote(f->a, &td, rd, NULL, &q, &qlen), 0);
+        write_file(d.quote, q, qlen);
+        assert_int_equal(run_qvl(script, &d, d.root, NOW, out, sizeof(out)), 0);
+        assert_non_null(strstr(out, "Status: OutOfDate"));
+        free(q);
+        /* below every level: no match */
+        td.tee_tcb_svn[0] = 2;
+        assert_int_equal(ds_sim_quote(f->a, &td, rd, NULL, &q, &qlen), 0);
+        write_file(d.quote, q, qlen);
+        assert_int_equal(run_qvl(script, &d, d.root, NOW, out, sizeof(out)), 1);
+        assert_non_null(strstr(out, "No matching TCB level found"));
+        free(q);
+        /* a debug TD is refused */
+        ds_sim_td_defaults(&td);
+        td.td_attributes[0] = 1;
+        assert_int_equal(ds_sim_quote(f->a, &td, rd, NULL, &q, &qlen), 0);
+        write_file(d.quote, q, qlen);
+        assert_int_equal(run_qvl(script, &d, d.root, NOW, out, sizeof(out)), 1);
+        assert_non_null(strstr(out, "Debug mode is enabled"));
+        free(q);
+    }
 
     unlink(d.quote);
     unlink(d.coll);
