@@ -22,7 +22,11 @@ void ds_sha256(const void *data, size_t len, uint8_t out[DS_SHA256_LEN]);
 void ds_sha384(const void *data, size_t len, uint8_t out[DS_SHA384_LEN]);
 void ds_sha512(const void *data, size_t len, uint8_t out[DS_SHA512_LEN]);
 
-/* Multi-part SHA-2 over a list of (ptr, len) pieces, e.g. ds_sha384_v(out, 2, a, alen, b, blen). */
+/*
+ * Multi-part SHA-2 over `count` (const void *ptr, size_t len) pairs, e.g.
+ * ds_sha384_v(out, 2, a, (size_t)48, b, b_len). Lengths are read as size_t: cast literals.
+ * out may alias an input (RTMR extension does this).
+ */
 void ds_sha256_v(uint8_t out[DS_SHA256_LEN], int count, ...);
 void ds_sha384_v(uint8_t out[DS_SHA384_LEN], int count, ...);
 void ds_sha512_v(uint8_t out[DS_SHA512_LEN], int count, ...);
@@ -54,13 +58,14 @@ size_t ds_ec_size(enum ds_ec_curve curve);
 /*
  * Verify a raw r||s signature (2*size bytes) over the SHA-256 (P-256) or SHA-384 (P-384)
  * hash of msg, with public key X||Y (2*size bytes, no 0x04 prefix; a 65/97-byte key starting
- * with 0x04 is accepted too). Returns 0 when valid, -DS_E_SIGNATURE when not, -DS_E_FORMAT
- * for a malformed key or signature.
+ * with 0x04 is accepted too). Returns 0 when valid, -DS_E_SIGNATURE when the signature does
+ * not verify or is malformed (wrong length, r or s zero or >= the order), -DS_E_FORMAT for a
+ * malformed public key (wrong length, not on the curve).
  */
 DS_MUST_USE int ds_ecdsa_verify_raw(enum ds_ec_curve curve, const uint8_t *pub, size_t pub_len,
                                     const void *msg, size_t msg_len, const uint8_t *sig,
                                     size_t sig_len);
-/* Same, with the digest already computed (digest_len = 32 or 48). */
+/* Same, with the digest already computed (digest_len = 32, 48 or 64). */
 DS_MUST_USE int ds_ecdsa_verify_digest(enum ds_ec_curve curve, const uint8_t *pub, size_t pub_len,
                                        const uint8_t *digest, size_t digest_len,
                                        const uint8_t *sig, size_t sig_len);
