@@ -4,15 +4,16 @@
  * way dcap-qvl's collateral.rs does (spec §2.8): the PCK chain comes from the quote (type 5)
  * or from `pckcert` (types 2/3, encrypted PPID); FMSPC and CA type come from the PCK leaf;
  * then pckcrl, tcb, qe/identity and the root CA CRL are downloaded. Every response has a size
- * cap. The signed TCB info / QE identity are cut out of the response body as the exact raw
- * byte span of the "tcbInfo" / "enclaveIdentity" value (Intel signs those bytes; re-encoding
- * the JSON could change them). Nothing here is trusted: ds_verify_quote() checks it all.
+ * cap (the PEM chains and the Intel SGX extension are decoded by pck.c's helpers, shared
+ * with the verifier). The signed TCB info / QE identity are cut out of the response body as the
+ * exact raw byte span of the "tcbInfo" / "enclaveIdentity" value (Intel signs those bytes;
+ * re-encoding the JSON could change them). Nothing here is trusted: ds_verify_quote() checks it
+ * all.
  *
  * libcurl is initialised implicitly by curl_easy_init(); programs with threads should call
  * curl_global_init() once at start-up, as libcurl documents.
  */
 #include <errno.h>
-#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,6 +29,7 @@
 #include <openssl/x509v3.h>
 
 #include "dstack/attest.h"
+#include "verify_internal.h"
 
 #define FETCH_DEFAULT_TIMEOUT_MS 180000L /* dcap-qvl: 180 s */
 #define FETCH_BODY_MAX           (1024 * 1024)
@@ -51,10 +53,6 @@
 
 static const char intel_pcs_url[] = "https://api.trustedservices.intel.com";
 static const char *const cert_path_suffixes[] = {"/sgx/certification/v4", "/tdx/certification/v4"};
-
-/* DER of OID 1.2.840.113741.1.13.1.4 (SGX extension, FMSPC), spec §2.4. */
-static const uint8_t oid_sgx_fmspc[] = {0x2a, 0x86, 0x48, 0x86, 0xf8, 0x4d, 0x01, 0x0d, 0x01, 0x04};
-#define OID_SGX_EXTENSION "1.2.840.113741.1.13.1"
 
 struct fetch {
     CURL *curl;
@@ -163,7 +161,7 @@ static int hexval(int c)
     return -1;
 }
 
-/* Percent-decode (no '+' -> space: the PEM base64 alphabet contains '+'). */
+/* Percent-decode a PEM header value (no '+' -> space: base64 contains '+'). */
 static int percent_decode(const char *s, char **out)
 {
     struct ds_buf b;
@@ -181,7 +179,8 @@ static int percent_decode(const char *s, char **out)
             c = (uint8_t)(hi << 4 | lo);
             i += 2;
         }
-        if (c == 0) {
+        /* issuer chains are PEM: printable ASCII and line breaks only */
+        if (c >= 0x7f || (c < 0x20 && c != '\n' && c != '\r' && c != '\t')) {
             r = -DS_E_FORMAT;
             break;
         }
@@ -441,103 +440,15 @@ out:
 
 /* ---- PCK certificate facts ---------------------------------------------------------------- */
 
-/* One DER TLV: definite lengths only, at most 4 length bytes. */
-static int der_tlv(struct ds_reader *r, uint8_t *tag, struct ds_reader *value)
-{
-    uint8_t t, l;
-    size_t len = 0;
-    DS_TRY(ds_rd_u8(r, &t));
-    DS_TRY(ds_rd_u8(r, &l));
-    if (l & 0x80) {
-        size_t n = l & 0x7f;
-        if (n == 0 || n > 4) {
-            return -DS_E_FORMAT;
-        }
-        for (size_t i = 0; i < n; i++) {
-            uint8_t b;
-            DS_TRY(ds_rd_u8(r, &b));
-            len = len << 8 | b;
-        }
-    } else {
-        len = l;
-    }
-    *tag = t;
-    return ds_rd_sub(r, len, value);
-}
-
-/* FMSPC from the SGX extension value: SEQUENCE OF SEQUENCE { OID, value } (spec §2.4). */
-static int sgx_ext_fmspc(const uint8_t *der, size_t len, uint8_t fmspc[PCK_FMSPC_SIZE])
-{
-    struct ds_reader r, seq;
-    uint8_t tag;
-    ds_rd_init(&r, der, len);
-    DS_TRY(der_tlv(&r, &tag, &seq));
-    if (tag != 0x30) {
-        return -DS_E_FORMAT;
-    }
-    while (ds_rd_left(&seq)) {
-        struct ds_reader item, oid, val;
-        DS_TRY(der_tlv(&seq, &tag, &item));
-        if (tag != 0x30) {
-            return -DS_E_FORMAT;
-        }
-        DS_TRY(der_tlv(&item, &tag, &oid));
-        if (tag != 0x06) {
-            return -DS_E_FORMAT;
-        }
-        if (oid.len != sizeof(oid_sgx_fmspc) ||
-            memcmp(oid.data, oid_sgx_fmspc, sizeof(oid_sgx_fmspc)) != 0) {
-            continue;
-        }
-        DS_TRY(der_tlv(&item, &tag, &val));
-        if (tag != 0x04 || val.len != PCK_FMSPC_SIZE) {
-            return -DS_E_FORMAT;
-        }
-        return ds_rd_copy(&val, fmspc, PCK_FMSPC_SIZE);
-    }
-    return -DS_E_NOT_FOUND;
-}
-
-/* Read the certificates of a PEM chain (tolerating the trailing NUL of quote chains). */
-static int pem_certs(const uint8_t *pem, size_t len, STACK_OF(X509) * *out)
-{
-    if (len > INT_MAX) {
-        return -DS_E_LIMIT;
-    }
-    BIO *bio = BIO_new_mem_buf(pem, (int)len);
-    STACK_OF(X509) *sk = sk_X509_new_null();
-    X509 *x;
-    int r = -ENOMEM;
-    if (!bio || !sk) {
-        goto out;
-    }
-    while ((x = PEM_read_bio_X509(bio, NULL, NULL, NULL))) {
-        if (!sk_X509_push(sk, x)) {
-            X509_free(x);
-            goto out;
-        }
-    }
-    ERR_clear_error(); /* the read past the last certificate */
-    if (sk_X509_num(sk) == 0) {
-        r = -DS_E_CERT;
-        goto out;
-    }
-    *out = sk;
-    sk = NULL;
-    r = 0;
-out:
-    sk_X509_pop_free(sk, X509_free);
-    BIO_free(bio);
-    return r;
-}
-
-/* FMSPC and CA type ("processor" / "platform", from the issuer DN) of the PCK leaf. */
+/*
+ * FMSPC (from the Intel SGX extension, parsed by pck.c) and CA type ("processor" /
+ * "platform", from the issuer DN) of the PCK leaf.
+ */
 static int pck_leaf_facts(struct fetch *f, X509 *leaf, uint8_t fmspc[PCK_FMSPC_SIZE],
                           const char **ca)
 {
-    char issuer[512];
-    ASN1_OBJECT *obj = NULL;
-    int r;
+    struct ds_attest_pck_info info;
+    char issuer[512], msg[128] = "";
 
     if (!X509_NAME_oneline(X509_get_issuer_name(leaf), issuer, sizeof(issuer))) {
         set_err(f, "PCK certificate: unreadable issuer");
@@ -547,23 +458,12 @@ static int pck_leaf_facts(struct fetch *f, X509 *leaf, uint8_t fmspc[PCK_FMSPC_S
     *ca = strstr(issuer, "Processor")  ? "processor"
           : strstr(issuer, "Platform") ? "platform"
                                        : "processor";
-    obj = OBJ_txt2obj(OID_SGX_EXTENSION, 1);
-    if (!obj) {
-        return -ENOMEM;
-    }
-    int idx = X509_get_ext_by_OBJ(leaf, obj, -1);
-    ASN1_OBJECT_free(obj);
-    if (idx < 0) {
-        set_err(f, "PCK certificate has no SGX extension");
-        return -DS_E_CERT;
-    }
-    ASN1_OCTET_STRING *val = X509_EXTENSION_get_data(X509_get_ext(leaf, idx));
-    r = sgx_ext_fmspc(ASN1_STRING_get0_data(val), (size_t)ASN1_STRING_length(val), fmspc);
+    int r = ds_attest_pck_parse(leaf, &info, msg, sizeof(msg));
     if (r < 0) {
-        set_err(f, "PCK certificate: SGX extension: %s",
-                r == -DS_E_NOT_FOUND ? "no FMSPC" : "malformed");
-        return -DS_E_CERT;
+        set_err(f, "PCK certificate: %s", msg[0] ? msg : ds_strerror(r));
+        return r == -ENOMEM ? r : -DS_E_CERT;
     }
+    memcpy(fmspc, info.fmspc, PCK_FMSPC_SIZE);
     return 0;
 }
 
@@ -779,7 +679,7 @@ static int fetch_root_ca_crl(struct fetch *f, const char *base, const char *qe_i
             return 0;
         }
     }
-    r = pem_certs((const uint8_t *)qe_issuer_chain, strlen(qe_issuer_chain), &chain);
+    r = ds_attest_pem_chain(qe_issuer_chain, strlen(qe_issuer_chain), &chain);
     if (r < 0) {
         set_err(f, "QE identity issuer chain: no certificate");
         goto out;
@@ -848,20 +748,21 @@ int ds_collateral_fetch(const char *base_url, const uint8_t *quote, size_t quote
 
     /* PCK chain -> FMSPC and CA type */
     if (q.cert_type == CERT_TYPE_PCK_CHAIN) {
-        r = pem_certs(q.cert_data, q.cert_data_len, &pck);
+        r = ds_attest_pem_chain((const char *)q.cert_data, q.cert_data_len, &pck);
     } else if (q.cert_type == CERT_TYPE_PPID_RSA2048 || q.cert_type == CERT_TYPE_PPID_RSA3072) {
         r = fetch_pck_chain(&f, base, &q, &url, &body, &pck_chain_fetched);
         if (r < 0) {
             goto out;
         }
-        r = pem_certs((const uint8_t *)pck_chain_fetched, strlen(pck_chain_fetched), &pck);
+        r = ds_attest_pem_chain(pck_chain_fetched, strlen(pck_chain_fetched), &pck);
     } else {
         set_err(&f, "quote: certification data type %u is not supported", q.cert_type);
         r = -DS_E_UNSUPPORTED;
         goto out;
     }
     if (r < 0) {
-        set_err(&f, "PCK certificate chain: no certificate");
+        set_err(&f, "PCK certificate chain: %s", ds_strerror(r));
+        r = r == -ENOMEM ? r : -DS_E_CERT;
         goto out;
     }
     r = pck_leaf_facts(&f, sk_X509_value(pck, 0), fmspc, &ca);

@@ -28,6 +28,10 @@
 #include <event2/keyvalq_struct.h>
 #include <event2/thread.h>
 #include <jansson.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+#include <openssl/x509v3.h>
 
 #include "dstack/attest.h"
 
@@ -446,6 +450,7 @@ struct srv {
     int port;
     struct ds_collateral *tdx, *sgx;
     char *pck_leaf, *pck_issuer; /* the SGX sample quote's chain, for pckcert */
+    char *cdp_chain;             /* a root whose CRL DP points at this server */
     pthread_mutex_t lock;
     char log[SRV_LOG_MAX][1024];
     size_t log_count;
@@ -578,9 +583,18 @@ static void srv_handle(struct evhttp_request *req, void *arg)
             srv_reply(req, 404, "", 0);
             return;
         }
-        srv_header(req, "SGX-Enclave-Identity-Issuer-Chain", by_tee->qe_identity_issuer_chain);
+        srv_header(req, "SGX-Enclave-Identity-Issuer-Chain",
+                   strcmp(mode, "cdp") == 0 ? srv.cdp_chain : by_tee->qe_identity_issuer_chain);
         srv_signed(req, mode, "enclaveIdentity", by_tee->qe_identity, by_tee->qe_identity_len,
                    by_tee->qe_identity_signature, by_tee->qe_identity_signature_len);
+        return;
+    }
+    if (strcmp(rest, "/sgx/certification/v4/rootcacrl") == 0 && strcmp(mode, "cdp") == 0) {
+        srv_reply(req, 404, "", 0); /* makes the client follow the root's CRL DP */
+        return;
+    }
+    if (strcmp(rest, "/IntelSGXRootCA.der") == 0) {
+        srv_reply(req, 200, srv.sgx->root_ca_crl, srv.sgx->root_ca_crl_len);
         return;
     }
     if (strcmp(rest, "/sgx/certification/v4/rootcacrl") == 0) {
@@ -622,6 +636,44 @@ static uint8_t *read_bin(const char *name, size_t *len)
     return (uint8_t *)read_sample(name, len);
 }
 
+/*
+ * A throw-away self-signed "root" (PEM) whose CRL distribution point is this server, standing
+ * in for Intel's root (whose CDP is certificates.trustedservices.intel.com): the fetch takes
+ * the root CA CRL from there when the PCCS has no rootcacrl.
+ */
+static char *make_cdp_root(int port)
+{
+    char uri[128];
+    snprintf(uri, sizeof(uri), "URI:http://127.0.0.1:%d/cdp/IntelSGXRootCA.der", port);
+    EVP_PKEY *key = EVP_EC_gen("P-256");
+    X509 *x = X509_new();
+    assert_non_null(key);
+    assert_non_null(x);
+    X509_set_version(x, 2);
+    ASN1_INTEGER_set(X509_get_serialNumber(x), 1);
+    X509_gmtime_adj(X509_getm_notBefore(x), 0);
+    X509_gmtime_adj(X509_getm_notAfter(x), 3600);
+    X509_NAME *name = X509_get_subject_name(x);
+    X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, (const unsigned char *)"Test Root CA", -1,
+                               -1, 0);
+    X509_set_issuer_name(x, name);
+    X509_set_pubkey(x, key);
+    X509_EXTENSION *ext = X509V3_EXT_conf_nid(NULL, NULL, NID_crl_distribution_points, uri);
+    assert_non_null(ext);
+    X509_add_ext(x, ext, -1);
+    X509_EXTENSION_free(ext);
+    assert_true(X509_sign(x, key, EVP_sha256()) > 0);
+    BIO *bio = BIO_new(BIO_s_mem());
+    PEM_write_bio_X509(bio, x);
+    char *p;
+    long n = BIO_get_mem_data(bio, &p);
+    char *pem = strndup(p, (size_t)n);
+    BIO_free(bio);
+    X509_free(x);
+    EVP_PKEY_free(key);
+    return pem;
+}
+
 static int srv_setup(void **state)
 {
     (void)state;
@@ -653,6 +705,7 @@ static int srv_setup(void **state)
     socklen_t sl = sizeof(sin);
     assert_int_equal(getsockname(evhttp_bound_socket_get_fd(bs), (struct sockaddr *)&sin, &sl), 0);
     srv.port = ntohs(sin.sin_port);
+    srv.cdp_chain = make_cdp_root(srv.port);
     assert_int_equal(pthread_create(&srv.thread, NULL, srv_main, NULL), 0);
     return 0;
 }
@@ -668,6 +721,7 @@ static int srv_teardown(void **state)
     ds_collateral_free(srv.sgx);
     free(srv.pck_leaf);
     free(srv.pck_issuer);
+    free(srv.cdp_chain);
     pthread_mutex_destroy(&srv.lock);
     libevent_global_shutdown();
     return 0;
@@ -791,6 +845,25 @@ static void test_fetch_exact_span(void **state)
     }
 }
 
+/* No rootcacrl at the PCCS: the root CA CRL comes from the root's CRL distribution point. */
+static void test_fetch_root_crl_from_cdp(void **state)
+{
+    (void)state;
+    struct ds_collateral *c = NULL;
+    char err[512];
+    int r = fetch_sample("tdx_quote", "cdp", &c, err, sizeof(err));
+    if (r < 0) {
+        fail_msg("fetch: %s (%s)", err, ds_strerror(r));
+    }
+    assert_string_equal(c->qe_identity_issuer_chain, srv.cdp_chain);
+    assert_bytes_equal(c->root_ca_crl, c->root_ca_crl_len, srv.tdx->root_ca_crl,
+                       srv.tdx->root_ca_crl_len);
+    assert_int_equal(srv.log_count, 5);
+    assert_string_equal(srv.log[3], "/sgx/certification/v4/rootcacrl");
+    assert_string_equal(srv.log[4], "/IntelSGXRootCA.der");
+    ds_collateral_free(c);
+}
+
 static void test_fetch_http_errors(void **state)
 {
     (void)state;
@@ -870,54 +943,99 @@ static void test_fetch_bad_responses(void **state)
     assert_int_equal(srv.log_count, 0);
 }
 
-/* The SGX sample rewritten to carry certification data type 3 (encrypted PPID, RSA-3072). */
-static uint8_t *make_type3_quote(size_t *out_len, uint8_t cpusvn[16], uint8_t pcesvn[2])
+/* The SGX sample (v3) with its certification data replaced by (type, body). */
+static uint8_t *make_v3_quote(uint16_t type, const uint8_t *body, size_t body_len, size_t *out_len)
 {
     size_t len;
     uint8_t *quote = read_bin("sgx_quote", &len);
     struct ds_quote q;
     assert_int_equal(ds_quote_parse(quote, len, &q), 0);
-    /* v3: header 48 + report 384, auth_len u32, then the cert data header 6 bytes before
-     * cert_data */
+    /* the 6-byte cert data header (type u16, size u32) sits right before cert_data */
     size_t cert_hdr = (size_t)(q.cert_data - quote) - 6;
-    size_t body_len = 384 + 16 + 2 + 2;
     size_t n = cert_hdr + 6 + body_len;
     uint8_t *out = calloc(1, n);
     memcpy(out, quote, cert_hdr);
     uint8_t *p = out + cert_hdr;
-    p[0] = 3;
-    p[1] = 0;
-    p[2] = (uint8_t)body_len;
-    p[3] = (uint8_t)(body_len >> 8);
-    p += 6;
-    memset(p, 0xab, 384);
-    for (int i = 0; i < 16; i++) {
-        cpusvn[i] = (uint8_t)(0x10 + i);
+    p[0] = (uint8_t)type;
+    p[1] = (uint8_t)(type >> 8);
+    for (int i = 0; i < 4; i++) {
+        p[2 + i] = (uint8_t)(body_len >> (8 * i));
     }
-    memcpy(p + 384, cpusvn, 16);
-    pcesvn[0] = 0x0d;
-    pcesvn[1] = 0x00;
-    memcpy(p + 400, pcesvn, 2);
-    p[402] = 0;
-    p[403] = 0;
+    memcpy(p + 6, body, body_len);
+    /* auth_len (u32 at 432, after the 48-byte header and the 384-byte report) */
     uint32_t auth = (uint32_t)(n - 432 - 4);
-    out[432] = (uint8_t)auth;
-    out[433] = (uint8_t)(auth >> 8);
-    out[434] = (uint8_t)(auth >> 16);
-    out[435] = (uint8_t)(auth >> 24);
+    for (int i = 0; i < 4; i++) {
+        out[432 + i] = (uint8_t)(auth >> (8 * i));
+    }
     assert_int_equal(ds_quote_parse(out, n, &q), 0);
-    assert_int_equal(q.cert_type, 3);
+    assert_int_equal(q.cert_type, type);
     free(quote);
     *out_len = n;
     return out;
 }
 
+/* Type 3 (encrypted PPID, RSA-3072): ppid 0xAB.., cpusvn 10..1F, pcesvn 13, pceid 0. */
+static uint8_t *make_type3_quote(size_t *out_len)
+{
+    uint8_t body[384 + 16 + 2 + 2];
+    memset(body, 0xab, 384);
+    for (int i = 0; i < 16; i++) {
+        body[384 + i] = (uint8_t)(0x10 + i);
+    }
+    body[400] = 0x0d;
+    body[401] = 0;
+    body[402] = 0;
+    body[403] = 0;
+    return make_v3_quote(3, body, sizeof(body), out_len);
+}
+
+static void test_fetch_bad_pck(void **state)
+{
+    (void)state;
+    char err[512], base[64];
+    struct ds_collateral *c = NULL;
+    size_t len;
+    uint8_t *quote;
+    snprintf(base, sizeof(base), "http://127.0.0.1:%d/ok", srv.port);
+
+    /* a real chain whose leaf is no PCK certificate (the TCB signing chain) */
+    const char *chain = srv.sgx->tcb_info_issuer_chain;
+    quote = make_v3_quote(5, (const uint8_t *)chain, strlen(chain) + 1, &len);
+    srv_log_reset();
+    assert_int_equal(ds_collateral_fetch(base, quote, len, 5000, &c, err, sizeof(err)), -DS_E_CERT);
+    assert_string_equal(err, "PCK certificate: PCK certificate has no Intel SGX extension");
+    free(quote);
+
+    /* type 5 that is not PEM */
+    quote = make_v3_quote(5, (const uint8_t *)"not a certificate", 17, &len);
+    assert_int_equal(ds_collateral_fetch(base, quote, len, 5000, &c, err, sizeof(err)), -DS_E_CERT);
+    assert_non_null(strstr(err, "PCK certificate chain: "));
+    free(quote);
+
+    /* type 1 (plain PPID) cannot be fetched for */
+    uint8_t ppid[16] = {0};
+    quote = make_v3_quote(1, ppid, sizeof(ppid), &len);
+    assert_int_equal(ds_collateral_fetch(base, quote, len, 5000, &c, err, sizeof(err)),
+                     -DS_E_UNSUPPORTED);
+    assert_string_equal(err, "quote: certification data type 1 is not supported");
+    free(quote);
+
+    /* type 3 whose body is too short for PPID ‖ CPUSVN ‖ PCESVN ‖ PCEID */
+    uint8_t shortb[100] = {0};
+    quote = make_v3_quote(3, shortb, sizeof(shortb), &len);
+    assert_int_equal(ds_collateral_fetch(base, quote, len, 5000, &c, err, sizeof(err)),
+                     -DS_E_FORMAT);
+    assert_string_equal(err, "quote: certification data type 3 is too short");
+    free(quote);
+    assert_null(c);
+    assert_int_equal(srv.log_count, 0); /* all refused before any request */
+}
+
 static void test_fetch_encrypted_ppid(void **state)
 {
     (void)state;
-    uint8_t cpusvn[16], pcesvn[2];
     size_t len;
-    uint8_t *quote = make_type3_quote(&len, cpusvn, pcesvn);
+    uint8_t *quote = make_type3_quote(&len);
     struct ds_collateral *c = NULL;
     char err[512], base[64];
     snprintf(base, sizeof(base), "http://127.0.0.1:%d/ok", srv.port);
@@ -989,10 +1107,12 @@ int main(void)
         cmocka_unit_test(test_fetch_sgx),
         cmocka_unit_test(test_fetch_base_normalised),
         cmocka_unit_test(test_fetch_exact_span),
+        cmocka_unit_test(test_fetch_root_crl_from_cdp),
         cmocka_unit_test(test_fetch_http_errors),
         cmocka_unit_test(test_fetch_oversized),
         cmocka_unit_test(test_fetch_bad_responses),
         cmocka_unit_test(test_fetch_encrypted_ppid),
+        cmocka_unit_test(test_fetch_bad_pck),
     };
     int failed = cmocka_run_group_tests(tests, NULL, NULL);
     failed += cmocka_run_group_tests_name("fetch", fetch_tests, srv_setup, srv_teardown);
