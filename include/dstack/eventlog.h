@@ -89,7 +89,8 @@ void ds_eventlog_free(struct ds_event_log *log);
 
 /*
  * Append a deep copy of ev (name NULL is taken as ""). Checks imr <= 3, version 1/2, digest_len
- * <= 64 and the limits above. Returns 0, -ENOMEM, -DS_E_FORMAT or -DS_E_LIMIT.
+ * <= 64, a valid UTF-8 name and the limits above. Returns 0, -ENOMEM, -DS_E_FORMAT,
+ * -DS_E_LIMIT, or -EINVAL (a non-zero length with a NULL pointer).
  */
 DS_MUST_USE int ds_eventlog_append(struct ds_event_log *log, const struct ds_event *ev);
 
