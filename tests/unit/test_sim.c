@@ -26,6 +26,7 @@
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 
+#include "dstack/attest.h"
 #include "dstack/crypto.h"
 #include "dstack/sim.h"
 
@@ -824,6 +825,246 @@ static void test_collateral(void **state)
     assert_int_equal(ds_sim_collateral(NULL, NOW, &late), -EINVAL);
 }
 
+/* ---- the library's own parser and verifier -------------------------------------------------- */
+
+static void check_parsed(const struct fixture *f, uint16_t version)
+{
+    static const uint8_t vendor[16] = {0x93, 0x9A, 0x72, 0x33, 0xF7, 0x9C, 0x4C, 0xA9,
+                                       0x94, 0x0A, 0x0D, 0xB3, 0x95, 0x7F, 0x06, 0x07};
+    struct ds_sim_td td;
+    struct ds_sim_quote_opts opts = {.version = version};
+    struct ds_quote pq;
+    struct parsed p;
+    uint8_t rd[64], mr_signer[32], hash[32];
+    uint8_t *q;
+    size_t len;
+
+    for (int i = 0; i < 64; i++) {
+        rd[i] = (uint8_t)(255 - i);
+    }
+    ds_sim_td_defaults(&td);
+    memset(td.mr_config_id, 0x12, 48);
+    memset(td.mr_owner, 0x34, 48);
+    memset(td.mr_owner_config, 0x56, 48);
+    memset(td.rtmr[3], 0x78, 48);
+    td.seam_attributes[7] = 0;
+    assert_int_equal(ds_sim_quote(f->a, &td, rd, &opts, &q, &len), 0);
+    parse_quote(q, len, &p);
+    assert_int_equal(ds_quote_parse(q, len, &pq), 0);
+    assert_int_equal(pq.version, version);
+    assert_int_equal(pq.ak_type, DS_AK_TYPE_ECDSA_P256);
+    assert_int_equal(pq.tee_type, DS_TEE_TYPE_TDX);
+    assert_int_equal(pq.qe_svn, 4);
+    assert_int_equal(pq.pce_svn, 11);
+    assert_memory_equal(pq.qe_vendor_id, vendor, 16);
+    assert_memory_equal(pq.user_data, p.user_data, 20);
+    assert_int_equal(pq.kind, DS_REPORT_TD10);
+    assert_memory_equal(pq.td.tee_tcb_svn, td.tee_tcb_svn, 16);
+    assert_memory_equal(pq.td.mr_seam, td.mr_seam, 48);
+    assert_memory_equal(pq.td.mr_signer_seam, td.mr_signer_seam, 48);
+    assert_memory_equal(pq.td.seam_attributes, td.seam_attributes, 8);
+    assert_memory_equal(pq.td.td_attributes, td.td_attributes, 8);
+    assert_memory_equal(pq.td.xfam, td.xfam, 8);
+    assert_memory_equal(pq.td.mr_td, td.mr_td, 48);
+    assert_memory_equal(pq.td.mr_config_id, td.mr_config_id, 48);
+    assert_memory_equal(pq.td.mr_owner, td.mr_owner, 48);
+    assert_memory_equal(pq.td.mr_owner_config, td.mr_owner_config, 48);
+    assert_memory_equal(pq.td.rtmr, td.rtmr, sizeof(td.rtmr));
+    assert_memory_equal(pq.td.report_data, rd, 64);
+    assert_true(ds_is_zero(pq.td.tee_tcb_svn2, 16));
+    assert_true(ds_is_zero(pq.td.mr_service_td, 48));
+    assert_ptr_equal(ds_quote_report_data(&pq), pq.td.report_data);
+    assert_ptr_equal(pq.signed_data, q);
+    assert_int_equal(pq.signed_len, version == 5 ? V5_SIGNED_LEN : V4_SIGNED_LEN);
+    assert_memory_equal(pq.signature, p.sig, 64);
+    assert_memory_equal(pq.attest_key, p.ak, 64);
+    assert_ptr_equal(pq.qe_report_raw, p.qe_report);
+    memset(mr_signer, 0x44, sizeof(mr_signer));
+    assert_memory_equal(pq.qe_report.cpu_svn, "\x02\x02\x02\x02\x03\x01\x00\x05", 8);
+    assert_int_equal(pq.qe_report.misc_select, 0);
+    assert_int_equal(pq.qe_report.attributes[0], 0x15);
+    assert_int_equal(pq.qe_report.attributes[8], 0xe7);
+    assert_memory_equal(pq.qe_report.mr_signer, mr_signer, 32);
+    assert_int_equal(pq.qe_report.isv_prod_id, 2);
+    assert_int_equal(pq.qe_report.isv_svn, 4);
+    ds_sha256_v(hash, 2, pq.attest_key, (size_t)64, pq.qe_auth_data, pq.qe_auth_len);
+    assert_memory_equal(pq.qe_report.report_data, hash, 32);
+    assert_memory_equal(pq.qe_report_signature, p.qe_sig, 64);
+    assert_int_equal(pq.qe_auth_len, 32);
+    assert_ptr_equal(pq.qe_auth_data, p.qe_auth);
+    assert_int_equal(pq.outer_cert_type, 6);
+    assert_int_equal(pq.cert_type, 5);
+    assert_int_equal(pq.cert_data_len, strlen(ds_sim_pki_pck_chain_pem(f->a)) + 1);
+    assert_memory_equal(pq.cert_data, ds_sim_pki_pck_chain_pem(f->a), pq.cert_data_len);
+    assert_int_equal(pq.trailing_len, 0);
+    free(q);
+}
+
+static void test_ds_quote_parse(void **state)
+{
+    check_parsed(*state, 4);
+    check_parsed(*state, 5);
+}
+
+static struct ds_verifier *mock_verifier(const struct ds_sim_pki *p)
+{
+    const uint8_t *der;
+    size_t len;
+    struct ds_verifier *v = NULL;
+    ds_sim_pki_root_der(p, &der, &len);
+    assert_int_equal(ds_verifier_new(der, len, &v), 0);
+    assert_false(ds_verifier_is_intel_root(v));
+    return v;
+}
+
+/* Verify and return the error; on failure check the step that failed. */
+static int verify_step(struct ds_verifier *v, const uint8_t *q, size_t len,
+                       const struct ds_collateral *c, int64_t at, enum ds_verify_step step,
+                       enum ds_tcb_status *status)
+{
+    struct ds_verify_result res;
+    int rc;
+    memset(&res, 0, sizeof(res));
+    rc = ds_verify_quote(v, q, len, c, at, &res);
+    if (getenv("TEST_SIM_VERBOSE") != NULL) {
+        fprintf(stderr, "verify: %d %s: %s\n", rc, ds_verify_step_name(res.failed_step),
+                res.message);
+    }
+    if (rc == 0) {
+        assert_true(res.ok);
+        assert_int_equal(res.failed_step, DS_STEP_NONE);
+        if (status != NULL) {
+            *status = res.status;
+        }
+    } else {
+        assert_false(res.ok);
+        if (res.failed_step != step) {
+            fail_msg("failed at step %s (%s), expected %s", ds_verify_step_name(res.failed_step),
+                     res.message, ds_verify_step_name(step));
+        }
+    }
+    ds_verify_result_done(&res);
+    return rc;
+}
+
+static void test_verify_mock(void **state)
+{
+    struct fixture *f = *state;
+    struct ds_verifier *v = mock_verifier(f->a);
+    struct ds_verify_result res;
+    uint8_t rd[64], fmspc[6], pce_id[2], ppid[16];
+    uint8_t *q;
+    size_t len;
+
+    memset(rd, 0x42, sizeof(rd));
+    for (uint16_t version = 4; version <= 5; version++) {
+        make_quote(f->a, version, rd, &q, &len);
+        memset(&res, 0, sizeof(res));
+        assert_int_equal(ds_verify_quote(v, q, len, f->coll, NOW, &res), 0);
+        assert_true(res.ok);
+        assert_int_equal(res.status, DS_TCB_UP_TO_DATE);
+        assert_int_equal(res.platform_status, DS_TCB_UP_TO_DATE);
+        assert_int_equal(res.qe_status, DS_TCB_UP_TO_DATE);
+        assert_int_equal(res.advisory_count, 0);
+        ds_sim_pki_platform(f->a, fmspc, pce_id, ppid);
+        assert_memory_equal(res.fmspc, fmspc, 6);
+        assert_memory_equal(res.pce_id, pce_id, 2);
+        assert_memory_equal(res.ppid, ppid, 16);
+        assert_memory_equal(ds_quote_report_data(&res.quote), rd, 64);
+        ds_verify_result_done(&res);
+        free(q);
+    }
+    ds_verifier_free(v);
+}
+
+static void test_verify_rejects(void **state)
+{
+    struct fixture *f = *state;
+    struct ds_verifier *v = mock_verifier(f->a), *intel = NULL, *other = mock_verifier(f->b);
+    struct ds_collateral *coll_b = NULL;
+    struct ds_sim_td td;
+    enum ds_tcb_status status;
+    uint8_t rd[64] = {1}, *q;
+    size_t len;
+
+    assert_int_equal(ds_verifier_new(NULL, 0, &intel), 0);
+    assert_true(ds_verifier_is_intel_root(intel));
+    make_quote(f->a, 4, rd, &q, &len);
+    assert_int_equal(verify_step(v, q, len, f->coll, NOW, DS_STEP_NONE, NULL), 0);
+    /* Intel's root and another seed's root do not anchor the mock PKI: the root CA CRL is not
+     * Intel's; seed b's root has the same name but another key */
+    assert_int_equal(verify_step(intel, q, len, f->coll, NOW, DS_STEP_ROOT_CA, NULL), -DS_E_CERT);
+    assert_int_equal(verify_step(other, q, len, f->coll, NOW, DS_STEP_ROOT_CA, NULL),
+                     -DS_E_SIGNATURE);
+    /* seed b's complete collateral does not make seed a's quote verify under root b */
+    assert_int_equal(ds_sim_collateral(f->b, NOW, &coll_b), 0);
+    assert_int_equal(verify_step(other, q, len, coll_b, NOW, DS_STEP_PCK_CHAIN, NULL), -DS_E_CERT);
+    /* collateral outside its window */
+    assert_int_equal(verify_step(v, q, len, f->coll, NOW + 31 * DAY, DS_STEP_TCB_INFO, NULL),
+                     -DS_E_EXPIRED);
+    /* one register byte (RTMR3) or one report_data byte altered after signing */
+    q[520] ^= 0x80;
+    assert_int_equal(verify_step(v, q, len, f->coll, NOW, DS_STEP_QUOTE_SIGNATURE, NULL),
+                     -DS_E_SIGNATURE);
+    q[520] ^= 0x80;
+    q[V4_SIGNED_LEN - 64] ^= 0x01;
+    assert_int_equal(verify_step(v, q, len, f->coll, NOW, DS_STEP_QUOTE_SIGNATURE, NULL),
+                     -DS_E_SIGNATURE);
+    q[V4_SIGNED_LEN - 64] ^= 0x01;
+    /* a QE report byte (isv_svn) altered: its PCK signature fails */
+    q[V4_SIGNED_LEN + 4 + 128 + 6 + 258] ^= 0x01;
+    assert_int_equal(verify_step(v, q, len, f->coll, NOW, DS_STEP_QE_REPORT_SIGNATURE, NULL),
+                     -DS_E_SIGNATURE);
+    free(q);
+
+    /* TCB: an older module matches the OutOfDate level, a much older one no level */
+    ds_sim_td_defaults(&td);
+    td.tee_tcb_svn[0] = 4;
+    assert_int_equal(ds_sim_quote(f->a, &td, rd, NULL, &q, &len), 0);
+    assert_int_equal(verify_step(v, q, len, f->coll, NOW, DS_STEP_NONE, &status), 0);
+    assert_int_equal(status, DS_TCB_OUT_OF_DATE);
+    free(q);
+    td.tee_tcb_svn[0] = 2;
+    assert_int_equal(ds_sim_quote(f->a, &td, rd, NULL, &q, &len), 0);
+    assert_int_equal(verify_step(v, q, len, f->coll, NOW, DS_STEP_PLATFORM_TCB, NULL),
+                     -DS_E_POLICY);
+    free(q);
+    /* a debug TD */
+    ds_sim_td_defaults(&td);
+    td.td_attributes[0] = 1;
+    assert_int_equal(ds_sim_quote(f->a, &td, rd, NULL, &q, &len), 0);
+    assert_int_equal(verify_step(v, q, len, f->coll, NOW, DS_STEP_ATTRIBUTES, NULL), -DS_E_POLICY);
+    free(q);
+
+    ds_collateral_free(coll_b);
+    ds_verifier_free(v);
+    ds_verifier_free(other);
+    ds_verifier_free(intel);
+}
+
+static void test_verify_revoked_pck(void **state)
+{
+    struct fixture *f = *state;
+    struct ds_verifier *v = mock_verifier(f->a);
+    struct ds_collateral *c = NULL;
+    const uint64_t revoked[] = {ds_sim_pki_pck_serial(f->a)};
+    uint8_t rd[64] = {2}, *q, *crl;
+    size_t len, crl_len;
+
+    assert_int_equal(ds_sim_collateral(f->a, NOW, &c), 0);
+    assert_int_equal(
+        ds_sim_pki_crl(f->a, DS_SIM_KEY_PCK_CA, revoked, 1, NOW - DAY, NOW + DAY, &crl, &crl_len),
+        0);
+    free(c->pck_crl);
+    c->pck_crl = crl;
+    c->pck_crl_len = crl_len;
+    make_quote(f->a, 4, rd, &q, &len);
+    assert_int_equal(verify_step(v, q, len, c, NOW, DS_STEP_PCK_CHAIN, NULL), -DS_E_CERT);
+    free(q);
+    ds_collateral_free(c);
+    ds_verifier_free(v);
+}
+
 /* ---- dcap-qvl acceptance -------------------------------------------------------------------- */
 
 struct qvl_dir {
@@ -964,6 +1205,10 @@ int main(void)
         cmocka_unit_test(test_quote_v5_layout),
         cmocka_unit_test(test_quote_fresh_key_and_options),
         cmocka_unit_test(test_collateral),
+        cmocka_unit_test(test_ds_quote_parse),
+        cmocka_unit_test(test_verify_mock),
+        cmocka_unit_test(test_verify_rejects),
+        cmocka_unit_test(test_verify_revoked_pck),
         cmocka_unit_test(test_dcap_qvl),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
