@@ -141,10 +141,14 @@ DS_MUST_USE int ds_eventlog_parse_json(const char *json, size_t len, struct ds_e
  *   which keep it; runtime events get digest "" and keep their payload.
  * DS_EVENTLOG_JSON_PREIMAGE: add "preimage" to V2 runtime events (taken from the event, or
  *   computed as the canonical JSON when the event has none).
+ * DS_EVENTLOG_JSON_RUNTIME_DIGESTS: with STRIPPED, keep the digests of runtime events (newer
+ *   upstream `stripped()` keeps them so V2 events stay bound to their preimage; the spec's
+ *   HEAD clears them). Our validator accepts both.
  * Real GetQuote = STRIPPED | PREIMAGE; simulator GetQuote = PREIMAGE.
  */
-#define DS_EVENTLOG_JSON_STRIPPED 0x1u
-#define DS_EVENTLOG_JSON_PREIMAGE 0x2u
+#define DS_EVENTLOG_JSON_STRIPPED        0x1u
+#define DS_EVENTLOG_JSON_PREIMAGE        0x2u
+#define DS_EVENTLOG_JSON_RUNTIME_DIGESTS 0x4u
 
 /*
  * Serialize to compact JSON text, keys in the order imr, event_type, digest, event,

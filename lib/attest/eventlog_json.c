@@ -203,7 +203,7 @@ static int write_event(struct ds_buf *b, const struct ds_event *ev, unsigned fla
 {
     bool runtime = ds_event_is_runtime(ev);
     bool stripped = (flags & DS_EVENTLOG_JSON_STRIPPED) != 0;
-    bool keep_digest = !(stripped && runtime);
+    bool keep_digest = !(stripped && runtime) || (flags & DS_EVENTLOG_JSON_RUNTIME_DIGESTS);
     bool keep_payload = !stripped || runtime || is_acpi_data(ev);
     const char *name = ev->name ? ev->name : "";
 

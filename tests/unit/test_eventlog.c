@@ -414,6 +414,16 @@ static void test_json_parse_and_roundtrip(void **state)
             "74797065223a3133343231373732397d\"}]");
     free(j1);
 
+    /* RUNTIME_DIGESTS keeps the runtime digest in the stripped form (still no boot payload). */
+    assert_int_equal(
+        ds_eventlog_to_json(log, DS_EVENTLOG_JSON_STRIPPED | DS_EVENTLOG_JSON_RUNTIME_DIGESTS, &j1,
+                            NULL),
+        0);
+    assert_non_null(strstr(j1, "\"digest\":\"eeeeeeee"));
+    assert_non_null(strstr(j1, "\"event\":\"\",\"event_payload\":\"\"}"));
+    assert_null(strstr(j1, "preimage"));
+    free(j1);
+
     /* A V2 event without a stored preimage gets a computed one under PREIMAGE. */
     free(log->events[3].preimage);
     log->events[3].preimage = NULL;
