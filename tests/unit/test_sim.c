@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <pthread.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -237,6 +238,36 @@ static void test_pki_deterministic(void **state)
     assert_memory_equal(crl1, crl2, crl1_len);
     free(crl1);
     free(crl2);
+}
+
+/* Public keys for seed_a, computed independently (Python + pycryptodome) from the spec formula
+ * scalar = SHA-256("dstack-mock-p256-v1" || seed || label || be32(counter)) (counter 0 valid). */
+static void test_pki_key_derivation(void **state)
+{
+    struct fixture *f = *state;
+    static const char *const want_hex[] = {
+        /* tdx-pck, tdx-pck-ca, tdx-root (chain order), tdx-tcb */
+        "b4208047c178d573a7b39c798917af7c5a65319966e3548fddb45ba9ef028991"
+        "8e10e4a903065f23ab7e63c0c62bb0efd54c57c57084145d8152131107f18acd",
+        "d6ad2908d382b4b2171935c3acb5c81a4cbb3dd1f30a6d904ef28ab027b0663e"
+        "9afd09036f4cfaacb7c59fe345c25e7f10ba79539f184a99902122d0ee1fd2c5",
+        "10c838b41a84accd40c04ce9c3fb2043878a42554548c2120d25136a434df88e"
+        "b027bdd207caf55419681fe4d2e81b69b07dd6ca26a1175c58edb79caf41ec9d",
+        "4d00956c3b8b5bdcf01205e0ba2624bc7310e4a47d4100f3bb6a8e10a84ae91a"
+        "2bc0b207950ce30eec77916b18e717347017424e811b360e0fdfc25d945993e1",
+    };
+    STACK_OF(X509) *chain = pem_certs(ds_sim_pki_pck_chain_pem(f->a));
+    STACK_OF(X509) *tcb = pem_certs(f->coll->tcb_info_issuer_chain);
+    uint8_t pub[64], want[64];
+
+    for (int i = 0; i < 4; i++) {
+        X509 *x = i < 3 ? sk_X509_value(chain, i) : sk_X509_value(tcb, 0);
+        assert_int_equal(ds_hex_decode(want_hex[i], 128, want, sizeof(want)), 64);
+        cert_pub(x, pub);
+        assert_memory_equal(pub, want, 64);
+    }
+    sk_X509_pop_free(chain, X509_free);
+    sk_X509_pop_free(tcb, X509_free);
 }
 
 static void test_pki_seeds_differ(void **state)
@@ -732,6 +763,63 @@ static void test_quote_fresh_key_and_options(void **state)
     free(q3);
 }
 
+/* Several threads quoting with one PKI (the daemon may do that): every quote is intact. */
+#define THREADS           4
+#define QUOTES_PER_THREAD 25
+
+struct thread_arg {
+    const struct ds_sim_pki *p;
+    const uint8_t *pck_pub;
+    int failures;
+};
+
+static void *quote_thread(void *opaque)
+{
+    struct thread_arg *a = opaque;
+    struct ds_sim_td td;
+    uint8_t rd[64] = {0}, *q;
+    size_t len;
+    struct ds_quote pq;
+
+    ds_sim_td_defaults(&td);
+    for (int i = 0; i < QUOTES_PER_THREAD; i++) {
+        rd[0] = (uint8_t)i;
+        if (ds_sim_quote(a->p, &td, rd, NULL, &q, &len) < 0) {
+            a->failures++;
+            continue;
+        }
+        if (ds_quote_parse(q, len, &pq) < 0 ||
+            ds_ecdsa_verify_raw(DS_EC_P256, pq.attest_key, 64, pq.signed_data, pq.signed_len,
+                                pq.signature, 64) < 0 ||
+            ds_ecdsa_verify_raw(DS_EC_P256, a->pck_pub, 64, pq.qe_report_raw, DS_SGX_REPORT_SIZE,
+                                pq.qe_report_signature, 64) < 0) {
+            a->failures++;
+        }
+        free(q);
+    }
+    return NULL;
+}
+
+static void test_quote_threads(void **state)
+{
+    struct fixture *f = *state;
+    STACK_OF(X509) *chain = pem_certs(ds_sim_pki_pck_chain_pem(f->a));
+    pthread_t th[THREADS];
+    struct thread_arg args[THREADS];
+    uint8_t pck_pub[64];
+
+    cert_pub(sk_X509_value(chain, 0), pck_pub);
+    for (int i = 0; i < THREADS; i++) {
+        args[i] = (struct thread_arg){.p = f->a, .pck_pub = pck_pub};
+        assert_int_equal(pthread_create(&th[i], NULL, quote_thread, &args[i]), 0);
+    }
+    for (int i = 0; i < THREADS; i++) {
+        assert_int_equal(pthread_join(th[i], NULL), 0);
+        assert_int_equal(args[i].failures, 0);
+    }
+    sk_X509_pop_free(chain, X509_free);
+}
+
 /* ---- collateral ----------------------------------------------------------------------------- */
 
 static void check_signed_json(const char *chain_pem, const char *json, size_t json_len,
@@ -1196,6 +1284,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_pki_deterministic),
+        cmocka_unit_test(test_pki_key_derivation),
         cmocka_unit_test(test_pki_seeds_differ),
         cmocka_unit_test(test_pki_certificates),
         cmocka_unit_test(test_pki_chains_verify),
@@ -1204,6 +1293,7 @@ int main(void)
         cmocka_unit_test(test_quote_v4_layout),
         cmocka_unit_test(test_quote_v5_layout),
         cmocka_unit_test(test_quote_fresh_key_and_options),
+        cmocka_unit_test(test_quote_threads),
         cmocka_unit_test(test_collateral),
         cmocka_unit_test(test_ds_quote_parse),
         cmocka_unit_test(test_verify_mock),
