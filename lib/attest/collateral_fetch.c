@@ -38,7 +38,6 @@
 #define FETCH_SIGNATURE_MAX      512
 #define FETCH_JSON_DEPTH_MAX     64
 #define FETCH_MAX_REDIRS         5
-#define FETCH_CURL_BUF_MAX       (256 * 1024)
 
 #define PCK_FMSPC_SIZE  6
 #define PCK_CPUSVN_SIZE 16
