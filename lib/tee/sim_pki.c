@@ -152,8 +152,9 @@ static int sim_sign_digest(const struct ds_sim_pki *p, enum ds_sim_key key,
     int rc = -DS_E_CRYPTO;
 
     if (ctx == NULL || pt == NULL) {
-        rc = -ENOMEM;
-        goto out;
+        EC_POINT_free(pt);
+        BN_CTX_free(ctx);
+        return -ENOMEM;
     }
     BN_CTX_start(ctx);
     k = BN_CTX_get(ctx);
@@ -163,7 +164,7 @@ static int sim_sign_digest(const struct ds_sim_pki *p, enum ds_sim_key key,
     s = BN_CTX_get(ctx);
     z = BN_CTX_get(ctx);
     if (z == NULL || BN_bin2bn(digest, DS_SHA256_LEN, z) == NULL) {
-        goto end;
+        goto out;
     }
     BN_set_flags(k, BN_FLG_CONSTTIME);
     memcpy(msg, digest, DS_SHA256_LEN);
@@ -176,7 +177,7 @@ static int sim_sign_digest(const struct ds_sim_pki *p, enum ds_sim_key key,
         if (HMAC(EVP_sha256(), p->priv_raw[key], SIM_SCALAR_LEN, msg, sizeof(msg), kbuf, &klen) ==
                 NULL ||
             klen != DS_SHA256_LEN || BN_bin2bn(kbuf, DS_SHA256_LEN, k) == NULL) {
-            goto end;
+            goto out;
         }
         if (BN_is_zero(k) || BN_cmp(k, order) >= 0) {
             continue;
@@ -185,7 +186,7 @@ static int sim_sign_digest(const struct ds_sim_pki *p, enum ds_sim_key key,
         if (EC_POINT_mul(p->group, pt, k, NULL, NULL, ctx) != 1 ||
             EC_POINT_get_affine_coordinates(p->group, pt, x, NULL, ctx) != 1 ||
             BN_nnmod(r, x, order, ctx) != 1) {
-            goto end;
+            goto out;
         }
         if (BN_is_zero(r)) {
             continue;
@@ -193,21 +194,20 @@ static int sim_sign_digest(const struct ds_sim_pki *p, enum ds_sim_key key,
         if (BN_mod_inverse(kinv, k, order, ctx) == NULL ||
             BN_mod_mul(s, r, p->priv[key], order, ctx) != 1 ||
             BN_mod_add(s, s, z, order, ctx) != 1 || BN_mod_mul(s, s, kinv, order, ctx) != 1) {
-            goto end;
+            goto out;
         }
         if (BN_is_zero(s)) {
             continue;
         }
         if (BN_bn2binpad(r, sig, 32) != 32 || BN_bn2binpad(s, sig + 32, 32) != 32) {
-            goto end;
+            goto out;
         }
         rc = 0;
         break;
     }
-end:
-    BN_CTX_end(ctx);
 out:
     ds_wipe(kbuf, sizeof(kbuf));
+    BN_CTX_end(ctx);
     EC_POINT_free(pt);
     BN_CTX_free(ctx);
     return rc;
@@ -658,7 +658,6 @@ int ds_sim_pki_crl(const struct ds_sim_pki *p, enum ds_sim_key issuer,
     X509_EXTENSION *aki = NULL;
     unsigned char *tbs = NULL, *der = NULL, *w;
     const ASN1_BIT_STRING *sig;
-    uint8_t *copy;
     int tbs_len, der_len, rc = -EINVAL;
 
     if (p == NULL || out_der == NULL || out_len == NULL ||
@@ -723,10 +722,9 @@ int ds_sim_pki_crl(const struct ds_sim_pki *p, enum ds_sim_key issuer,
     if (i2d_X509_CRL(crl, &w) != der_len) {
         goto out;
     }
-    copy = der;
-    der = NULL;
-    *out_der = copy;
+    *out_der = der;
     *out_len = (size_t)der_len;
+    der = NULL;
     rc = 0;
 out:
     free(der);
