@@ -97,6 +97,10 @@ crosscheck() {
     ours="$("$DSTACK" verify quote "$quote" --collateral "$coll" --time "$t" "${root_args[@]}" \
         --json 2>"$TMP/ours.err")"
     local ours_rc=$?
+    if grep -qE "Sanitizer|runtime error:" "$TMP/ours.err"; then
+        fail "$name: sanitizer report: $(head -5 "$TMP/ours.err")"
+        return
+    fi
     js="$(QVL="$QVL" node "$TMP/js_verify.cjs" "$quote" "$coll" "$t" $root)"
     tc_out="$(node "$QVL/test_case.js" verify --time "$t" "$quote" "$coll" $root 2>&1)"
     tc_rc=$?

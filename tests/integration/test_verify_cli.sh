@@ -46,6 +46,11 @@ run() {
     rc=$?
     out="$(cat "$TMP/out")"
     err="$(cat "$TMP/err")"
+    # Under ASan/UBSan a memory error can exit 1 like a verification failure: catch it here.
+    if grep -qE "Sanitizer|runtime error:" <<<"$err"; then
+        fail "sanitizer report for: dstack $*"
+        echo "$err" | head -30 | sed 's/^/     /'
+    fi
 }
 
 # expect NAME RC JQ-FILTER: the last run exited RC and its stdout satisfies the filter.
