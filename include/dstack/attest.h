@@ -127,7 +127,13 @@ DS_MUST_USE int ds_collateral_to_json(const struct ds_collateral *c, char **out)
 void ds_collateral_free(struct ds_collateral *c);
 /*
  * Fetch collateral for a quote from a PCCS or Intel PCS v4 base URL (spec §2.8) with libcurl.
- * timeout_ms 0 = default (180 s).
+ * timeout_ms 0 = default (180 s). pck_certificate_chain is set only for quotes with
+ * certification data type 2/3 (encrypted PPID), whose chain is fetched from the PCCS.
+ * Returns 0, or -EINVAL (bad argument or base URL), the quote parser's errors, -DS_E_CERT
+ * (unusable PCK chain or leaf), -DS_E_UNSUPPORTED (certification data type not 2, 3 or 5),
+ * -DS_E_NETWORK (transport failure, non-2xx), -DS_E_LIMIT (oversized response),
+ * -DS_E_PROTOCOL (missing header, bad body, bad percent-encoding), -DS_E_MISMATCH (SGX-TCBm
+ * differs from the quote) or -ENOMEM.
  */
 DS_MUST_USE int ds_collateral_fetch(const char *base_url, const uint8_t *quote, size_t quote_len,
                                     long timeout_ms, struct ds_collateral **out, char *err,
