@@ -21,6 +21,8 @@ struct bench_cmd {
 
 static const struct bench_cmd bench_cmds[] = {
     {"verify", bench_verify_main, "DCAP quote verification rate, warm and cold caches"},
+    {"sim", bench_sim_main,
+     "simulated TDX quote generation, in-process and over the device socket"},
 };
 
 uint64_t bench_now_ns(void)
