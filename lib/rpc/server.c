@@ -645,11 +645,12 @@ static void dispatch(struct rpc_conn *c)
         r = c->route->fn(call, site->ctx);
         break;
     }
-    call->in_handler = false;
-
+    /* call->in_handler stays set while the dispatcher replies for the handler, so that
+     * call_finish() leaves freeing the call and moving the connection on to us. */
     if (call->replied) {
         json_decref(result);
     } else if (r == DS_RPC_DEFERRED) {
+        call->in_handler = false;
         return; /* c->call stays set; ds_rpc_call_reply_*() resumes the connection */
     } else if (r < 0) {
         reply_error_msg(call, 400, call->error_msg ? call->error_msg : ds_strerror(r));
