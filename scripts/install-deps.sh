@@ -10,7 +10,7 @@ APT_PACKAGES=(
   build-essential cmake pkg-config git ca-certificates
   clang llvm libclang-rt-14-dev
   libssl-dev openssl libsecp256k1-dev libevent-dev libjansson-dev libfyaml-dev libcbor-dev
-  libsqlite3-dev sqlite3 libcurl4-openssl-dev libcmocka-dev
+  libsqlite3-dev sqlite3 libcurl4-openssl-dev libcmocka-dev libmsgpack-dev
   python3 python3-pycryptodome
   nodejs npm
   curl jq socat iproute2 util-linux e2fsprogs
