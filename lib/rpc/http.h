@@ -117,4 +117,11 @@ size_t rpc_percent_decode(const char *src, size_t len, char *dst, bool plus);
 /* Make s valid UTF-8 by replacing invalid bytes with '?', in place. */
 void rpc_utf8_sanitize(char *s);
 
+/*
+ * Serve an already connected socket (fd owned) as if a listener of `site` had accepted it.
+ * For the fuzz harness, which drives the whole connection state machine over a socketpair.
+ */
+DS_MUST_USE int rpc_server_adopt_fd(struct ds_rpc_server *s, int fd,
+                                    const struct ds_rpc_site *site);
+
 #endif /* DSTACK_LIB_RPC_HTTP_H */

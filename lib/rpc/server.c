@@ -969,10 +969,8 @@ static void peer_name(struct ds_rpc_peer *p)
     }
 }
 
-static void accept_cb(struct evconnlistener *evl, evutil_socket_t fd, struct sockaddr *sa,
-                      int salen, void *arg)
+static void conn_start(struct rpc_listener *l, evutil_socket_t fd, struct sockaddr *sa, int salen)
 {
-    struct rpc_listener *l = arg;
     struct ds_rpc_server *s = l->srv;
     if (s->conn_count >= s->lim.connections_max) {
         size_t blen;
@@ -1073,6 +1071,12 @@ static void accept_cb(struct evconnlistener *evl, evutil_socket_t fd, struct soc
     conn_arm(c, s->lim.idle_timeout_ms);
 }
 
+static void accept_cb(struct evconnlistener *evl, evutil_socket_t fd, struct sockaddr *sa,
+                      int salen, void *arg)
+{
+    conn_start(arg, fd, sa, salen);
+}
+
 /* ---- server and listeners ------------------------------------------------------------------ */
 
 int ds_rpc_server_new(struct event_base *base, const struct ds_rpc_limits *limits,
@@ -1111,7 +1115,9 @@ void ds_rpc_server_free(struct ds_rpc_server *s)
     struct rpc_listener *l = s->listeners;
     while (l) {
         struct rpc_listener *next = l->next;
-        evconnlistener_free(l->evl);
+        if (l->evl) {
+            evconnlistener_free(l->evl);
+        }
         if (l->unix_path) {
             unlink(l->unix_path);
             free(l->unix_path);
@@ -1296,4 +1302,25 @@ int ds_rpc_server_listen_fd(struct ds_rpc_server *s, int fd, const struct ds_rpc
     }
     fcntl(fd, F_SETFD, FD_CLOEXEC);
     return add_listener(s, fd, site, tls, t, NULL);
+}
+
+int rpc_server_adopt_fd(struct ds_rpc_server *s, int fd, const struct ds_rpc_site *site)
+{
+    struct rpc_listener *l = calloc(1, sizeof(*l));
+    if (!l) {
+        close(fd);
+        return -ENOMEM;
+    }
+    if (evutil_make_socket_nonblocking(fd) < 0) {
+        close(fd);
+        free(l);
+        return -EIO;
+    }
+    l->srv = s;
+    l->site = site;
+    l->transport = DS_RPC_TRANSPORT_OTHER;
+    l->next = s->listeners;
+    s->listeners = l;
+    conn_start(l, fd, NULL, 0);
+    return 0;
 }
