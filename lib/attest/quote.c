@@ -119,7 +119,11 @@ static int parse_auth_data(struct ds_reader *ad, struct ds_quote *q)
         DS_ENSURE(q->outer_cert_type == CERT_TYPE_QE_REPORT, -DS_E_UNSUPPORTED);
         DS_TRY(parse_qe_part(&inner, q));
         DS_TRY(parse_cert_data(&inner, &q->cert_type, &body));
+        /* The declared sizes must add up exactly: slack inside signed-over-nothing framing
+         * would only make quotes malleable (trailing bytes after the auth data are fine). */
+        DS_ENSURE(ds_rd_left(&inner) == 0, -DS_E_FORMAT);
     }
+    DS_ENSURE(ds_rd_left(ad) == 0, -DS_E_FORMAT);
     q->cert_data_len = ds_rd_left(&body);
     return ds_rd_ptr(&body, q->cert_data_len, &q->cert_data);
 }
