@@ -225,6 +225,7 @@ static void test_expiry_messages(void **state)
     ds_verify_result_done(&r);
     ds_verifier_free(v);
     ds_collateral_free(c);
+    free(raw);
 
     helper_verify_load_sample("sgx", &raw, &len, &c);
     assert_int_equal(ds_verifier_new(NULL, 0, &v), 0);
@@ -237,6 +238,7 @@ static void test_expiry_messages(void **state)
     ds_verify_result_done(&r);
     ds_verifier_free(v);
     ds_collateral_free(c);
+    free(raw);
 }
 
 /* The collateral's pck_certificate_chain, when present, replaces the quote's type-5 chain. */
