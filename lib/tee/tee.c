@@ -13,7 +13,9 @@
 #include "dstack/crypto.h"
 #include "tee/tee_provider.h"
 
-#define SIM_PREFIX "sim:"
+#define SIM_PREFIX      "sim:"
+#define EMBEDDED_SPEC   "embedded"
+#define EMBEDDED_PREFIX "embedded:"
 
 struct ds_tee {
     const struct ds_tee_ops *ops;
@@ -50,9 +52,17 @@ int ds_tee_open(const char *spec, struct ds_tee **out, char *err, size_t err_siz
                spec[strlen(SIM_PREFIX)] != '\0') {
         ops = &ds_tee_simdev_ops;
         r = ds_tee_simdev_open(spec + strlen(SIM_PREFIX), &ctx, err, err_size);
+    } else if (strcmp(spec, EMBEDDED_SPEC) == 0 ||
+               strncmp(spec, EMBEDDED_PREFIX, strlen(EMBEDDED_PREFIX)) == 0) {
+        /* In-process simulated module (tee_embedded.c), for development modes only. */
+        ops = &ds_tee_embedded_ops;
+        r = ds_tee_embedded_open(spec[strlen(EMBEDDED_SPEC)] ? spec + strlen(EMBEDDED_PREFIX)
+                                                             : NULL,
+                                 &ctx, err, err_size);
     } else {
         return fail(err, err_size, -DS_E_FORMAT,
-                    "unknown TEE spec; use \"tdx\" or \"sim:<socket path>\"");
+                    "unknown TEE spec; use \"tdx\", \"sim:<socket path>\" or "
+                    "\"embedded[:<seed hex>]\"");
     }
     if (r < 0) {
         return r;

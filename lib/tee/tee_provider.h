@@ -30,12 +30,18 @@ struct ds_tee_ops {
 
 extern const struct ds_tee_ops ds_tee_simdev_ops;
 extern const struct ds_tee_ops ds_tee_tdx_ops;
+extern const struct ds_tee_ops ds_tee_embedded_ops;
 
 /* Open the simulator provider on a device socket (checks that it answers "info"). */
 DS_MUST_USE int ds_tee_simdev_open(const char *socket_path, void **out_ctx, char *err,
                                    size_t err_size);
 /* Open the TDX provider (checks the configfs-tsm provider file). */
 DS_MUST_USE int ds_tee_tdx_open(void **out_ctx, char *err, size_t err_size);
+/* Open the in-process simulated module (tee_embedded.c) from a 64-hex-digit mock PKI seed, or
+ * NULL for the public development seed. Returns 0, -DS_E_FORMAT (bad seed), -ENOMEM or
+ * -DS_E_CRYPTO. */
+DS_MUST_USE int ds_tee_embedded_open(const char *seed_hex, void **out_ctx, char *err,
+                                     size_t err_size);
 /* true when a TDX guest interface is visible (device node or configfs-tsm provider). */
 bool ds_tee_tdx_detect(void);
 
