@@ -38,7 +38,9 @@
  *   `Expect: 100-continue` is honoured; chunked request bodies are accepted.
  *
  * Threading: everything, including ds_rpc_call_reply_*() for deferred calls, runs on the
- * thread that runs the event_base. Library code never logs.
+ * thread that runs the event_base. Library code never logs. The process must ignore SIGPIPE
+ * (libevent writes with writev). Never free the server from inside a handler: stop the loop
+ * (event_base_loopexit) and free it afterwards. Guide: docs/rpc.md.
  */
 #ifndef DSTACK_RPC_H
 #define DSTACK_RPC_H
@@ -245,7 +247,8 @@ struct ds_rpc_peer {
 const struct ds_rpc_peer *ds_rpc_call_peer(const struct ds_rpc_call *call);
 /* TLS peer certificate (borrowed; NULL without TLS or when the client sent none). */
 X509 *ds_rpc_call_peer_cert(const struct ds_rpc_call *call);
-/* The chain the peer sent, leaf first where OpenSSL keeps it (borrowed; may be NULL). */
+/* The certificates the peer sent besides its leaf (on the server side OpenSSL leaves the leaf
+ * out of this stack; borrowed; may be NULL). */
 STACK_OF(X509) * ds_rpc_call_peer_chain(const struct ds_rpc_call *call);
 /* "GET", "POST" or "HEAD". */
 const char *ds_rpc_call_http_method(const struct ds_rpc_call *call);
