@@ -344,8 +344,7 @@ out:
     return r;
 }
 
-/* ---- Intel SGX extension ----------------------------------------------------------------------
- */
+/* ---- Intel SGX extension --------------------------------------------------------------------- */
 
 /* Split one DER SEQUENCE into its elements. */
 static STACK_OF(ASN1_TYPE) * der_seq(const unsigned char *der, long len)

@@ -18,7 +18,7 @@
 #include "attest/verify_internal.h"
 #include "dstack/crypto.h"
 
-/* ---- status names ------------------------------------------------------------------------- */
+/* ---- status names ---------------------------------------------------------------------------- */
 
 static const char *const status_names[DS_TCB_STATUS_MAX] = {
     [DS_TCB_UP_TO_DATE] = "UpToDate",
@@ -52,7 +52,7 @@ int ds_tcb_status_parse(const char *s, enum ds_tcb_status *out)
     return -DS_E_FORMAT;
 }
 
-/* ---- merge ---------------------------------------------------------------------------------- */
+/* ---- merge ----------------------------------------------------------------------------------- */
 
 void ds_attest_status_init(struct ds_attest_status *s, enum ds_tcb_status status)
 {
@@ -83,7 +83,7 @@ int ds_attest_status_merge(struct ds_attest_status *a, enum ds_tcb_status b,
     return 0;
 }
 
-/* ---- time ----------------------------------------------------------------------------------- */
+/* ---- time ------------------------------------------------------------------------------------ */
 
 int64_t ds_attest_unix_from_civil(int64_t y, unsigned mon, unsigned d, unsigned h, unsigned mi,
                                   unsigned s)
@@ -184,7 +184,7 @@ int ds_attest_parse_rfc3339(const char *s, int64_t *out)
     return 0;
 }
 
-/* ---- JSON helpers --------------------------------------------------------------------------- */
+/* ---- JSON helpers ---------------------------------------------------------------------------- */
 
 static void set_msg(char *msg, size_t msg_size, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -434,7 +434,7 @@ static void copy_id(char *dst, size_t dst_size, const char *src)
     snprintf(dst, dst_size, "%s", src);
 }
 
-/* ---- TCB info ------------------------------------------------------------------------------- */
+/* ---- TCB info -------------------------------------------------------------------------------- */
 
 void ds_attest_tcb_info_free(struct ds_attest_tcb_info *t)
 {
@@ -616,8 +616,7 @@ out:
     return r;
 }
 
-/* ---- QE identity ------------------------------------------------------------------------------
- */
+/* ---- QE identity ----------------------------------------------------------------------------- */
 
 void ds_attest_qe_identity_free(struct ds_attest_qe_identity *q)
 {
@@ -691,8 +690,7 @@ out:
 /* Advisory list of a parsed level as merge arguments. */
 #define ADV(adv) (const char *const *)(adv).ids, (adv).count
 
-/* ---- matching ---------------------------------------------------------------------------------
- */
+/* ---- matching -------------------------------------------------------------------------------- */
 
 static bool svn_at_least(const uint8_t *have, const uint8_t *need, size_t n)
 {

@@ -49,8 +49,7 @@ struct ds_verifier {
     struct ds_attest_cache cache;
 };
 
-/* ---- names ------------------------------------------------------------------------------------
- */
+/* ---- names ----------------------------------------------------------------------------------- */
 
 static const char *const step_names[DS_STEP_MAX] = {
     [DS_STEP_NONE] = "none",
@@ -77,8 +76,7 @@ const char *ds_verify_step_name(enum ds_verify_step s)
     return step_names[s];
 }
 
-/* ---- verifier ---------------------------------------------------------------------------------
- */
+/* ---- verifier -------------------------------------------------------------------------------- */
 
 int ds_verifier_new(const uint8_t *root_der, size_t root_len, struct ds_verifier **out)
 {
@@ -158,8 +156,7 @@ void ds_verify_result_done(struct ds_verify_result *r)
     memset(r, 0, sizeof(*r));
 }
 
-/* ---- verification state
- * -------------------------------------------------------------------------- */
+/* ---- verification state ---------------------------------------------------------------------- */
 
 struct vstate {
     struct ds_verifier *v;
@@ -167,6 +164,10 @@ struct vstate {
     int64_t now;
     struct ds_verify_result *res;
     char msg[MSG_MAX]; /* scratch for helpers that explain a failure */
+    /* The issuer chain verified for the TCB info; Intel uses the same one for the QE
+     * identity, which then needs no second chain verification in the same call. */
+    const char *signer_chain;
+    uint8_t signer_pub[64];
 };
 
 static int fail(struct vstate *s, enum ds_verify_step step, int err, const char *fmt, ...)
@@ -218,8 +219,7 @@ static bool collateral_key(const struct ds_verifier *v, const struct ds_collater
     return false;
 }
 
-/* ---- step 0: root CA and CRLs -------------------------------------------------------------------
- */
+/* ---- step 0: root CA and CRLs ---------------------------------------------------------------- */
 
 static int step_root(struct vstate *s, struct ds_attest_coll_entry *e)
 {
@@ -236,6 +236,11 @@ static int step_root(struct vstate *s, struct ds_attest_coll_entry *e)
     if (r < 0) {
         return fail(s, DS_STEP_ROOT_CA, r, "%s", s->msg);
     }
+    /* Conservative: the collateral entry also lapses with the PCK CRL. A PCK CRL without
+     * nextUpdate leaves the window as is; step 4 refuses such a CRL. */
+    if (ds_attest_crl_window(e->pck_crl, &e->window) < 0) {
+        /* no nextUpdate: nothing to narrow by, and step 4 refuses this CRL */
+    }
     e->store = X509_STORE_new();
     if (!e->store || X509_STORE_add_cert(e->store, s->v->root) != 1 ||
         X509_STORE_add_crl(e->store, e->root_crl) != 1 ||
@@ -246,8 +251,7 @@ static int step_root(struct vstate *s, struct ds_attest_coll_entry *e)
     return 0;
 }
 
-/* ---- step 1: quote format ----------------------------------------------------------------------
- */
+/* ---- step 1: quote format -------------------------------------------------------------------- */
 
 static int step_quote(struct vstate *s, const uint8_t *raw, size_t len, struct ds_quote *q)
 {
@@ -280,16 +284,18 @@ static int step_quote(struct vstate *s, const uint8_t *raw, size_t len, struct d
     return 0;
 }
 
-/* ---- steps 2 and 3: signed JSON
- * ------------------------------------------------------------------ */
+/* ---- steps 2 and 3: signed JSON -------------------------------------------------------------- */
 
 /* Chain of the signing certificate and the signature over the exact JSON bytes. */
-static int check_signed_json(struct vstate *s, struct ds_attest_coll_entry *e,
-                             enum ds_verify_step step, const char *what, const char *chain_pem,
-                             const char *json, size_t json_len, const uint8_t *sig, size_t sig_len)
+static int signer_key(struct vstate *s, struct ds_attest_coll_entry *e, enum ds_verify_step step,
+                      const char *what, const char *chain_pem, uint8_t pub[64])
 {
     STACK_OF(X509) *chain = NULL;
-    uint8_t pub[64];
+    char label[48];
+    if (chain_pem && s->signer_chain && strcmp(chain_pem, s->signer_chain) == 0) {
+        memcpy(pub, s->signer_pub, 64); /* same bytes, same time: same verdict and window */
+        return 0;
+    }
     int r = ds_attest_pem_chain(chain_pem, str_len(chain_pem), &chain);
     if (r == -DS_E_NOT_FOUND) {
         r = fail(s, step, -DS_E_CERT, "Certificate chain is too short for %s", what);
@@ -300,7 +306,6 @@ static int check_signed_json(struct vstate *s, struct ds_attest_coll_entry *e,
                  ds_strerror(r));
         goto out;
     }
-    char label[48];
     snprintf(label, sizeof(label), "%s_issuer_chain", what);
     r = ds_attest_verify_chain(e->store, chain, s->now, &e->window, label, s->msg, sizeof(s->msg));
     if (r < 0) {
@@ -312,22 +317,30 @@ static int check_signed_json(struct vstate *s, struct ds_attest_coll_entry *e,
         r = fail(s, step, r, "%s signing certificate key is not ECDSA P-256", what);
         goto out;
     }
-    if (!json || json_len == 0) {
-        r = fail(s, step, -DS_E_NOT_FOUND, "%s is missing", what);
-        goto out;
-    }
-    if (!sig || sig_len != 64) {
-        r = fail(s, step, -DS_E_FORMAT, "%s_signature must be 64 bytes (r||s)", what);
-        goto out;
-    }
-    r = ds_ecdsa_verify_raw(DS_EC_P256, pub, sizeof(pub), json, json_len, sig, sig_len);
-    if (r < 0) {
-        r = fail(s, step, -DS_E_SIGNATURE, "Signature is invalid for %s", what);
-        goto out;
-    }
+    s->signer_chain = chain_pem;
+    memcpy(s->signer_pub, pub, 64);
 out:
     sk_X509_pop_free(chain, X509_free);
     return r;
+}
+
+/* Chain of the signing certificate and the signature over the exact JSON bytes. */
+static int check_signed_json(struct vstate *s, struct ds_attest_coll_entry *e,
+                             enum ds_verify_step step, const char *what, const char *chain_pem,
+                             const char *json, size_t json_len, const uint8_t *sig, size_t sig_len)
+{
+    uint8_t pub[64];
+    DS_TRY(signer_key(s, e, step, what, chain_pem, pub));
+    if (!json || json_len == 0) {
+        return fail(s, step, -DS_E_NOT_FOUND, "%s is missing", what);
+    }
+    if (!sig || sig_len != 64) {
+        return fail(s, step, -DS_E_FORMAT, "%s_signature must be 64 bytes (r||s)", what);
+    }
+    if (ds_ecdsa_verify_raw(DS_EC_P256, pub, sizeof(pub), json, json_len, sig, sig_len) != 0) {
+        return fail(s, step, -DS_E_SIGNATURE, "Signature is invalid for %s", what);
+    }
+    return 0;
 }
 
 /* issueDate <= now <= nextUpdate (dcap-qvl's comparison for the JSON dates). */
@@ -391,8 +404,7 @@ static int step_qe_identity_kind(struct vstate *s, const struct ds_attest_qe_ide
     return 0;
 }
 
-/* ---- step 4: PCK chain
- * ----------------------------------------------------------------------------- */
+/* ---- step 4: PCK chain ----------------------------------------------------------------------- */
 
 static int build_pck(struct vstate *s, struct ds_attest_coll_entry *ce, const char *pem,
                      size_t pem_len, struct ds_attest_pck_entry *pe)
@@ -468,8 +480,7 @@ static int step_pck(struct vstate *s, struct ds_attest_coll_entry *ce, const str
     return 0;
 }
 
-/* ---- step 11: attributes
- * ------------------------------------------------------------------------- */
+/* ---- step 11: attributes --------------------------------------------------------------------- */
 
 static uint64_t le64(const uint8_t b[8])
 {
@@ -512,8 +523,7 @@ static int step_attributes(struct vstate *s, const struct ds_quote *q)
     return 0;
 }
 
-/* ---- the algorithm
- * ------------------------------------------------------------------------------- */
+/* ---- the algorithm --------------------------------------------------------------------------- */
 
 static int verify_steps(struct vstate *s, const uint8_t *raw, size_t len)
 {

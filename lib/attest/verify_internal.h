@@ -41,7 +41,7 @@ void ds_attest_window_init(struct ds_attest_window *w);
 void ds_attest_window_narrow(struct ds_attest_window *w, int64_t lo, int64_t hi);
 bool ds_attest_window_holds(const struct ds_attest_window *w, int64_t now);
 
-/* ---- TCB info / QE identity (tcb.c) -------------------------------------------------------- */
+/* ---- TCB info / QE identity (tcb.c) ---------------------------------------------------------- */
 
 struct ds_attest_advisories {
     char **ids;
@@ -140,7 +140,7 @@ void ds_attest_status_init(struct ds_attest_status *s, enum ds_tcb_status status
 DS_MUST_USE int ds_attest_status_merge(struct ds_attest_status *a, enum ds_tcb_status b,
                                        const char *const *b_ids, size_t b_count);
 
-/* ---- PCK certificate facts (pck.c) ------------------------------------------------------- */
+/* ---- PCK certificate facts (pck.c) ----------------------------------------------------------- */
 
 struct ds_attest_pck_info {
     uint8_t ppid[16];
@@ -166,7 +166,7 @@ DS_MUST_USE int ds_attest_match_qe(const struct ds_attest_qe_identity *qi,
                                    const struct ds_sgx_report *qe, struct ds_attest_status *out,
                                    char *msg, size_t msg_size);
 
-/* ---- X.509 (pck.c) ------------------------------------------------------------------------- */
+/* ---- X.509 (pck.c) --------------------------------------------------------------------------- */
 
 /* Unix seconds of an ASN1_TIME. */
 DS_MUST_USE int ds_attest_asn1_time(const ASN1_TIME *t, int64_t *out);
