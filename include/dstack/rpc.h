@@ -46,6 +46,7 @@
 #define DSTACK_RPC_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <sys/socket.h>
 #include <sys/types.h>
@@ -317,5 +318,76 @@ DS_MUST_USE int ds_rpc_query_decode(const char *query, size_t len, json_t **out,
  * empty, "1" or "true" (§2.2).
  */
 bool ds_rpc_query_json_flag(const char *query, size_t len);
+
+/* ---- typed parameter decoding (serde rules, guest-agent-api.md §2.4 and §2.6) ------------- */
+
+/*
+ * A table-driven decoder from the params object into a C struct, with the rules upstream's
+ * serde types apply: every field is optional and defaults (0, false, "", empty); unknown keys
+ * are ignored; JSON null is an error except for DS_RPC_FIELD_OPT_U64 (absent); bools need
+ * JSON booleans and integers JSON numbers, except for input from a GET query string where
+ * every leaf is a string ("true"/"false", decimal digits); bytes fields are hex strings
+ * (either case) after removing any number of leading "0x".
+ */
+enum ds_rpc_field_type {
+    DS_RPC_FIELD_STRING,     /* char *: malloc'd, "" when absent */
+    DS_RPC_FIELD_BYTES,      /* struct ds_rpc_bytes */
+    DS_RPC_FIELD_BOOL,       /* bool */
+    DS_RPC_FIELD_U32,        /* uint32_t */
+    DS_RPC_FIELD_U64,        /* uint64_t (JSON numbers up to INT64_MAX) */
+    DS_RPC_FIELD_OPT_U64,    /* struct ds_rpc_opt_u64 */
+    DS_RPC_FIELD_STRINGS,    /* struct ds_rpc_strings */
+    DS_RPC_FIELD_BYTES_LIST, /* struct ds_rpc_bytes_list */
+};
+
+struct ds_rpc_bytes {
+    uint8_t *data; /* malloc'd, never NULL after a successful decode */
+    size_t len;
+};
+struct ds_rpc_opt_u64 {
+    bool present;
+    uint64_t value;
+};
+struct ds_rpc_strings {
+    char **items;
+    size_t count;
+};
+struct ds_rpc_bytes_list {
+    struct ds_rpc_bytes *items;
+    size_t count;
+};
+
+#define DS_RPC_FIELD_SIZE_MAX  (1024 * 1024) /* default max bytes of a string or bytes field */
+#define DS_RPC_FIELD_COUNT_MAX 1024          /* default max items of a list field */
+
+struct ds_rpc_field {
+    const char *name; /* JSON key (proto field name) */
+    enum ds_rpc_field_type type;
+    size_t offset; /* offsetof() the member in the output struct */
+    size_t max;    /* bytes (string, bytes) or items (lists); 0 = the defaults above */
+};
+
+#define DS_RPC_FIELD(type_, struct_, member_, max_)                                                \
+    {                                                                                              \
+#member_, type_, offsetof(struct_, member_), max_                                          \
+    }
+
+/*
+ * Decode `params` into the struct at `out` (every field of the table is written; on failure
+ * all are freed and zeroed again). from_query: the params came from a query string
+ * (ds_rpc_call_from_query()). Returns 0, -DS_E_FORMAT (wrong type, bad hex, out of range)
+ * or -DS_E_LIMIT (too long), with a message in msg, or -ENOMEM.
+ */
+DS_MUST_USE int ds_rpc_params_decode(const json_t *params, bool from_query,
+                                     const struct ds_rpc_field *fields, size_t count, void *out,
+                                     char *msg, size_t msg_size);
+/* Free what ds_rpc_params_decode() allocated and zero the fields. NULL-safe for out. */
+void ds_rpc_params_free(const struct ds_rpc_field *fields, size_t count, void *out);
+/*
+ * ds_rpc_params_decode() for a handler: on failure the message becomes the call's error
+ * ("failed to decode request: ..."), so `if ((r = ds_rpc_call_decode(...)) < 0) return r;`.
+ */
+DS_MUST_USE int ds_rpc_call_decode(struct ds_rpc_call *call, const json_t *params,
+                                   const struct ds_rpc_field *fields, size_t count, void *out);
 
 #endif /* DSTACK_RPC_H */

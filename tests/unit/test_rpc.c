@@ -143,12 +143,74 @@ static int m_header(struct ds_rpc_call *call, const json_t *params, json_t **out
     return 0;
 }
 
+struct typed_req {
+    char *path;
+    struct ds_rpc_bytes data;
+    bool flag;
+    uint32_t n32;
+    uint64_t n64;
+    struct ds_rpc_opt_u64 not_before;
+    struct ds_rpc_strings alt_names;
+    struct ds_rpc_bytes_list sigs;
+};
+
+static const struct ds_rpc_field typed_fields[] = {
+    DS_RPC_FIELD(DS_RPC_FIELD_STRING, struct typed_req, path, 16),
+    DS_RPC_FIELD(DS_RPC_FIELD_BYTES, struct typed_req, data, 64),
+    DS_RPC_FIELD(DS_RPC_FIELD_BOOL, struct typed_req, flag, 0),
+    DS_RPC_FIELD(DS_RPC_FIELD_U32, struct typed_req, n32, 0),
+    DS_RPC_FIELD(DS_RPC_FIELD_U64, struct typed_req, n64, 0),
+    DS_RPC_FIELD(DS_RPC_FIELD_OPT_U64, struct typed_req, not_before, 0),
+    DS_RPC_FIELD(DS_RPC_FIELD_STRINGS, struct typed_req, alt_names, 3),
+    DS_RPC_FIELD(DS_RPC_FIELD_BYTES_LIST, struct typed_req, sigs, 0),
+};
+
+static json_t *typed_json(const struct typed_req *t)
+{
+    char *hex = ds_hex_strdup(t->data.data, t->data.len);
+    json_t *names = json_array();
+    for (size_t i = 0; i < t->alt_names.count; i++) {
+        json_array_append_new(names, json_string(t->alt_names.items[i]));
+    }
+    json_t *sigs = json_array();
+    for (size_t i = 0; i < t->sigs.count; i++) {
+        char *h = ds_hex_strdup(t->sigs.items[i].data, t->sigs.items[i].len);
+        json_array_append_new(sigs, json_string(h));
+        free(h);
+    }
+    json_t *j = json_pack(
+        "{s:s,s:s,s:b,s:I,s:I,s:o,s:o,s:o}", "path", t->path, "data", hex, "flag", t->flag, "n32",
+        (json_int_t)t->n32, "n64", (json_int_t)t->n64, "not_before",
+        t->not_before.present ? json_integer((json_int_t)t->not_before.value) : json_null(),
+        "alt_names", names, "sigs", sigs);
+    free(hex);
+    return j;
+}
+
+static int m_typed(struct ds_rpc_call *call, const json_t *params, json_t **out, void *ctx)
+{
+    struct typed_req t;
+    int r = ds_rpc_call_decode(call, params, typed_fields, DS_ARRAY_SIZE(typed_fields), &t);
+    if (r < 0) {
+        return r;
+    }
+    *out = typed_json(&t);
+    ds_rpc_params_free(typed_fields, DS_ARRAY_SIZE(typed_fields), &t);
+    return 0;
+}
+
 static const struct ds_rpc_method test_methods[] = {
-    {"Echo", m_echo, 0, 0},     {"Fail", m_fail, 0, 0},
-    {"Errno", m_errno, 0, 0},   {"Info", m_info, DS_RPC_NO_PARAMS, 0},
-    {"Null", m_null, 0, 0},     {"Unicode", m_unicode, 0, 0},
-    {"Defer", m_defer, 0, 0},   {"Peer", m_peer, 0, 0},
-    {"Header", m_header, 0, 0}, {"Small", m_echo, 0, 32},
+    {"Typed", m_typed, 0, 0},
+    {"Echo", m_echo, 0, 0},
+    {"Fail", m_fail, 0, 0},
+    {"Errno", m_errno, 0, 0},
+    {"Info", m_info, DS_RPC_NO_PARAMS, 0},
+    {"Null", m_null, 0, 0},
+    {"Unicode", m_unicode, 0, 0},
+    {"Defer", m_defer, 0, 0},
+    {"Peer", m_peer, 0, 0},
+    {"Header", m_header, 0, 0},
+    {"Small", m_echo, 0, 32},
 };
 static const struct ds_rpc_service test_service = {"Test", test_methods,
                                                    DS_ARRAY_SIZE(test_methods)};
@@ -847,6 +909,128 @@ static void test_decode_input(void **state)
                         "failed to decode request: invalid query string: unclosed '[' in a key");
 }
 
+static void expect_typed(const char *json_or_query, bool from_query, const char *want)
+{
+    json_t *params;
+    if (from_query) {
+        assert_int_equal(ds_rpc_query_decode(json_or_query, strlen(json_or_query), &params, NULL),
+                         0);
+    } else {
+        params = json_loads(json_or_query, JSON_DECODE_ANY, NULL);
+        assert_non_null(params);
+    }
+    struct typed_req t;
+    memset(&t, 0xa5, sizeof(t)); /* the decoder must not rely on a zeroed struct */
+    char msg[RPC_MSG_MAX];
+    int r = ds_rpc_params_decode(params, from_query, typed_fields, DS_ARRAY_SIZE(typed_fields), &t,
+                                 msg, sizeof(msg));
+    json_decref(params);
+    if (r < 0) {
+        fail_msg("%s: %d %s", json_or_query, r, msg);
+    }
+    json_t *j = typed_json(&t);
+    char *s = json_dumps(j, JSON_COMPACT);
+    if (strcmp(s, want) != 0) {
+        fail_msg("%s: got %s want %s", json_or_query, s, want);
+    }
+    free(s);
+    json_decref(j);
+    ds_rpc_params_free(typed_fields, DS_ARRAY_SIZE(typed_fields), &t);
+}
+
+static void expect_typed_error(const char *json_or_query, bool from_query, int err,
+                               const char *want)
+{
+    json_t *params;
+    if (from_query) {
+        assert_int_equal(ds_rpc_query_decode(json_or_query, strlen(json_or_query), &params, NULL),
+                         0);
+    } else {
+        params = json_loads(json_or_query, JSON_DECODE_ANY, NULL);
+        assert_non_null(params);
+    }
+    struct typed_req t;
+    char msg[RPC_MSG_MAX];
+    int r = ds_rpc_params_decode(params, from_query, typed_fields, DS_ARRAY_SIZE(typed_fields), &t,
+                                 msg, sizeof(msg));
+    json_decref(params);
+    if (r != err || strcmp(msg, want) != 0) {
+        fail_msg("%s: r=%d msg=%s", json_or_query, r, msg);
+    }
+    /* Everything was freed and zeroed. */
+    assert_null(t.path);
+    assert_null(t.data.data);
+    assert_null(t.alt_names.items);
+    assert_null(t.sigs.items);
+}
+
+static void test_params_decode(void **state)
+{
+    const char *empty = "{\"path\":\"\",\"data\":\"\",\"flag\":false,\"n32\":0,\"n64\":0,"
+                        "\"not_before\":null,\"alt_names\":[],\"sigs\":[]}";
+    expect_typed("{}", false, empty);
+    expect_typed("", true, empty);
+    expect_typed("{\"unknown\":[1,{}],\"not_before\":null}", false, empty);
+    expect_typed("{\"path\":\"a/b\",\"data\":\"0x0xABff\",\"flag\":true,\"n32\":4294967295,"
+                 "\"n64\":9223372036854775807,\"not_before\":5,\"alt_names\":[\"x\",\"y\"],"
+                 "\"sigs\":[\"00\",\"0x01\"]}",
+                 false,
+                 "{\"path\":\"a/b\",\"data\":\"abff\",\"flag\":true,\"n32\":4294967295,"
+                 "\"n64\":9223372036854775807,\"not_before\":5,\"alt_names\":[\"x\",\"y\"],"
+                 "\"sigs\":[\"00\",\"01\"]}");
+    expect_typed("path=a%2Fb&data=0x00ff&flag=true&n32=7&n64=18446744073709551615&not_before=9&"
+                 "alt_names[1]=y&alt_names[0]=x&sigs[]=aa&json",
+                 true,
+                 "{\"path\":\"a/b\",\"data\":\"00ff\",\"flag\":true,\"n32\":7,\"n64\":-1,"
+                 "\"not_before\":9,\"alt_names\":[\"x\",\"y\"],\"sigs\":[\"aa\"]}");
+    expect_typed("flag=false&not_before=", true, empty);
+
+    expect_typed_error("[]", false, -DS_E_FORMAT, "invalid type: sequence, expected a map");
+    expect_typed_error("{\"path\":1}", false, -DS_E_FORMAT,
+                       "field `path`: invalid type: integer, expected a string");
+    expect_typed_error("{\"path\":null}", false, -DS_E_FORMAT,
+                       "field `path`: invalid type: null, expected a value");
+    expect_typed_error("{\"path\":\"0123456789abcdefX\"}", false, -DS_E_LIMIT,
+                       "field `path`: longer than 16 bytes");
+    expect_typed_error("{\"flag\":\"true\"}", false, -DS_E_FORMAT,
+                       "field `flag`: invalid type: string, expected a boolean");
+    expect_typed_error("{\"flag\":1}", false, -DS_E_FORMAT,
+                       "field `flag`: invalid type: integer, expected a boolean");
+    expect_typed_error("{\"n32\":\"5\"}", false, -DS_E_FORMAT,
+                       "field `n32`: invalid type: string, expected an unsigned integer");
+    expect_typed_error("{\"n32\":4294967296}", false, -DS_E_FORMAT,
+                       "field `n32`: integer out of range");
+    expect_typed_error("{\"n64\":-1}", false, -DS_E_FORMAT, "field `n64`: integer out of range");
+    expect_typed_error("{\"n64\":1.5}", false, -DS_E_FORMAT,
+                       "field `n64`: invalid type: floating point, expected an unsigned integer");
+    expect_typed_error("{\"data\":\"abc\"}", false, -DS_E_FORMAT,
+                       "field `data`: invalid hex string");
+    expect_typed_error("{\"data\":\"zz\"}", false, -DS_E_FORMAT,
+                       "field `data`: invalid hex string");
+    expect_typed_error("{\"data\":5}", false, -DS_E_FORMAT,
+                       "field `data`: invalid type: integer, expected a hex string");
+    expect_typed_error("{\"alt_names\":\"x\"}", false, -DS_E_FORMAT,
+                       "field `alt_names`: invalid type: string, expected a sequence");
+    expect_typed_error("{\"alt_names\":null}", false, -DS_E_FORMAT,
+                       "field `alt_names`: invalid type: null, expected a sequence");
+    expect_typed_error("{\"alt_names\":[\"a\",\"b\",\"c\",\"d\"]}", false, -DS_E_LIMIT,
+                       "field `alt_names`: more than 3 items");
+    expect_typed_error("{\"path\":\"ok\",\"alt_names\":[\"a\",2]}", false, -DS_E_FORMAT,
+                       "field `alt_names`: invalid type: integer, expected a string");
+    expect_typed_error("{\"sigs\":[\"00\",\"0\"]}", false, -DS_E_FORMAT,
+                       "field `sigs`: invalid hex string");
+    expect_typed_error("flag=yes", true, -DS_E_FORMAT, "field `flag`: expected true or false");
+    expect_typed_error("n32=12a", true, -DS_E_FORMAT, "field `n32`: invalid integer");
+    expect_typed_error("n64=18446744073709551616", true, -DS_E_FORMAT,
+                       "field `n64`: integer out of range");
+    expect_typed_error("path[a]=1", true, -DS_E_FORMAT,
+                       "field `path`: invalid type: map, expected a string");
+    expect_typed_error("path=a&path=b", true, -DS_E_FORMAT,
+                       "field `path`: invalid type: sequence, expected a string");
+    expect_typed_error("alt_names=x", true, -DS_E_FORMAT,
+                       "field `alt_names`: invalid type: string, expected a sequence");
+}
+
 /* ---- server tests -------------------------------------------------------------------------- */
 
 static void test_post_and_get_unix(void **state)
@@ -954,6 +1138,13 @@ static void test_errors(void **state)
     post_json(T_UNIX, "/echo", "{}", &r);
     assert_string_equal(r.body, "{\n  \"error\": \"Service not found: echo\"\n}");
 
+    get(T_TCP, "/prpc/Typed?flag=maybe", &r);
+    assert_int_equal(r.status, 400);
+    assert_string_equal(r.body, "{\n  \"error\": \"failed to decode request: field `flag`: "
+                                "expected true or false\"\n}");
+    get(T_UNIX, "/Typed?flag=true&alt_names[0]=a", &r);
+    assert_int_equal(r.status, 200);
+    assert_non_null(strstr(r.body, "\"flag\":true"));
     post_json(T_TCP, "/prpc/Fail", "{}", &r);
     assert_int_equal(r.status, 400);
     assert_string_equal(r.body, "{\n  \"error\": \"Unsupported algorithm\"\n}");
@@ -1457,23 +1648,15 @@ static void test_listen_errors(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_head_parse),
-        cmocka_unit_test(test_chunked),
-        cmocka_unit_test(test_query_decode),
-        cmocka_unit_test(test_decode_input),
-        cmocka_unit_test(test_post_and_get_unix),
-        cmocka_unit_test(test_post_and_get_tcp),
-        cmocka_unit_test(test_errors),
-        cmocka_unit_test(test_ascii_json),
-        cmocka_unit_test(test_body_limits),
-        cmocka_unit_test(test_header_limits),
-        cmocka_unit_test(test_slow_client),
-        cmocka_unit_test(test_half_close),
-        cmocka_unit_test(test_tls),
-        cmocka_unit_test(test_deferred),
-        cmocka_unit_test(test_keep_alive),
-        cmocka_unit_test(test_connection_limit),
-        cmocka_unit_test(test_listen_errors),
+        cmocka_unit_test(test_head_parse),       cmocka_unit_test(test_chunked),
+        cmocka_unit_test(test_query_decode),     cmocka_unit_test(test_decode_input),
+        cmocka_unit_test(test_params_decode),    cmocka_unit_test(test_post_and_get_unix),
+        cmocka_unit_test(test_post_and_get_tcp), cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_ascii_json),       cmocka_unit_test(test_body_limits),
+        cmocka_unit_test(test_header_limits),    cmocka_unit_test(test_slow_client),
+        cmocka_unit_test(test_half_close),       cmocka_unit_test(test_tls),
+        cmocka_unit_test(test_deferred),         cmocka_unit_test(test_keep_alive),
+        cmocka_unit_test(test_connection_limit), cmocka_unit_test(test_listen_errors),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
