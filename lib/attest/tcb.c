@@ -324,7 +324,7 @@ static int j_advisories(const struct jctx *c, json_t *o, struct ds_attest_adviso
 {
     json_t *arr, *v;
     size_t i;
-    DS_TRY(j_array(c, o, "advisoryIDs", DS_ADVISORY_MAX, true, &arr));
+    DS_TRY(j_array(c, o, "advisoryIDs", DS_ATTEST_MAX_LEVEL_ADVISORIES, true, &arr));
     if (!arr || json_array_size(arr) == 0) {
         return 0;
     }

@@ -15,15 +15,16 @@
 
 /* ---- limits ---------------------------------------------------------------------------------- */
 
-#define DS_ATTEST_MAX_COMPONENTS   32  /* svn vector length accepted in a TCB level (16 used) */
-#define DS_ATTEST_TCB_COMPONENTS   16  /* the count a visited level must have */
-#define DS_ATTEST_MAX_LEVELS       256 /* tcbLevels entries */
-#define DS_ATTEST_MAX_MODULES      32  /* tdxModuleIdentities entries */
-#define DS_ATTEST_MAX_ADVISORY_LEN 64
-#define DS_ATTEST_MAX_CHAIN_CERTS  8 /* certificates in one PEM issuer chain */
-#define DS_ATTEST_MAX_CHAIN_PEM    (64 * 1024)
-#define DS_ATTEST_MAX_CRL          (DS_QUOTE_MAX_SIZE)
-#define DS_ATTEST_CACHE_ENTRIES    64 /* per cache kind; the least recently used is evicted */
+#define DS_ATTEST_MAX_COMPONENTS       32  /* svn vector length accepted in a TCB level (16 used) */
+#define DS_ATTEST_TCB_COMPONENTS       16  /* the count a visited level must have */
+#define DS_ATTEST_MAX_LEVELS           256 /* tcbLevels entries */
+#define DS_ATTEST_MAX_MODULES          32  /* tdxModuleIdentities entries */
+#define DS_ATTEST_MAX_ADVISORY_LEN     64
+#define DS_ATTEST_MAX_LEVEL_ADVISORIES 1024 /* per level; a verdict holds DS_ADVISORY_MAX */
+#define DS_ATTEST_MAX_CHAIN_CERTS      8    /* certificates in one PEM issuer chain */
+#define DS_ATTEST_MAX_CHAIN_PEM        (64 * 1024)
+#define DS_ATTEST_MAX_CRL              (DS_QUOTE_MAX_SIZE)
+#define DS_ATTEST_CACHE_ENTRIES        64 /* per cache kind; the least recently used is evicted */
 
 /* ---- validity windows ------------------------------------------------------------------------ */
 

@@ -707,6 +707,26 @@ static void test_revoked_status(void **state)
     ds_collateral_free(c);
 }
 
+/* Long advisory lists: accepted in levels that do not match, refused in a verdict. */
+static void test_advisory_limit(void **state)
+{
+    struct fx *f = *state;
+    struct ds_sim_td td;
+    char ids[100 * 20 + 8] = "";
+    for (int i = 0; i < 100; i++) {
+        char one[24];
+        snprintf(one, sizeof(one), "%s\"SA-%03d\"", i ? "," : "", i);
+        strcat(ids, one);
+    }
+    struct ds_collateral *c = helper_verify_coll_dup(f->sim_coll);
+    helper_verify_edit_tcb_info(f->p, c, "\"INTEL-SA-00837\"", ids);
+    ds_sim_td_defaults(&td);
+    sim_expect(f, &td, c, SIM_NOW, DS_STEP_NONE, 0, NULL);
+    td.tee_tcb_svn[0] = 3; /* the OutOfDate level */
+    sim_expect(f, &td, c, SIM_NOW, DS_STEP_PLATFORM_TCB, -DS_E_LIMIT, "too many advisory IDs");
+    ds_collateral_free(c);
+}
+
 static void test_qe_identity_policy(void **state)
 {
     struct fx *f = *state;
@@ -1057,6 +1077,7 @@ int main(void)
         cmocka_unit_test(test_component_count),
         cmocka_unit_test(test_fmspc_pceid_mismatch),
         cmocka_unit_test(test_revoked_status),
+        cmocka_unit_test(test_advisory_limit),
         cmocka_unit_test(test_qe_identity_policy),
         cmocka_unit_test(test_qe_report_binding),
         cmocka_unit_test(test_built_quote_formats),
