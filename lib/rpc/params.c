@@ -355,13 +355,13 @@ int ds_rpc_params_decode(const json_t *params, bool from_query, const struct ds_
     if (msg_size > 0) {
         msg[0] = 0;
     }
-    if (!json_is_object(params)) {
-        return field_err(msg, msg_size, -DS_E_FORMAT, "invalid type: %s, expected a map",
-                         params ? type_name(params) : "null");
-    }
     /* Defaults first, so that every field is valid and freeable whatever happens next. */
     for (size_t i = 0; i < count; i++) {
         memset((uint8_t *)out + fields[i].offset, 0, field_size(fields[i].type));
+    }
+    if (!json_is_object(params)) {
+        return field_err(msg, msg_size, -DS_E_FORMAT, "invalid type: %s, expected a map",
+                         params ? type_name(params) : "null");
     }
     for (size_t i = 0; i < count; i++) {
         const struct ds_rpc_field *f = &fields[i];
