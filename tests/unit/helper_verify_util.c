@@ -14,6 +14,7 @@
 #include <cmocka.h>
 #include <openssl/asn1.h>
 #include <openssl/bio.h>
+#include <openssl/objects.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 
@@ -197,6 +198,48 @@ uint64_t helper_verify_pem_serial(const char *pem, int index)
                      1);
     sk_X509_pop_free(sk, X509_free);
     return v;
+}
+
+char *helper_verify_pck_chain_with_ext(const struct ds_sim_pki *p, const uint8_t *ext_der,
+                                       size_t ext_len)
+{
+    STACK_OF(X509) *sk = read_chain(ds_sim_pki_pck_chain_pem(p));
+    X509 *leaf = sk_X509_value(sk, 0);
+    ASN1_OBJECT *oid = OBJ_txt2obj("1.2.840.113741.1.13.1", 1);
+    assert_non_null(oid);
+    int idx = X509_get_ext_by_OBJ(leaf, oid, -1);
+    assert_true(idx >= 0);
+    if (ext_der) {
+        ASN1_OCTET_STRING *os = ASN1_OCTET_STRING_new();
+        assert_non_null(os);
+        assert_int_equal(ASN1_OCTET_STRING_set(os, ext_der, (int)ext_len), 1);
+        assert_int_equal(X509_EXTENSION_set_data(X509_get_ext(leaf, idx), os), 1);
+        ASN1_OCTET_STRING_free(os);
+    } else {
+        X509_EXTENSION_free(X509_delete_ext(leaf, idx));
+    }
+    ASN1_OBJECT_free(oid);
+
+    /* Re-sign the re-encoded TBSCertificate with the mock PCK CA key. */
+    unsigned char *tbs = NULL;
+    int tbs_len = i2d_re_X509_tbs(leaf, &tbs);
+    uint8_t raw[64], *der = NULL;
+    size_t der_len = 0;
+    assert_true(tbs_len > 0);
+    assert_int_equal(ds_sim_pki_sign(p, DS_SIM_KEY_PCK_CA, tbs, (size_t)tbs_len, raw), 0);
+    assert_int_equal(ds_ecdsa_sig_raw_to_der(raw, sizeof(raw), &der, &der_len), 0);
+    const ASN1_BIT_STRING *sig = NULL;
+    const X509_ALGOR *alg = NULL;
+    X509_get0_signature(&sig, &alg, leaf);
+    ASN1_BIT_STRING *wsig = (ASN1_BIT_STRING *)sig;
+    assert_int_equal(ASN1_BIT_STRING_set(wsig, der, (int)der_len), 1);
+    wsig->flags &= ~(ASN1_STRING_FLAG_BITS_LEFT | 0x07);
+    wsig->flags |= ASN1_STRING_FLAG_BITS_LEFT;
+    OPENSSL_free(tbs);
+    free(der);
+    char *out = write_chain(sk, 0, sk_X509_num(sk));
+    sk_X509_pop_free(sk, X509_free);
+    return out;
 }
 
 /* The QE report of a simulator quote (matches the mock QE identity). */

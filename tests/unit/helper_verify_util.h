@@ -44,6 +44,13 @@ void helper_verify_flip_last(uint8_t *der, size_t len);
 /* Serial number of certificate index of a PEM chain. */
 uint64_t helper_verify_pem_serial(const char *pem, int index);
 
+/*
+ * The mock PKI's PEM chain with the PCK leaf's Intel SGX extension value replaced by ext_der
+ * (NULL: extension removed) and the leaf re-signed by the mock PCK CA. malloc'd.
+ */
+char *helper_verify_pck_chain_with_ext(const struct ds_sim_pki *p, const uint8_t *ext_der,
+                                       size_t ext_len);
+
 /* A quote to build and sign (zero fields take the defaults named). */
 struct helper_verify_qb {
     uint16_t version;  /* 4 */

@@ -871,6 +871,167 @@ static void test_built_quote_formats(void **state)
     free(ca_chain);
 }
 
+/* ---- the Intel SGX PCK extension ---------------------------------------------------------- */
+
+static void tlv(struct ds_buf *b, uint8_t tag, const void *v, size_t n)
+{
+    assert_int_equal(ds_buf_u8(b, tag), 0);
+    if (n >= 256) {
+        assert_int_equal(ds_buf_u8(b, 0x82), 0);
+        assert_int_equal(ds_buf_u8(b, (uint8_t)(n >> 8)), 0);
+    } else if (n >= 128) {
+        assert_int_equal(ds_buf_u8(b, 0x81), 0);
+    }
+    assert_int_equal(ds_buf_u8(b, (uint8_t)n), 0);
+    assert_int_equal(ds_buf_append(b, v, n), 0);
+}
+
+/* SEQUENCE { OID 1.2.840.113741.1.13.1.<arc>, <tag> value } appended to b. */
+static void member(struct ds_buf *b, const char *arc, uint8_t tag, const void *v, size_t n)
+{
+    static const uint8_t base[] = {0x2a, 0x86, 0x48, 0x86, 0xf8, 0x4d, 0x01, 0x0d, 0x01};
+    struct ds_buf m, o;
+    ds_buf_init(&m, 4096);
+    ds_buf_init(&o, 64);
+    assert_int_equal(ds_buf_append(&o, base, sizeof(base)), 0);
+    for (const char *p = arc; *p;) {
+        assert_int_equal(ds_buf_u8(&o, (uint8_t)strtoul(p, (char **)&p, 10)), 0);
+        if (*p == '.') {
+            p++;
+        }
+    }
+    tlv(&m, 0x06, o.data, o.len);
+    tlv(&m, tag, v, n);
+    tlv(b, 0x30, m.data, m.len);
+    ds_buf_done(&m);
+    ds_buf_done(&o);
+}
+
+enum ext_change {
+    EXT_AS_IS,
+    EXT_NO_FMSPC,
+    EXT_SHORT_PPID,
+    EXT_DUP_FMSPC,
+    EXT_NO_CPUSVN,
+    EXT_BIG_PCESVN,
+    EXT_PCESVN_OCTETS,
+    EXT_EXTRA_MEMBER,
+    EXT_OTHER_FMSPC,
+    EXT_LOW_CPUSVN,
+    EXT_LOW_PCESVN,
+    EXT_NOT_SEQUENCE,
+    EXT_TRAILING,
+};
+
+/* The mock platform's SGX extension (sim.h: FMSPC 00806F050000, PCE ID 0000, PCESVN 11,
+ * CPUSVN 02 02 02 02 03 01 00 05 00..) with one change. */
+static void build_ext(struct fx *f, enum ext_change ch, struct ds_buf *out)
+{
+    uint8_t fmspc[6], pce_id[2], ppid[16];
+    uint8_t cpusvn[16] = {2, 2, 2, 2, 3, 1, 0, 5};
+    uint8_t pcesvn[3] = {0x00, 0x00, 11};
+    size_t pcesvn_len = 1;
+    struct ds_buf tcb, all;
+    ds_sim_pki_platform(f->p, fmspc, pce_id, ppid);
+    if (ch == EXT_OTHER_FMSPC) {
+        fmspc[5] ^= 1;
+    }
+    if (ch == EXT_LOW_CPUSVN) {
+        cpusvn[7] = 4;
+    }
+    if (ch == EXT_LOW_PCESVN) {
+        pcesvn[2] = 10;
+    }
+    if (ch == EXT_BIG_PCESVN) {
+        pcesvn[0] = 0x01; /* 0x01000b: above 16 bits */
+        pcesvn_len = 3;
+    }
+    ds_buf_init(&tcb, 4096);
+    ds_buf_init(&all, 4096);
+    for (int i = 1; i <= 16; i++) {
+        char arc[8];
+        snprintf(arc, sizeof(arc), "2.%d", i);
+        member(&tcb, arc, 0x02, &cpusvn[i - 1], 1);
+    }
+    if (ch == EXT_PCESVN_OCTETS) {
+        member(&tcb, "2.17", 0x04, pcesvn + 3 - pcesvn_len, pcesvn_len);
+    } else {
+        member(&tcb, "2.17", 0x02, pcesvn + 3 - pcesvn_len, pcesvn_len);
+    }
+    if (ch != EXT_NO_CPUSVN) {
+        member(&tcb, "2.18", 0x04, cpusvn, sizeof(cpusvn));
+    }
+    member(&all, "1", 0x04, ppid, ch == EXT_SHORT_PPID ? 15 : 16);
+    member(&all, "2", 0x30, tcb.data, tcb.len);
+    member(&all, "3", 0x04, pce_id, 2);
+    if (ch != EXT_NO_FMSPC) {
+        member(&all, "4", 0x04, fmspc, 6);
+    }
+    if (ch == EXT_DUP_FMSPC) {
+        member(&all, "4", 0x04, fmspc, 6);
+    }
+    member(&all, "5", 0x0a, "\x00", 1);
+    if (ch == EXT_EXTRA_MEMBER) {
+        member(&all, "7", 0x30, "\x01\x01\xff", 3); /* a newer member we do not use */
+    }
+    ds_buf_init(out, 8192);
+    tlv(out, ch == EXT_NOT_SEQUENCE ? 0x31 : 0x30, all.data, all.len);
+    if (ch == EXT_TRAILING) {
+        assert_int_equal(ds_buf_u8(out, 0), 0);
+    }
+    ds_buf_done(&tcb);
+    ds_buf_done(&all);
+}
+
+static void pck_ext_expect(struct fx *f, enum ext_change ch, bool remove, enum ds_verify_step step,
+                           int err, const char *msg)
+{
+    struct ds_sim_td td;
+    struct ds_buf ext;
+    ds_sim_td_defaults(&td);
+    build_ext(f, ch, &ext);
+    struct ds_collateral *c = helper_verify_coll_dup(f->sim_coll);
+    c->pck_certificate_chain =
+        helper_verify_pck_chain_with_ext(f->p, remove ? NULL : ext.data, ext.len);
+    sim_expect(f, &td, c, SIM_NOW, step, err, msg);
+    ds_collateral_free(c);
+    ds_buf_done(&ext);
+}
+
+static void test_pck_extension(void **state)
+{
+    struct fx *f = *state;
+    const char *bad = "Intel SGX extension";
+    /* The rebuilt extension verifies: the builder, the re-signing and the walk agree. */
+    pck_ext_expect(f, EXT_AS_IS, false, DS_STEP_NONE, 0, NULL);
+    pck_ext_expect(f, EXT_EXTRA_MEMBER, false, DS_STEP_NONE, 0, NULL);
+    pck_ext_expect(f, EXT_AS_IS, true, DS_STEP_PCK_CHAIN, -DS_E_NOT_FOUND,
+                   "PCK certificate has no Intel SGX extension");
+    pck_ext_expect(f, EXT_NO_FMSPC, false, DS_STEP_PCK_CHAIN, -DS_E_FORMAT, bad);
+    pck_ext_expect(f, EXT_SHORT_PPID, false, DS_STEP_PCK_CHAIN, -DS_E_FORMAT, bad);
+    pck_ext_expect(f, EXT_DUP_FMSPC, false, DS_STEP_PCK_CHAIN, -DS_E_FORMAT, bad);
+    pck_ext_expect(f, EXT_NO_CPUSVN, false, DS_STEP_PCK_CHAIN, -DS_E_FORMAT, bad);
+    pck_ext_expect(f, EXT_BIG_PCESVN, false, DS_STEP_PCK_CHAIN, -DS_E_FORMAT, bad);
+    pck_ext_expect(f, EXT_PCESVN_OCTETS, false, DS_STEP_PCK_CHAIN, -DS_E_FORMAT, bad);
+    pck_ext_expect(f, EXT_NOT_SEQUENCE, false, DS_STEP_PCK_CHAIN, -DS_E_FORMAT, bad);
+    pck_ext_expect(f, EXT_TRAILING, false, DS_STEP_PCK_CHAIN, -DS_E_FORMAT, bad);
+    /* Values from the extension drive platform matching. */
+    pck_ext_expect(f, EXT_OTHER_FMSPC, false, DS_STEP_PLATFORM_TCB, -DS_E_MISMATCH,
+                   "Fmspc mismatch");
+    pck_ext_expect(f, EXT_LOW_CPUSVN, false, DS_STEP_PLATFORM_TCB, -DS_E_POLICY,
+                   "No matching TCB level found");
+    pck_ext_expect(f, EXT_LOW_PCESVN, false, DS_STEP_PLATFORM_TCB, -DS_E_POLICY,
+                   "No matching TCB level found");
+    /* A certificate without the extension at all as the PCK leaf (the TCB signing cert). */
+    struct ds_sim_td td;
+    ds_sim_td_defaults(&td);
+    struct ds_collateral *c = helper_verify_coll_dup(f->sim_coll);
+    c->pck_certificate_chain = strdup(c->tcb_info_issuer_chain);
+    sim_expect(f, &td, c, SIM_NOW, DS_STEP_PCK_CHAIN, -DS_E_NOT_FOUND,
+               "PCK certificate has no Intel SGX extension");
+    ds_collateral_free(c);
+}
+
 /* ---- mock PKI: collateral dates, revocation ------------------------------------------- */
 
 static void test_collateral_dates(void **state)
@@ -1081,6 +1242,7 @@ int main(void)
         cmocka_unit_test(test_qe_identity_policy),
         cmocka_unit_test(test_qe_report_binding),
         cmocka_unit_test(test_built_quote_formats),
+        cmocka_unit_test(test_pck_extension),
         cmocka_unit_test(test_collateral_dates),
         cmocka_unit_test(test_signed_json_malformed),
         cmocka_unit_test(test_revoked_certificates),
