@@ -36,10 +36,11 @@
 
 #include "rpc/http.h"
 
-#define RPC_LINGER_MS        2000      /* how long a closing connection drains its input */
-#define RPC_LINGER_DRAIN_MAX (1 << 20) /* and how much it drains at most */
-#define RPC_READ_WINDOW      (64 * 1024)
-#define RPC_LISTEN_BACKLOG   128
+#define RPC_LINGER_MS         2000      /* how long a closing connection drains its input */
+#define RPC_LINGER_DRAIN_MAX  (1 << 20) /* and how much it drains at most */
+#define RPC_READ_WINDOW       (64 * 1024)
+#define RPC_LISTEN_BACKLOG    128
+#define RPC_ACCEPT_BACKOFF_MS 500 /* pause accepting after EMFILE and the like */
 
 enum conn_state {
     CONN_IDLE,
@@ -60,7 +61,8 @@ struct rpc_listener {
     const struct ds_rpc_site *site;
     SSL_CTX *tls;
     enum ds_rpc_transport transport;
-    char *unix_path; /* removed on free */
+    char *unix_path;       /* removed on free */
+    struct event *backoff; /* re-enables accepting after an accept() error (EMFILE) */
 };
 
 struct ds_rpc_server {
@@ -1077,6 +1079,21 @@ static void accept_cb(struct evconnlistener *evl, evutil_socket_t fd, struct soc
     conn_start(arg, fd, sa, salen);
 }
 
+static void accept_resume_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct rpc_listener *l = arg;
+    evconnlistener_enable(l->evl);
+}
+
+/* accept() failed (out of descriptors, ...): stop accepting for a moment instead of spinning. */
+static void accept_error_cb(struct evconnlistener *evl, void *arg)
+{
+    struct rpc_listener *l = arg;
+    struct timeval tv = {0, RPC_ACCEPT_BACKOFF_MS * 1000};
+    evconnlistener_disable(evl);
+    evtimer_add(l->backoff, &tv);
+}
+
 /* ---- server and listeners ------------------------------------------------------------------ */
 
 int ds_rpc_server_new(struct event_base *base, const struct ds_rpc_limits *limits,
@@ -1118,6 +1135,9 @@ void ds_rpc_server_free(struct ds_rpc_server *s)
         if (l->evl) {
             evconnlistener_free(l->evl);
         }
+        if (l->backoff) {
+            event_free(l->backoff);
+        }
         if (l->unix_path) {
             unlink(l->unix_path);
             free(l->unix_path);
@@ -1151,13 +1171,19 @@ static int add_listener(struct ds_rpc_server *s, int fd, const struct ds_rpc_sit
     l->srv = s;
     l->site = site;
     l->transport = transport;
-    l->evl = evconnlistener_new(s->base, accept_cb, l,
-                                LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, 0, fd);
+    l->backoff = evtimer_new(s->base, accept_resume_cb, l);
+    l->evl = l->backoff ? evconnlistener_new(s->base, accept_cb, l,
+                                             LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, 0, fd)
+                        : NULL;
     if (!l->evl) {
+        if (l->backoff) {
+            event_free(l->backoff);
+        }
         close(fd);
         free(l);
         return -ENOMEM;
     }
+    evconnlistener_set_error_cb(l->evl, accept_error_cb);
     if (tls) {
         SSL_CTX_up_ref(tls);
         l->tls = tls;
