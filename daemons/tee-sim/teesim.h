@@ -42,7 +42,10 @@
 #define TEESIM_WRITE_TIMEOUT_SEC  10
 #define TEESIM_COLLATERAL_REFRESH 3600 /* seconds a generated collateral set is served */
 #define TEESIM_STATE_MAX_SIZE     (DS_EVENTLOG_MAX_JSON + 64 * 1024)
-#define TEESIM_SOCKET_PATH_MAX    (sizeof(((struct sockaddr_un *)0)->sun_path))
+/* Sum of event payload bytes one TD may log (boot + runtime). With hex and V2 preimages
+ * (4x) the JSON event log stays below DS_TEE_PROTO_MAX_RESPONSE. */
+#define TEESIM_TD_MAX_PAYLOAD_TOTAL (2 * 1024 * 1024)
+#define TEESIM_SOCKET_PATH_MAX      (sizeof(((struct sockaddr_un *)0)->sun_path))
 
 struct teesim;
 struct teesim_conn;

@@ -89,6 +89,15 @@ static int td_new(struct teesim *sim, const char *name, struct teesim_td **out)
     return 0;
 }
 
+static size_t payload_total(const struct ds_event_log *log)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < log->count; i++) {
+        n += log->events[i].payload_len;
+    }
+    return n;
+}
+
 static int td_save(const struct teesim_td *td)
 {
     char *log_text = NULL;
@@ -274,6 +283,12 @@ int teesim_td_create(struct teesim *sim, const struct ds_tee_request *req, struc
                 goto out;
             }
         }
+        if (payload_total(req->event_log) > TEESIM_TD_MAX_PAYLOAD_TOTAL) {
+            snprintf(err, err_size, "boot event log payloads exceed %d bytes",
+                     TEESIM_TD_MAX_PAYLOAD_TOTAL);
+            r = -DS_E_LIMIT;
+            goto out;
+        }
         memcpy(td->regs.rtmr, replay, sizeof(replay));
         for (size_t i = 0; i < req->event_log->count; i++) {
             r = ds_eventlog_append(td->log, &req->event_log->events[i]);
@@ -351,6 +366,12 @@ int teesim_td_extend(struct teesim_td *td, const struct ds_tee_request *req, cha
                      size_t err_size)
 {
     size_t before = td->log->count;
+    size_t total = payload_total(td->log);
+    if (total > TEESIM_TD_MAX_PAYLOAD_TOTAL ||
+        req->payload_len > TEESIM_TD_MAX_PAYLOAD_TOTAL - total) {
+        snprintf(err, err_size, "the TD's event log is full");
+        return -DS_E_LIMIT;
+    }
     int r = ds_tee_extend_event(td->log, req->index, req->digest, req->event, req->payload,
                                 req->payload_len);
     if (r == -DS_E_MISMATCH) {

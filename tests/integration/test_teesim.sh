@@ -303,6 +303,32 @@ EOF
 kill -0 "$PID" || fail "daemon died"
 ok "garbage, oversized, zero-length, truncated, slow and excess clients get errors; others served"
 
+# ---- a TD's event log is bounded ----------------------------------------------------------------
+SOCK_F=$("$SIM" create-td --state-dir "$STATE" --name F)
+python3 - "$SOCK_F" <<'EOF' || fail "event log bound"
+import hashlib, json, socket, struct, sys
+def call(obj):
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.connect(sys.argv[1])
+    b = json.dumps(obj).encode()
+    s.sendall(struct.pack('>I', len(b)) + b)
+    n = struct.unpack('>I', s.recv(4, socket.MSG_WAITALL))[0]
+    r = json.loads(s.recv(n, socket.MSG_WAITALL))
+    s.close()
+    return r
+payload = b'\xab' * 16384
+digest = hashlib.sha384(struct.pack('<I', 0x08000001) + b':big:' + payload).hexdigest()
+req = {'op': 'extend_rtmr', 'index': 3, 'digest': digest, 'event': 'big', 'payload': payload.hex()}
+for i in range(128):  # 128 x 16 KiB = the 2 MiB per-TD payload budget
+    assert call(req)['ok'], i
+r = call(req)
+assert r['ok'] is False and r['error'] == 'limit', r
+log = call({'op': 'get_event_log'})
+assert log['ok'] and len(log['event_log']) == 128
+EOF
+"$SIM" remove-td --state-dir "$STATE" --name F
+ok "event log bounded (2 MiB of payloads per TD), full log still served"
+
 # ---- remove --------------------------------------------------------------------------------------
 "$SIM" remove-td --state-dir "$STATE" --name B
 [ -e "$STATE/tds/B" ] && fail "B's state left behind"
