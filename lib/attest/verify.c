@@ -458,6 +458,10 @@ static int step_pck(struct vstate *s, struct ds_attest_coll_entry *ce, const str
         pem = (const char *)q->cert_data;
         pem_len = q->cert_data_len;
     }
+    if (pem_len > DS_ATTEST_MAX_CHAIN_PEM + 1) {
+        /* refuse before hashing: a real chain is ~4 KB (+ a NUL) */
+        return fail(s, DS_STEP_PCK_CHAIN, -DS_E_LIMIT, "PCK certificate chain is too large");
+    }
     ds_sha256_v(key, 2, ce->key, sizeof(ce->key), pem, pem_len);
     pe = ds_attest_cache_find_pck(&s->v->cache, key);
     if (pe && ds_attest_window_holds(&pe->window, s->now)) {

@@ -862,6 +862,18 @@ static void test_built_quote_formats(void **state)
     helper_verify_build_quote(f->p, &qb, &q, &len);
     expect_fail(f->mock, q, len, f->sim_coll, SIM_NOW, DS_STEP_PCK_CHAIN, -DS_E_CERT, NULL);
     free(q);
+    /* An oversized chain is refused before any work on it. */
+    size_t base = strlen(ds_sim_pki_pck_chain_pem(f->p));
+    char *big = malloc(base + 70000 + 1);
+    assert_non_null(big);
+    memcpy(big, ds_sim_pki_pck_chain_pem(f->p), base);
+    memset(big + base, '\n', 70000);
+    big[base + 70000] = '\0';
+    qb.pem = big;
+    helper_verify_build_quote(f->p, &qb, &q, &len);
+    expect_fail(f->mock, q, len, f->sim_coll, SIM_NOW, DS_STEP_PCK_CHAIN, -DS_E_LIMIT, "too large");
+    free(q);
+    free(big);
     char *ca_chain = helper_verify_pem_slice(ds_sim_pki_pck_chain_pem(f->p), 1, -1);
     qb.pem = ca_chain;
     helper_verify_build_quote(f->p, &qb, &q, &len);
