@@ -189,11 +189,22 @@ static size_t str_len(const char *s)
     return s ? strlen(s) : 0;
 }
 
+/* ds_sha256_v fills 0xff when hashing itself failed; never key the cache on that. */
+static bool key_usable(const uint8_t key[DS_SHA256_LEN])
+{
+    for (size_t i = 0; i < DS_SHA256_LEN; i++) {
+        if (key[i] != 0xff) {
+            return true;
+        }
+    }
+    return false;
+}
+
 /* Key of the collateral-level cache entry: every byte steps 0, 2 and 3 depend on. */
 static bool collateral_key(const struct ds_verifier *v, const struct ds_collateral *c,
                            uint8_t key[DS_SHA256_LEN])
 {
-    uint64_t lens[10] = {
+    size_t lens[10] = {
         str_len(c->pck_crl_issuer_chain),
         c->root_ca_crl_len,
         c->pck_crl_len,
@@ -210,13 +221,7 @@ static bool collateral_key(const struct ds_verifier *v, const struct ds_collater
                 c->tcb_info_issuer_chain, lens[3], c->tcb_info, lens[4], c->tcb_info_signature,
                 lens[5], c->qe_identity_issuer_chain, lens[6], c->qe_identity, lens[7],
                 c->qe_identity_signature, lens[8]);
-    /* ds_sha256_v fills 0xff when hashing itself failed; never key the cache on that. */
-    for (size_t i = 0; i < DS_SHA256_LEN; i++) {
-        if (key[i] != 0xff) {
-            return true;
-        }
-    }
-    return false;
+    return key_usable(key);
 }
 
 /* ---- step 0: root CA and CRLs ---------------------------------------------------------------- */
@@ -438,13 +443,13 @@ out:
     return r;
 }
 
-static int step_pck(struct vstate *s, struct ds_attest_coll_entry *ce, const struct ds_quote *q,
-                    struct ds_attest_pck_info *out)
+static int step_pck(struct vstate *s, struct ds_attest_coll_entry *ce, bool cacheable,
+                    const struct ds_quote *q, struct ds_attest_pck_info *out)
 {
     const char *pem;
     size_t pem_len;
-    uint8_t key[DS_SHA256_LEN];
-    struct ds_attest_pck_entry *pe;
+    struct ds_attest_pck_entry *pe = NULL;
+    int r;
 
     if (s->coll->pck_certificate_chain) {
         pem = s->coll->pck_certificate_chain;
@@ -462,26 +467,32 @@ static int step_pck(struct vstate *s, struct ds_attest_coll_entry *ce, const str
         /* refuse before hashing: a real chain is ~4 KB (+ a NUL) */
         return fail(s, DS_STEP_PCK_CHAIN, -DS_E_LIMIT, "PCK certificate chain is too large");
     }
-    ds_sha256_v(key, 2, ce->key, sizeof(ce->key), pem, pem_len);
-    pe = ds_attest_cache_find_pck(&s->v->cache, key);
-    if (pe && ds_attest_window_holds(&pe->window, s->now)) {
-        *out = pe->info;
-        return 0;
-    }
     pe = calloc(1, sizeof(*pe));
     if (!pe) {
         return fail(s, DS_STEP_PCK_CHAIN, -ENOMEM, "out of memory");
     }
-    memcpy(pe->key, key, sizeof(key));
+    ds_sha256_v(pe->key, 2, ce->key, sizeof(ce->key), pem, pem_len);
+    cacheable = cacheable && key_usable(pe->key);
+    if (cacheable) {
+        const struct ds_attest_pck_entry *hit = ds_attest_cache_find_pck(&s->v->cache, pe->key);
+        if (hit && ds_attest_window_holds(&hit->window, s->now)) {
+            *out = hit->info;
+            r = 0;
+            goto out;
+        }
+    }
     ds_attest_window_init(&pe->window);
-    int r = build_pck(s, ce, pem, pem_len, pe);
+    r = build_pck(s, ce, pem, pem_len, pe);
     if (r < 0) {
-        free(pe);
-        return r;
+        goto out;
     }
     *out = pe->info;
-    (void)ds_attest_cache_put_pck(&s->v->cache, &pe);
-    return 0;
+    if (cacheable) {
+        (void)ds_attest_cache_put_pck(&s->v->cache, &pe);
+    }
+out:
+    free(pe);
+    return r;
 }
 
 /* ---- step 11: attributes --------------------------------------------------------------------- */
@@ -584,7 +595,7 @@ static int verify_steps(struct vstate *s, const uint8_t *raw, size_t len)
         goto out;
     }
 
-    r = step_pck(s, ce, &q, &pck_info);
+    r = step_pck(s, ce, cacheable, &q, &pck_info);
     if (r < 0) {
         goto out;
     }
