@@ -39,6 +39,7 @@
 #define RPC_LINGER_MS         2000      /* how long a closing connection drains its input */
 #define RPC_LINGER_DRAIN_MAX  (1 << 20) /* and how much it drains at most */
 #define RPC_READ_WINDOW       (64 * 1024)
+#define RPC_OUTPUT_HIGH       (1024 * 1024) /* stop taking requests while this much is unsent */
 #define RPC_LISTEN_BACKLOG    128
 #define RPC_ACCEPT_BACKOFF_MS 500 /* pause accepting after EMFILE and the like */
 
@@ -95,6 +96,7 @@ struct rpc_conn {
     bool peer_eof;
     bool keep_alive;
     bool read_paused;
+    bool wait_drain; /* output above RPC_OUTPUT_HIGH: resume from the write callback */
     int http_minor;
     size_t lingered;
     struct ds_rpc_peer peer;
@@ -795,6 +797,16 @@ static void conn_process(struct rpc_conn *c)
     for (;;) {
         switch (c->state) {
         case CONN_IDLE: {
+            /* A client that pipelines requests but does not read the responses must not make
+             * us buffer without bound: wait until the output drains. */
+            if (evbuffer_get_length(bufferevent_get_output(c->bev)) > RPC_OUTPUT_HIGH) {
+                c->wait_drain = true;
+                if (!c->read_paused) {
+                    c->read_paused = true;
+                    bufferevent_disable(c->bev, EV_READ);
+                }
+                return;
+            }
             if (c->read_paused) {
                 c->read_paused = false;
                 bufferevent_enable(c->bev, EV_READ);
@@ -897,6 +909,9 @@ static void conn_write_cb(struct bufferevent *bev, void *arg)
     struct rpc_conn *c = arg;
     if (c->state == CONN_CLOSING) {
         conn_finish_close(c);
+    } else if (c->wait_drain) {
+        c->wait_drain = false;
+        conn_process(c);
     }
     conn_tail(c);
 }
