@@ -495,6 +495,50 @@ out:
     return r;
 }
 
+/* ---- steps 5 and 6: QE report ---------------------------------------------------------------- */
+
+static int step_qe_report(struct vstate *s, const struct ds_quote *q,
+                          const struct ds_attest_pck_info *pck)
+{
+    uint8_t h[DS_SHA256_LEN];
+    if (ds_ecdsa_verify_raw(DS_EC_P256, pck->pub, sizeof(pck->pub), q->qe_report_raw,
+                            DS_SGX_REPORT_SIZE, q->qe_report_signature,
+                            sizeof(q->qe_report_signature)) != 0) {
+        return fail(s, DS_STEP_QE_REPORT_SIGNATURE, -DS_E_SIGNATURE,
+                    "Signature is invalid for qe_report in quote");
+    }
+    /* dcap-qvl requires exactly 32 bytes of QE authentication data (Intel allows any). */
+    if (q->qe_auth_len != QE_AUTH_DATA_SIZE) {
+        return fail(s, DS_STEP_QE_REPORT_BINDING, -DS_E_FORMAT,
+                    "QE authentication data is %zu bytes, expected %d", q->qe_auth_len,
+                    QE_AUTH_DATA_SIZE);
+    }
+    ds_sha256_v(h, 2, q->attest_key, sizeof(q->attest_key), q->qe_auth_data, q->qe_auth_len);
+    if (!ds_ct_equal(h, q->qe_report.report_data, sizeof(h))) {
+        return fail(s, DS_STEP_QE_REPORT_BINDING, -DS_E_MISMATCH, "QE report hash mismatch");
+    }
+    return 0;
+}
+
+/* ---- step 10: merged status -------------------------------------------------------------------
+ */
+
+static int step_status(struct vstate *s, const struct ds_attest_status *platform,
+                       const struct ds_attest_status *qe, struct ds_attest_status *final)
+{
+    *final = *platform;
+    if (ds_attest_status_merge(final, qe->status, qe->ids, qe->count) < 0) {
+        return fail(s, DS_STEP_TCB_STATUS, -DS_E_LIMIT, "too many advisory IDs");
+    }
+    s->res->platform_status = platform->status;
+    s->res->qe_status = qe->status;
+    s->res->status = final->status;
+    if (final->status == DS_TCB_REVOKED) {
+        return fail(s, DS_STEP_TCB_STATUS, -DS_E_POLICY, "TCB status is invalid: Revoked");
+    }
+    return 0;
+}
+
 /* ---- step 11: attributes --------------------------------------------------------------------- */
 
 static uint64_t le64(const uint8_t b[8])
@@ -538,19 +582,33 @@ static int step_attributes(struct vstate *s, const struct ds_quote *q)
     return 0;
 }
 
+/* The verdict's advisory IDs, owned by the result. */
+static int fill_advisories(struct vstate *s, const struct ds_attest_status *final)
+{
+    struct ds_verify_result *res = s->res;
+    for (size_t i = 0; i < final->count; i++) {
+        res->advisory_ids[i] = strdup(final->ids[i]);
+        if (!res->advisory_ids[i]) {
+            return fail(s, DS_STEP_TCB_STATUS, -ENOMEM, "out of memory");
+        }
+        res->advisory_count = i + 1;
+    }
+    return 0;
+}
+
 /* ---- the algorithm --------------------------------------------------------------------------- */
 
 static int verify_steps(struct vstate *s, const uint8_t *raw, size_t len)
 {
     struct ds_verify_result *res = s->res;
     struct ds_attest_coll_entry *ce = NULL, *tmp = NULL;
-    struct ds_attest_pck_info pck_info;
-    const struct ds_attest_pck_info *pck = &pck_info;
+    struct ds_attest_pck_info pck;
     struct ds_attest_status platform, qe, final;
     struct ds_quote q;
-    uint8_t ckey[DS_SHA256_LEN], h[DS_SHA256_LEN];
+    uint8_t ckey[DS_SHA256_LEN];
     int r;
 
+    /* Steps 0-3: collateral (reused from the cache inside its window) and quote format. */
     bool cacheable = collateral_key(s->v, s->coll, ckey);
     if (cacheable) {
         ce = ds_attest_cache_find_coll(&s->v->cache, ckey);
@@ -595,81 +653,45 @@ static int verify_steps(struct vstate *s, const uint8_t *raw, size_t len)
         goto out;
     }
 
-    r = step_pck(s, ce, cacheable, &q, &pck_info);
+    /* Step 4: PCK chain (cached per chain bytes and collateral); 5-6: QE report. */
+    r = step_pck(s, ce, cacheable, &q, &pck);
     if (r < 0) {
         goto out;
     }
-    memcpy(res->fmspc, pck->fmspc, sizeof(res->fmspc));
-    memcpy(res->ppid, pck->ppid, sizeof(res->ppid));
-    memcpy(res->pce_id, pck->pce_id, sizeof(res->pce_id));
-
-    if (ds_ecdsa_verify_raw(DS_EC_P256, pck->pub, sizeof(pck->pub), q.qe_report_raw,
-                            DS_SGX_REPORT_SIZE, q.qe_report_signature,
-                            sizeof(q.qe_report_signature)) != 0) {
-        r = fail(s, DS_STEP_QE_REPORT_SIGNATURE, -DS_E_SIGNATURE,
-                 "Signature is invalid for qe_report in quote");
+    memcpy(res->fmspc, pck.fmspc, sizeof(res->fmspc));
+    memcpy(res->ppid, pck.ppid, sizeof(res->ppid));
+    memcpy(res->pce_id, pck.pce_id, sizeof(res->pce_id));
+    r = step_qe_report(s, &q, &pck);
+    if (r < 0) {
         goto out;
     }
-
-    if (q.qe_auth_len != QE_AUTH_DATA_SIZE) {
-        r = fail(s, DS_STEP_QE_REPORT_BINDING, -DS_E_FORMAT,
-                 "QE authentication data is %zu bytes, expected %d", q.qe_auth_len,
-                 QE_AUTH_DATA_SIZE);
-        goto out;
-    }
-    ds_sha256_v(h, 2, q.attest_key, sizeof(q.attest_key), q.qe_auth_data, q.qe_auth_len);
-    if (!ds_ct_equal(h, q.qe_report.report_data, sizeof(h))) {
-        r = fail(s, DS_STEP_QE_REPORT_BINDING, -DS_E_MISMATCH, "QE report hash mismatch");
-        goto out;
-    }
-
+    /* Step 7: QE identity policy; 8: quote signature; 9: platform TCB. */
     r = ds_attest_match_qe(ce->qe, &q.qe_report, &qe, s->msg, sizeof(s->msg));
     if (r < 0) {
         r = fail(s, DS_STEP_QE_IDENTITY_POLICY, r, "%s", s->msg);
         goto out;
     }
-
     if (ds_ecdsa_verify_raw(DS_EC_P256, q.attest_key, sizeof(q.attest_key), q.signed_data,
                             q.signed_len, q.signature, sizeof(q.signature)) != 0) {
         r = fail(s, DS_STEP_QUOTE_SIGNATURE, -DS_E_SIGNATURE,
                  "ISV enclave report signature is invalid");
         goto out;
     }
-
-    r = ds_attest_match_platform(ce->tcb, pck, &q, &platform, s->msg, sizeof(s->msg));
+    r = ds_attest_match_platform(ce->tcb, &pck, &q, &platform, s->msg, sizeof(s->msg));
     if (r < 0) {
         r = fail(s, DS_STEP_PLATFORM_TCB, r, "%s", s->msg);
         goto out;
     }
-
-    final = platform;
-    r = ds_attest_status_merge(&final, qe.status, qe.ids, qe.count);
+    /* Step 10: merged status, Revoked refused; 11: attribute policy. */
+    r = step_status(s, &platform, &qe, &final);
     if (r < 0) {
-        r = fail(s, DS_STEP_TCB_STATUS, r, "too many advisory IDs");
         goto out;
     }
-    res->platform_status = platform.status;
-    res->qe_status = qe.status;
-    res->status = final.status;
-    if (final.status == DS_TCB_REVOKED) {
-        r = fail(s, DS_STEP_TCB_STATUS, -DS_E_POLICY, "TCB status is invalid: Revoked");
-        goto out;
-    }
-
     r = step_attributes(s, &q);
     if (r < 0) {
         goto out;
     }
-
-    for (size_t i = 0; i < final.count; i++) {
-        res->advisory_ids[i] = strdup(final.ids[i]);
-        if (!res->advisory_ids[i]) {
-            r = fail(s, DS_STEP_TCB_STATUS, -ENOMEM, "out of memory");
-            goto out;
-        }
-        res->advisory_count = i + 1;
-    }
-    r = 0;
+    r = fill_advisories(s, &final);
 out:
     /* Not inserted: failed, or uncacheable and used for this call only. */
     ds_attest_coll_entry_free(tmp);
