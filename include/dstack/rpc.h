@@ -305,10 +305,10 @@ void ds_rpc_call_reply_raw(struct ds_rpc_call *call, int status, const char *con
  * mode sees it (§2.6): pairs split on '&', `key[=value]`, '+' is a space, %XX decoded (an
  * invalid escape stays literal), values are always JSON strings; `a[b]=` nests objects,
  * `a[0]=x&a[1]=y` and `a[]=x&a[]=y` make arrays (ordered by index), a repeated plain key
- * makes an array of its values; beyond depth DS_RPC_QUERY_DEPTH_MAX the rest of the key is a
- * literal name. An empty query gives `{}`. On error *out_msg (may be NULL) gets a static
+ * makes an array of its values; keys nested deeper than DS_RPC_QUERY_DEPTH_MAX brackets are
+ * refused. An empty query gives `{}`. On error *out_msg (may be NULL) gets a static
  * description. Returns 0, -DS_E_FORMAT (not UTF-8, NUL byte, conflicting keys such as
- * `a=1&a[b]=2`), -DS_E_LIMIT (too many pairs, index too large) or -ENOMEM.
+ * `a=1&a[b]=2`), -DS_E_LIMIT (too deep, too many pairs, index too large) or -ENOMEM.
  */
 DS_MUST_USE int ds_rpc_query_decode(const char *query, size_t len, json_t **out,
                                     const char **out_msg);
