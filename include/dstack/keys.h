@@ -30,8 +30,9 @@
 #define DS_P256_SPKI_SIZE    91  /* SubjectPublicKeyInfo DER */
 #define DS_APP_ID_SIZE       20
 #define DS_KDF_SALT          "RATLS"
-#define DS_KDF_PARTS_MAX     16         /* context parts per derivation */
-#define DS_KDF_OUT_MAX       (255 * 32) /* RFC 5869 limit for SHA-256 */
+#define DS_KDF_PARTS_MAX     16          /* context parts per derivation */
+#define DS_KDF_OUT_MAX       (255 * 32)  /* RFC 5869 limit for SHA-256 */
+#define DS_KDF_INFO_MAX      (64 * 1024) /* total info bytes */
 #define DS_KEYS_ERR_MSG_MAX  128
 #define DS_KEYS_ERR_WHAT_MAX 64
 
@@ -57,8 +58,9 @@ struct ds_kdf_part {
 
 /*
  * HKDF-SHA256 with salt "RATLS", IKM ikm, info = parts[0] || ... || parts[count-1], output
- * out_len bytes. count <= DS_KDF_PARTS_MAX (else -DS_E_LIMIT), 1 <= out_len <= DS_KDF_OUT_MAX
- * (else -EINVAL). Returns 0, -EINVAL, -DS_E_LIMIT, -ENOMEM or -DS_E_CRYPTO.
+ * out_len bytes. count <= DS_KDF_PARTS_MAX and the total info size <= DS_KDF_INFO_MAX (else
+ * -DS_E_LIMIT); 1 <= out_len <= DS_KDF_OUT_MAX (else -EINVAL). Returns 0, -EINVAL,
+ * -DS_E_LIMIT, -ENOMEM or -DS_E_CRYPTO.
  */
 DS_MUST_USE int ds_kdf_derive(const uint8_t *ikm, size_t ikm_len, const struct ds_kdf_part *parts,
                               size_t count, uint8_t *out, size_t out_len);
