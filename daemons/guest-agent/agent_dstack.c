@@ -1,0 +1,259 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The DstackGuest service on dstack.sock (paths `/<Method>`, spec guest-agent-api.md §3.1):
+ * GetTlsKey, GetKey, GetQuote, Attest, Info, GpuInfo, EmitEvent, Sign, Verify, Version. Each
+ * handler decodes its request through agent_decode.c, calls the key holder (agent_keys.c),
+ * the certificate issuer (agent_tls.c) or the evidence code (agent_state.c), and answers the
+ * response message with every field present, in proto order (§2.5).
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "agent.h"
+#include "dstack/eventlog.h"
+#include "log.h"
+
+/* GpuInfo reads this file verbatim, "" when missing (§3.1). */
+#define GPU_ATTESTATION_FILE "/run/nvidia-gpu-attestation/attestation.out"
+#define GPU_ATTESTATION_MAX  (4 * 1024 * 1024)
+
+int agent_rpc_decode(struct ds_rpc_call *call, enum agent_req_kind kind, const json_t *params,
+                     struct agent_req *req)
+{
+    char err[AGENT_DECODE_ERR] = "";
+    int r = agent_req_decode(kind, params, ds_rpc_call_from_query(call), req, err, sizeof(err));
+    if (r < 0) {
+        agent_req_done(req);
+        if (r == -ENOMEM) {
+            return r;
+        }
+        return ds_rpc_call_error(call, "%s", err[0] ? err : ds_strerror(r));
+    }
+    return 0;
+}
+
+int agent_rpc_fail(struct ds_rpc_call *call, int r, const char *msg)
+{
+    if (r == -ENOMEM) {
+        return r;
+    }
+    return ds_rpc_call_error(call, "%s", msg && msg[0] ? msg : ds_strerror(r));
+}
+
+json_t *agent_version_json(void)
+{
+    return json_pack("{s:s,s:s}", "version", AGENT_VERSION, "rev", AGENT_REV);
+}
+
+/* report_data for GetQuote / Attest: at most 64 bytes, right-padded with zeros (§4.7). */
+int agent_rpc_report_data(struct ds_rpc_call *call, const struct agent_req *req, uint8_t rd[64])
+{
+    if (req->report_data.len > DS_REPORT_DATA_SIZE) {
+        return ds_rpc_call_error(call, "Report data is too long");
+    }
+    memset(rd, 0, DS_REPORT_DATA_SIZE);
+    if (req->report_data.len) {
+        memcpy(rd, req->report_data.data, req->report_data.len);
+    }
+    return 0;
+}
+
+static int m_get_tls_key(struct ds_rpc_call *call, const json_t *params, json_t **out, void *ctx)
+{
+    struct agent *a = ctx;
+    struct agent_req req;
+    DS_TRY(agent_rpc_decode(call, AGENT_REQ_TLS_KEY, params, &req));
+    uint8_t scalar[32];
+    char msg[256] = "", *pem = NULL;
+    json_t *chain = NULL;
+    int r;
+    if (req.has_not_before && req.has_not_after && req.not_before >= req.not_after) {
+        r = ds_rpc_call_error(call, "not_before must be earlier than not_after");
+        goto out;
+    }
+    struct agent_cert_opts o = {
+        .subject = req.subject,
+        .alt_names = (const char *const *)req.alt_names.items,
+        .alt_name_count = req.alt_names.count,
+        .ra_tls = req.usage_ra_tls,
+        .server_auth = req.usage_server_auth,
+        .client_auth = req.usage_client_auth,
+        .has_not_before = req.has_not_before,
+        .has_not_after = req.has_not_after,
+        .not_before = req.not_before,
+        .not_after = req.not_after,
+        .with_app_info = req.with_app_info,
+    };
+    r = agent_keys_tls_scalar(a, NULL, scalar);
+    if (r == 0) {
+        r = agent_keys_key_pem(scalar, &pem);
+    }
+    if (r == 0) {
+        r = agent_tls_issue(a, scalar, &o, &chain, msg, sizeof(msg));
+    }
+    if (r < 0) {
+        r = agent_rpc_fail(call, r, msg[0] ? msg : "failed to generate key");
+        goto out;
+    }
+    *out = json_pack("{s:s,s:o}", "key", pem, "certificate_chain", chain);
+    chain = NULL;
+    r = *out ? 0 : -ENOMEM;
+out:
+    ds_wipe(scalar, sizeof(scalar));
+    agent_keys_free_pem(pem);
+    json_decref(chain);
+    agent_req_done(&req);
+    return r;
+}
+
+static int m_get_key(struct ds_rpc_call *call, const json_t *params, json_t **out, void *ctx)
+{
+    struct agent_req req;
+    char msg[256] = "";
+    DS_TRY(agent_rpc_decode(call, AGENT_REQ_GET_KEY, params, &req));
+    int r = agent_keys_get_key(ctx, &req, false, out, msg, sizeof(msg));
+    agent_req_done(&req);
+    return r < 0 ? agent_rpc_fail(call, r, msg) : 0;
+}
+
+static int m_get_quote(struct ds_rpc_call *call, const json_t *params, json_t **out, void *ctx)
+{
+    struct agent_req req;
+    uint8_t rd[DS_REPORT_DATA_SIZE];
+    char msg[256] = "";
+    DS_TRY(agent_rpc_decode(call, AGENT_REQ_QUOTE, params, &req));
+    int r = agent_rpc_report_data(call, &req, rd);
+    agent_req_done(&req);
+    if (r < 0) {
+        return r;
+    }
+    r = agent_quote_response(ctx, rd, true, out, msg, sizeof(msg));
+    return r < 0 ? agent_rpc_fail(call, r, msg) : 0;
+}
+
+static int m_attest(struct ds_rpc_call *call, const json_t *params, json_t **out, void *ctx)
+{
+    struct agent_req req;
+    uint8_t rd[DS_REPORT_DATA_SIZE];
+    char msg[256] = "";
+    DS_TRY(agent_rpc_decode(call, AGENT_REQ_QUOTE, params, &req));
+    int r = agent_rpc_report_data(call, &req, rd);
+    agent_req_done(&req);
+    if (r < 0) {
+        return r;
+    }
+    uint8_t *att = NULL;
+    size_t att_len = 0;
+    r = agent_attest(ctx, rd, &att, &att_len, msg, sizeof(msg));
+    if (r < 0) {
+        return agent_rpc_fail(call, r, msg);
+    }
+    char *hex = ds_hex_strdup(att, att_len);
+    free(att);
+    *out = hex ? json_pack("{s:s}", "attestation", hex) : NULL;
+    free(hex);
+    return *out ? 0 : -ENOMEM;
+}
+
+static int m_info(struct ds_rpc_call *call, const json_t *params, json_t **out, void *ctx)
+{
+    (void)params;
+    char msg[256] = "";
+    int r = agent_info(ctx, false, out, msg, sizeof(msg));
+    return r < 0 ? agent_rpc_fail(call, r, msg) : 0;
+}
+
+static int m_gpu_info(struct ds_rpc_call *call, const json_t *params, json_t **out, void *ctx)
+{
+    (void)call;
+    (void)params;
+    (void)ctx;
+    uint8_t *data = NULL;
+    size_t len = 0;
+    int r = ds_read_file(GPU_ATTESTATION_FILE, GPU_ATTESTATION_MAX, &data, &len);
+    /* Verbatim; a file that is not valid UTF-8 cannot be a JSON string and is reported empty. */
+    json_t *s = r == 0 ? json_stringn((const char *)data, len) : NULL;
+    free(data);
+    *out = json_pack("{s:o}", "attestation", s ? s : json_string(""));
+    return *out ? 0 : -ENOMEM;
+}
+
+/* EmitEvent (npm SDK 0.5.8, §4.10): V1 runtime event extended into RTMR3, then logged. */
+static int m_emit_event(struct ds_rpc_call *call, const json_t *params, json_t **out, void *ctx)
+{
+    struct agent *a = ctx;
+    struct agent_req req;
+    uint8_t digest[DS_SHA384_LEN];
+    DS_TRY(agent_rpc_decode(call, AGENT_REQ_EMIT_EVENT, params, &req));
+    int r;
+    const char *name = req.event ? req.event : "";
+    if (!*name) {
+        r = ds_rpc_call_error(call, "event name is empty");
+        goto out;
+    }
+    r = ds_runtime_event_digest_sha384(1, name, req.payload.data, req.payload.len, digest);
+    if (r == 0) {
+        r = ds_tee_extend_rtmr(a->tee, 3, digest, name, req.payload.data, req.payload.len);
+    }
+    if (r < 0) {
+        r = ds_rpc_call_error(call, "failed to emit event: %s", ds_strerror(r));
+        goto out;
+    }
+    agent_info_invalidate(a);
+    log_info("runtime event \"%s\" (%zu payload bytes) extended into RTMR3", name, req.payload.len);
+    *out = NULL; /* google.protobuf.Empty answers `null` (§2.5) */
+out:
+    agent_req_done(&req);
+    return r;
+}
+
+static int m_sign(struct ds_rpc_call *call, const json_t *params, json_t **out, void *ctx)
+{
+    struct agent_req req;
+    char msg[256] = "";
+    DS_TRY(agent_rpc_decode(call, AGENT_REQ_SIGN, params, &req));
+    int r = agent_keys_sign(ctx, &req, out, msg, sizeof(msg));
+    agent_req_done(&req);
+    return r < 0 ? agent_rpc_fail(call, r, msg) : 0;
+}
+
+static int m_verify(struct ds_rpc_call *call, const json_t *params, json_t **out, void *ctx)
+{
+    (void)ctx;
+    struct agent_req req;
+    char msg[256] = "";
+    DS_TRY(agent_rpc_decode(call, AGENT_REQ_VERIFY, params, &req));
+    int r = agent_keys_verify(&req, out, msg, sizeof(msg));
+    agent_req_done(&req);
+    return r < 0 ? agent_rpc_fail(call, r, msg) : 0;
+}
+
+static int m_version(struct ds_rpc_call *call, const json_t *params, json_t **out, void *ctx)
+{
+    (void)call;
+    (void)params;
+    (void)ctx;
+    *out = agent_version_json();
+    return *out ? 0 : -ENOMEM;
+}
+
+static const struct ds_rpc_method dstack_methods[] = {
+    {"GetTlsKey", m_get_tls_key, 0, 0},
+    {"GetKey", m_get_key, 0, 0},
+    {"GetQuote", m_get_quote, 0, 0},
+    {"Attest", m_attest, 0, 0},
+    {"Info", m_info, DS_RPC_NO_PARAMS, 0},
+    {"GpuInfo", m_gpu_info, DS_RPC_NO_PARAMS, 0},
+    {"EmitEvent", m_emit_event, 0, 0},
+    {"Sign", m_sign, 0, 0},
+    {"Verify", m_verify, 0, 0},
+    {"Version", m_version, DS_RPC_NO_PARAMS, 0},
+};
+
+const struct ds_rpc_service agent_dstack_service = {
+    .name = "DstackGuest",
+    .methods = dstack_methods,
+    .method_count = DS_ARRAY_SIZE(dstack_methods),
+};
