@@ -167,7 +167,12 @@ static void conn_event_cb(struct bufferevent *bev, short what, void *arg)
         conn_write_cb(bev, c);
         return;
     }
-    /* EOF, error, idle read timeout or write timeout: drop the connection. */
+    if ((what & BEV_EVENT_EOF) && evbuffer_get_length(bufferevent_get_output(bev)) > 0) {
+        /* The client half-closed after its last request: deliver the answers first. */
+        close_after_write(c);
+        return;
+    }
+    /* Error, idle read timeout, write timeout, or EOF with nothing pending: drop it. */
     teesim_conn_free(c);
 }
 

@@ -40,7 +40,14 @@ start_sim() {
     done
     fail "serve did not come up"
 }
-stop_sim() { kill "$PID"; wait "$PID" || true; PID=""; }
+# A clean shutdown exits 0 (under ASan this also means no leak or memory error was reported).
+stop_sim() {
+    kill "$PID"
+    local rc=0
+    wait "$PID" || rc=$?
+    PID=""
+    [ "$rc" = 0 ] || fail "serve exited with status $rc"
+}
 hex48() { python3 -c "print('$1' * 48)"; }
 field() { python3 -c "import json,sys; print(json.load(sys.stdin)['$1'])"; }
 
@@ -265,6 +272,14 @@ assert r['error'] == 'unsupported', r
 r = call(A, {'op': 'extend_rtmr', 'index': 0, 'digest': '00' * 48})
 assert r['error'] == 'denied', r
 
+# a client that half-closes after its request still gets the answer
+s = conn(B)
+b = json.dumps({'op': 'info'}).encode()
+s.sendall(struct.pack('>I', len(b)) + b)
+s.shutdown(socket.SHUT_WR)
+assert recv_frame(s)['name'] == 'B'
+s.close()
+
 # truncated: promise 100 bytes, send 10, close; the daemon keeps serving
 s = conn(A)
 s.sendall(struct.pack('>I', 100) + b'{"op":"inf')
@@ -352,4 +367,5 @@ import json, sys
 c = json.load(sys.stdin)
 assert "2023-11" in c["tcb_info"], "collateral not dated around --time"' || fail "collateral --time"
 ok "quote --version 5, collateral --time"
+stop_sim
 echo "PASS"

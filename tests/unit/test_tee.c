@@ -235,6 +235,9 @@ static int rm_entry(const char *path, const struct stat *st, int flag, struct FT
     return remove(path);
 }
 
+/* The daemon of the running test, killed by the group teardown if an assertion bailed out. */
+static struct daemon live_daemon;
+
 static void daemon_start(struct daemon *d)
 {
     const char *bin = getenv("DS_BIN");
@@ -248,6 +251,7 @@ static void daemon_start(struct daemon *d)
     snprintf(state, sizeof(state), "%s/state", d->dir);
     d->pid = fork();
     assert_true(d->pid >= 0);
+    live_daemon = *d;
     if (d->pid == 0) {
         int fd = open("/dev/null", O_WRONLY);
         dup2(fd, 2);
@@ -264,6 +268,7 @@ static void daemon_start(struct daemon *d)
 
 static void daemon_stop(struct daemon *d)
 {
+    memset(&live_daemon, 0, sizeof(live_daemon));
     if (d->pid > 0) {
         kill(d->pid, SIGTERM);
         waitpid(d->pid, NULL, 0);
@@ -425,6 +430,7 @@ static void test_sim_provider(void **state)
     char keep[256];
     memcpy(keep, d.dir, sizeof(keep));
     d.pid = fork();
+    live_daemon = d;
     if (d.pid == 0) {
         char exe[512], st[300];
         snprintf(exe, sizeof(exe), "%s/dstack-tee-sim", getenv("DS_BIN"));
@@ -731,6 +737,15 @@ static void test_tdx_provider(void **state)
     no_tdx_env();
 }
 
+static int teardown_group(void **state)
+{
+    if (live_daemon.dir[0]) {
+        struct daemon d = live_daemon;
+        daemon_stop(&d);
+    }
+    return 0;
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -743,5 +758,5 @@ int main(void)
         cmocka_unit_test(test_create_td_event_log),
         cmocka_unit_test(test_tdx_provider),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return cmocka_run_group_tests(tests, NULL, teardown_group);
 }
