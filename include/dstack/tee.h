@@ -64,10 +64,14 @@ DS_MUST_USE int ds_tee_get_quote(struct ds_tee *t,
                                  size_t *out_len);
 
 /*
- * Extend RTMR index (2 or 3) with digest and record the event (name, payload) in the event
- * log. event_type is the dstack runtime event type 0x08000001; for it the digest must be the
- * V1 or V2 SHA-384 digest of (name, payload) (spec attestation.md §4.4), else -DS_E_MISMATCH.
- * Returns 0, -DS_E_DENIED (index not 2/3), -DS_E_MISMATCH, -DS_E_LIMIT, or an I/O error.
+ * Extend RTMR index (2 or 3) with digest (RTMR = SHA-384(RTMR || digest)) and record the event
+ * (name, payload; name NULL is "") in the event log:
+ * - index 3: a dstack runtime event (type 0x08000001). digest must be the V1 or the V2 SHA-384
+ *   runtime-event digest of (name, payload) (spec attestation.md §4.4), else -DS_E_MISMATCH and
+ *   nothing is extended: verifiers recompute these digests, so any other one is unverifiable.
+ * - index 2: an EV_IPL (0x0D) event carrying digest as given.
+ * Returns 0, -DS_E_DENIED (index not 2/3), -DS_E_MISMATCH, -DS_E_LIMIT (log full), or an I/O /
+ * protocol error.
  */
 DS_MUST_USE int ds_tee_extend_rtmr(struct ds_tee *t, unsigned index,
                                    const uint8_t digest[DS_TEE_MR_SIZE], const char *event,
