@@ -367,5 +367,20 @@ import json, sys
 c = json.load(sys.stdin)
 assert "2023-11" in c["tcb_info"], "collateral not dated around --time"' || fail "collateral --time"
 ok "quote --version 5, collateral --time"
+
+# ---- corrupted state is refused, not served ------------------------------------------------------
+stop_sim
+python3 - "$STATE/tds/A/td.json" <<'EOF'
+import json, sys
+st = json.load(open(sys.argv[1]))
+st['rtmr3'] = '00' * 48  # no longer the replay of the logged runtime events
+json.dump(st, open(sys.argv[1], 'w'))
+EOF
+mkdir "$STATE/tds/bad name"
+start_sim
+[ -z "$("$SIM" list-tds --state-dir "$STATE")" ] || fail "corrupted TD served"
+grep -q 'TD "A" not served' "$WORK/serve.log" || fail "no warning for the corrupted TD"
+grep -q 'ignoring "bad name"' "$WORK/serve.log" || fail "no warning for a bad directory name"
+ok "a TD whose RTMR3 does not match its log is not served"
 stop_sim
 echo "PASS"
