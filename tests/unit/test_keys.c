@@ -8,6 +8,7 @@
  * encodings (cross-checked against OpenSSL's own output) and .appkeys.json parsing, writing
  * and one negative case per field.
  */
+#define _DEFAULT_SOURCE /* mkstemp */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -704,6 +705,72 @@ static void test_tls_keys(void **state)
     assert_true(ds_p256_scalar_valid(a) && ds_p256_scalar_valid(b));
 }
 
+/*
+ * GetKey and Sign against vectors made with @noble/curves + @noble/hashes
+ * (tests/vectors/keys/gen-noble-vectors.cjs): keys, public keys and RFC 6979 signatures are
+ * byte-equal, UTF-8 paths and purposes included.
+ */
+#define NOBLE_TSV      "vectors/keys/noble-getkey.tsv"
+#define NOBLE_COLS     8
+#define NOBLE_DATA_MAX 256
+
+static size_t cell_bytes(const char *cell, uint8_t *out, size_t max)
+{
+    size_t n = strcmp(cell, "-") == 0 ? 0 : strlen(cell) / 2;
+    assert_true(n <= max);
+    if (n)
+        assert_int_equal(ds_hex_decode(cell, 2 * n, out, n), (int)n);
+    return n;
+}
+
+static void test_noble_vectors(void **state)
+{
+    (void)state;
+    uint8_t *text = NULL;
+    size_t len = 0, rows = 0, signs = 0;
+    assert_int_equal(ds_read_file(NOBLE_TSV, 1 << 20, &text, &len), 0);
+    char *save = NULL;
+    for (char *line = strtok_r((char *)text, "\n", &save); line;
+         line = strtok_r(NULL, "\n", &save)) {
+        char *cols[NOBLE_COLS], *lsave = NULL;
+        size_t c = 0;
+        for (char *t = strtok_r(line, "\t", &lsave); t && c < NOBLE_COLS;
+             t = strtok_r(NULL, "\t", &lsave))
+            cols[c++] = t;
+        assert_int_equal(c, NOBLE_COLS);
+        uint8_t k256[32], a[NOBLE_DATA_MAX], b[NOBLE_DATA_MAX];
+        hex(cols[1], k256, 32);
+        size_t alen = cell_bytes(cols[2], a, sizeof(a));
+        size_t blen = cell_bytes(cols[3], b, sizeof(b));
+        if (strcmp(cols[0], "getkey") == 0) {
+            struct ds_get_key_result r;
+            assert_int_equal(ds_guest_get_key(k256, NULL, 0, (const char *)a, alen, (const char *)b,
+                                              blen, cols[4], strlen(cols[4]), &r, NULL),
+                             0);
+            assert_hex_equal(r.key, 32, cols[5]);
+            assert_string_equal(r.pubkey_hex, cols[6]);
+            assert_hex_equal(r.signature, 65, cols[7]);
+            ds_wipe(&r, sizeof(r));
+        } else {
+            struct ds_sign_result r;
+            bool valid = false;
+            assert_int_equal(
+                ds_guest_sign(k256, NULL, 0, cols[4], strlen(cols[4]), b, blen, &r, NULL), 0);
+            assert_hex_equal(r.public_key, r.public_key_len, cols[6]);
+            assert_hex_equal(r.signature, 64, cols[7]);
+            assert_int_equal(ds_guest_verify(cols[4], strlen(cols[4]), b, blen, r.signature, 64,
+                                             r.public_key, r.public_key_len, &valid, NULL),
+                             0);
+            assert_true(valid);
+            signs++;
+        }
+        rows++;
+    }
+    assert_int_equal(rows, 138);
+    assert_int_equal(signs, 18);
+    free(text);
+}
+
 /* ---- .appkeys.json (§3.8) ----------------------------------------------------------------------
  */
 
@@ -1012,6 +1079,7 @@ int main(void)
         cmocka_unit_test(test_sign_verify),
         cmocka_unit_test(test_sign_verify_errors),
         cmocka_unit_test(test_tls_keys),
+        cmocka_unit_test(test_noble_vectors),
         cmocka_unit_test(test_appkeys_simulator_file),
         cmocka_unit_test(test_appkeys_providers_roundtrip),
         cmocka_unit_test(test_appkeys_malformed),
