@@ -87,13 +87,19 @@ describe('TappdClient over the tappd socket', () => {
 
   it('tdxQuote() with every hash algorithm', async () => {
     const data = Buffer.from('test data');
+    const failed = [];
     for (const [alg, h] of Object.entries(HASHES)) {
-      const q = await tappd.tdxQuote(data, alg);
-      const want = pad64(h(Buffer.concat([Buffer.from('app-data:'), data]))).toString('hex');
-      assert.equal(quoteFields(Buffer.from(q.quote, 'hex')).reportData, want, alg);
-      assert.equal(q.hash_algorithm, alg);
-      assert.equal(q.prefix, 'app-data');
+      try {
+        const q = await tappd.tdxQuote(data, alg);
+        const want = pad64(h(Buffer.concat([Buffer.from('app-data:'), data]))).toString('hex');
+        assert.equal(quoteFields(Buffer.from(q.quote, 'hex')).reportData, want, alg);
+        assert.equal(q.hash_algorithm, alg);
+        assert.equal(q.prefix, 'app-data');
+      } catch (err) {
+        failed.push(`${alg}: ${err.message.split('\n')[0]}`);
+      }
     }
+    assert.deepEqual(failed, [], 'every hash algorithm of spec §4.7 works');
     const p = await rawRequest(agent.tappdSocket, '/prpc/Tappd.TdxQuote', { body: JSON.stringify({
       report_data: hex(data), hash_algorithm: 'sha256', prefix: 'custom' }) });
     assert.equal(p.status, 200);

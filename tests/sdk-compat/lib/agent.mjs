@@ -14,7 +14,7 @@ const START_TIMEOUT_MS = 20000;
 const POLL_MS = 50;
 
 export function binDir() {
-  return process.env.DS_BIN || path.resolve('build/bin');
+  return path.resolve(process.env.DS_BIN || 'build/bin');
 }
 
 // A TCP port on 127.0.0.1 that nothing listens on right now.
@@ -61,6 +61,7 @@ export async function startAgent() {
   child.stderr.on('data', (d) => { output += d; });
   let exited = null;
   child.on('exit', (code, sig) => { exited = { code, sig }; });
+  child.on('error', (err) => { exited = { error: err.message }; });
 
   const deadline = Date.now() + START_TIMEOUT_MS;
   for (;;) {
