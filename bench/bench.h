@@ -19,6 +19,8 @@
 int bench_verify_main(int argc, char **argv);
 /* `dstack-bench sim`: simulator benchmarks (bench_sim.c). */
 int bench_sim_main(int argc, char **argv);
+/* `dstack-bench agent`: guest agent API throughput and latency (bench_agent.c). */
+int bench_agent_main(int argc, char **argv);
 
 /* Monotonic time in nanoseconds. */
 uint64_t bench_now_ns(void);

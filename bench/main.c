@@ -23,6 +23,7 @@ static const struct bench_cmd bench_cmds[] = {
     {"verify", bench_verify_main, "DCAP quote verification rate, warm and cold caches"},
     {"sim", bench_sim_main,
      "simulated TDX quote generation, in-process and over the device socket"},
+    {"agent", bench_agent_main, "guest agent GetKey/GetQuote/Info over its socket vs bare crypto"},
 };
 
 uint64_t bench_now_ns(void)
