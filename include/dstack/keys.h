@@ -40,8 +40,9 @@
  * Optional error detail (pass NULL if not wanted). msg is the text a server should return
  * (upstream's wording where the spec lists one, e.g. "Unsupported algorithm"); what names the
  * offending input: the algorithm name as given (truncated), or the JSON field path such as
- * "k256_key" or "key_provider.Kms.url". Both are NUL-terminated and always set on failure of
- * a function taking this struct.
+ * "k256_key" or "key_provider.Kms.url". Both are NUL-terminated and set whenever a function
+ * taking this struct fails because of its input (-DS_E_UNSUPPORTED, -DS_E_FORMAT, -DS_E_LIMIT,
+ * or a read error in ds_appkeys_load); left untouched for -EINVAL / -ENOMEM / -DS_E_CRYPTO.
  */
 struct ds_keys_error {
     char msg[DS_KEYS_ERR_MSG_MAX];
@@ -171,14 +172,23 @@ DS_MUST_USE int ds_env_pubkey_sign(const uint8_t root_k256[DS_KEY_SIZE],
 
 /*
  * Recover the signer (compressed) of an env-pubkey signature (what the SDKs'
- * verifyEnvEncryptPublicKey returns as "0x" + hex). No freshness check: callers compare the
- * timestamp with their clock. Returns 0 or -DS_E_FORMAT / -DS_E_SIGNATURE.
+ * verifyEnvEncryptPublicKey returns as "0x" + hex). No freshness check here (see
+ * ds_env_pubkey_check_time). Returns 0 or -DS_E_FORMAT / -DS_E_SIGNATURE.
  */
 DS_MUST_USE int ds_env_pubkey_recover(const uint8_t sig[DS_K256_SIG_SIZE],
                                       const uint8_t app_id[DS_APP_ID_SIZE],
                                       const uint8_t env_pub[DS_X25519_PUB_SIZE],
                                       bool with_timestamp, uint64_t timestamp,
                                       uint8_t out_signer[DS_K256_PUB_SIZE]);
+
+#define DS_ENV_PUBKEY_MAX_AGE_DEFAULT 300 /* seconds, the SDKs' default maxAge */
+#define DS_ENV_PUBKEY_MAX_SKEW        60  /* seconds a timestamp may lie in the future */
+
+/*
+ * The SDKs' freshness rule for signature_v1 (§3.6): -DS_E_EXPIRED when now - timestamp >
+ * max_age or timestamp - now > DS_ENV_PUBKEY_MAX_SKEW, else 0. Times are Unix seconds.
+ */
+DS_MUST_USE int ds_env_pubkey_check_time(uint64_t timestamp, uint64_t now, uint64_t max_age);
 
 /* ---- non-KMS providers (kms-ratls.md §3.7) ------------------------------------------------------
  */
@@ -251,9 +261,10 @@ struct ds_sign_result {
 /*
  * Sign (§4.4): key = GetKey("vms", "signing", alg == prehashed ? secp256k1 : alg). ed25519:
  * RFC 8032 over data; secp256k1: ECDSA over SHA-256(data); secp256k1_prehashed: data must be
- * 32 bytes (else -EINVAL, msg "Pre-hashed signing requires a 32-byte digest, but received N
+ * 32 bytes (else -DS_E_FORMAT, msg "Pre-hashed signing requires a 32-byte digest, but received N
  * bytes") and is the digest. secp256k1 signatures are 64-byte r||s, low-s, RFC 6979.
- * Returns 0, -DS_E_UNSUPPORTED (msg "Unsupported algorithm"), -EINVAL, -DS_E_CRYPTO.
+ * Returns 0, -DS_E_UNSUPPORTED (msg "Unsupported algorithm"), -DS_E_FORMAT, -EINVAL (bad
+ * arguments), -DS_E_CRYPTO.
  */
 DS_MUST_USE int ds_guest_sign(const uint8_t k256_key[DS_KEY_SIZE], const uint8_t *k256_sig,
                               size_t k256_sig_len, const char *algorithm, size_t algorithm_len,

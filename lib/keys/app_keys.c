@@ -76,6 +76,15 @@ int ds_env_pubkey_recover(const uint8_t sig[DS_K256_SIG_SIZE], const uint8_t app
     return ds_k256_recover(sig, digest, out_signer);
 }
 
+int ds_env_pubkey_check_time(uint64_t timestamp, uint64_t now, uint64_t max_age)
+{
+    if (now >= timestamp && now - timestamp > max_age)
+        return -DS_E_EXPIRED;
+    if (timestamp > now && timestamp - now > DS_ENV_PUBKEY_MAX_SKEW)
+        return -DS_E_EXPIRED;
+    return 0;
+}
+
 int ds_app_ca_scalar(const uint8_t root_ca[DS_KEY_SIZE], const uint8_t app_id[DS_APP_ID_SIZE],
                      uint8_t out_scalar[DS_KEY_SIZE])
 {

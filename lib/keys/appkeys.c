@@ -297,6 +297,11 @@ int ds_appkeys_parse(const char *json, size_t len, struct ds_appkeys *out,
         return -EINVAL;
     memset(&k, 0, sizeof(k));
     if (len > DS_APPKEYS_FILE_MAX) {
+        if (err) {
+            snprintf(err->what, sizeof(err->what), "%s", "");
+            snprintf(err->msg, sizeof(err->msg), "keys file larger than %d bytes",
+                     DS_APPKEYS_FILE_MAX);
+        }
         ret = -DS_E_LIMIT;
         goto out;
     }

@@ -195,7 +195,7 @@ int ds_guest_sign(const uint8_t k256_key[DS_KEY_SIZE], const uint8_t *k256_sig, 
             set_err(err, ALG_PREHASHED, strlen(ALG_PREHASHED),
                     "Pre-hashed signing requires a 32-byte digest, but received %zu bytes",
                     data_len);
-            ret = -EINVAL;
+            ret = -DS_E_FORMAT;
             goto out;
         }
         ret = ds_k256_sign_recoverable(key.key, data, sig65);

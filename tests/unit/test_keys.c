@@ -271,6 +271,19 @@ static void test_app_keys_vectors(void **state)
     assert_int_equal(
         ds_env_pubkey_recover(sig, f.app_id, k.env_public_key, true, 1700000001, signer), 0);
     assert_memory_not_equal(signer, pub, 33);
+    /* Freshness (SDK rule): at most max_age old, at most 60 s in the future. */
+    const uint64_t ts = 1700000000, age = DS_ENV_PUBKEY_MAX_AGE_DEFAULT;
+    assert_int_equal(ds_env_pubkey_check_time(ts, ts, age), 0);
+    assert_int_equal(ds_env_pubkey_check_time(ts, ts + 300, age), 0);
+    assert_int_equal(ds_env_pubkey_check_time(ts, ts + 301, age), -DS_E_EXPIRED);
+    assert_int_equal(ds_env_pubkey_check_time(ts, ts - 60, age), 0);
+    assert_int_equal(ds_env_pubkey_check_time(ts, ts - 61, age), -DS_E_EXPIRED);
+    /* A wrong app id or public key recovers another signer. */
+    uint8_t other_pub[32];
+    memcpy(other_pub, k.env_public_key, 32);
+    other_pub[0] ^= 1;
+    assert_int_equal(ds_env_pubkey_recover(sig, f.app_id, other_pub, true, 1700000000, signer), 0);
+    assert_memory_not_equal(signer, pub, 33);
     ds_wipe(&k, sizeof(k));
 }
 
@@ -621,7 +634,8 @@ static void test_sign_verify_errors(void **state)
     /* Pre-hashed with a wrong length. */
     memset(&err, 0, sizeof(err));
     assert_int_equal(
-        ds_guest_sign(s.k256_key, NULL, 0, "secp256k1_prehashed", 19, data, 3, &r, &err), -EINVAL);
+        ds_guest_sign(s.k256_key, NULL, 0, "secp256k1_prehashed", 19, data, 3, &r, &err),
+        -DS_E_FORMAT);
     assert_string_equal(err.msg, "Pre-hashed signing requires a 32-byte digest, but received 3 "
                                  "bytes");
     assert_int_equal(ds_guest_verify("secp256k1_prehashed", 19, data, 3, r.signature, 64,
