@@ -444,7 +444,8 @@ out:
 }
 
 static int step_pck(struct vstate *s, struct ds_attest_coll_entry *ce, bool cacheable,
-                    const struct ds_quote *q, struct ds_attest_pck_info *out)
+                    const struct ds_quote *q, struct ds_attest_pck_info *out,
+                    struct ds_attest_pck_entry **out_entry)
 {
     const char *pem;
     size_t pem_len;
@@ -477,6 +478,7 @@ static int step_pck(struct vstate *s, struct ds_attest_coll_entry *ce, bool cach
         const struct ds_attest_pck_entry *hit = ds_attest_cache_find_pck(&s->v->cache, pe->key);
         if (hit && ds_attest_window_holds(&hit->window, s->now)) {
             *out = hit->info;
+            *out_entry = (struct ds_attest_pck_entry *)hit;
             r = 0;
             goto out;
         }
@@ -488,7 +490,7 @@ static int step_pck(struct vstate *s, struct ds_attest_coll_entry *ce, bool cach
     }
     *out = pe->info;
     if (cacheable) {
-        (void)ds_attest_cache_put_pck(&s->v->cache, &pe);
+        *out_entry = ds_attest_cache_put_pck(&s->v->cache, &pe);
     }
 out:
     free(pe);
@@ -498,14 +500,22 @@ out:
 /* ---- steps 5 and 6: QE report ---------------------------------------------------------------- */
 
 static int step_qe_report(struct vstate *s, const struct ds_quote *q,
-                          const struct ds_attest_pck_info *pck)
+                          const struct ds_attest_pck_info *pck, struct ds_attest_pck_entry *pe)
 {
-    uint8_t h[DS_SHA256_LEN];
-    if (ds_ecdsa_verify_raw(DS_EC_P256, pck->pub, sizeof(pck->pub), q->qe_report_raw,
-                            DS_SGX_REPORT_SIZE, q->qe_report_signature,
-                            sizeof(q->qe_report_signature)) != 0) {
-        return fail(s, DS_STEP_QE_REPORT_SIGNATURE, -DS_E_SIGNATURE,
-                    "Signature is invalid for qe_report in quote");
+    uint8_t h[DS_SHA256_LEN], seen[DS_SHA256_LEN];
+    ds_sha256_v(seen, 2, q->qe_report_raw, (size_t)DS_SGX_REPORT_SIZE, q->qe_report_signature,
+                sizeof(q->qe_report_signature));
+    if (!(pe && pe->qe_report_ok_set && ds_ct_equal(seen, pe->qe_report_ok, sizeof(seen)))) {
+        if (ds_ecdsa_verify_raw(DS_EC_P256, pck->pub, sizeof(pck->pub), q->qe_report_raw,
+                                DS_SGX_REPORT_SIZE, q->qe_report_signature,
+                                sizeof(q->qe_report_signature)) != 0) {
+            return fail(s, DS_STEP_QE_REPORT_SIGNATURE, -DS_E_SIGNATURE,
+                        "Signature is invalid for qe_report in quote");
+        }
+        if (pe) {
+            memcpy(pe->qe_report_ok, seen, sizeof(seen));
+            pe->qe_report_ok_set = true;
+        }
     }
     /* dcap-qvl requires exactly 32 bytes of QE authentication data (Intel allows any). */
     if (q->qe_auth_len != QE_AUTH_DATA_SIZE) {
@@ -603,6 +613,7 @@ static int verify_steps(struct vstate *s, const uint8_t *raw, size_t len)
     struct ds_verify_result *res = s->res;
     struct ds_attest_coll_entry *ce = NULL, *tmp = NULL;
     struct ds_attest_pck_info pck;
+    struct ds_attest_pck_entry *pe = NULL;
     struct ds_attest_status platform, qe, final;
     struct ds_quote q;
     uint8_t ckey[DS_SHA256_LEN];
@@ -654,14 +665,14 @@ static int verify_steps(struct vstate *s, const uint8_t *raw, size_t len)
     }
 
     /* Step 4: PCK chain (cached per chain bytes and collateral); 5-6: QE report. */
-    r = step_pck(s, ce, cacheable, &q, &pck);
+    r = step_pck(s, ce, cacheable, &q, &pck, &pe);
     if (r < 0) {
         goto out;
     }
     memcpy(res->fmspc, pck.fmspc, sizeof(res->fmspc));
     memcpy(res->ppid, pck.ppid, sizeof(res->ppid));
     memcpy(res->pce_id, pck.pce_id, sizeof(res->pce_id));
-    r = step_qe_report(s, &q, &pck);
+    r = step_qe_report(s, &q, &pck, pe);
     if (r < 0) {
         goto out;
     }

@@ -230,6 +230,14 @@ struct ds_attest_pck_entry {
     uint64_t used;
     struct ds_attest_window window;
     struct ds_attest_pck_info info;
+    /*
+     * SHA-256(QE report || QE report signature) of the last QE report whose signature verified
+     * under this entry's PCK key. A platform's QE report is the same in every quote it makes
+     * (it binds the long-lived attestation key), so repeat quotes skip one ECDSA verification.
+     * The fact does not depend on time; the entry's window still gates every hit.
+     */
+    uint8_t qe_report_ok[32];
+    bool qe_report_ok_set;
 };
 
 struct ds_attest_cache {

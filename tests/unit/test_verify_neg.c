@@ -162,6 +162,9 @@ static void test_qe_report_signature_bit(void **state)
 {
     struct fx *f = *state;
     size_t sig = tdx_off(f, f->tdx_q.qe_report_raw) + DS_SGX_REPORT_SIZE;
+    /* Warm the verifier first: the PCK cache entry then remembers the genuine QE report as
+     * verified, and an altered report or signature must still be checked and rejected. */
+    expect_ok(f->intel, f->tdx, f->tdx_len, f->tdx_coll, TDX_NOW);
     tdx_flip(f, sig + 5, 0x04, DS_STEP_QE_REPORT_SIGNATURE, -DS_E_SIGNATURE,
              "Signature is invalid for qe_report in quote");
     /* The QE report itself is covered by that signature. */
