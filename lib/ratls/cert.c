@@ -18,6 +18,7 @@
 #include <openssl/pem.h>
 #include <openssl/x509v3.h>
 
+#include "attest/eventlog_priv.h"
 #include "dstack/crypto.h"
 #include "dstack/ratls.h"
 
@@ -27,6 +28,7 @@
 #define SECONDS_PER_DAY 86400
 #define OID_TEXT_MAX    48
 #define PEM_MAX         (64 * 1024)
+#define NAME_MAX_LEN    4096
 
 /* ---- keys ----------------------------------------------------------------------------------- */
 
@@ -269,10 +271,16 @@ static int set_serial(X509 *x, EVP_PKEY *key)
     return r;
 }
 
+/* UTF8String entries set directly (not through OpenSSL's string table, whose size bounds
+ * refuse the empty CN the SDKs' default subject "" needs). */
 static int add_name_entry(X509_NAME *name, const char *field, const char *value)
 {
-    if (!X509_NAME_add_entry_by_txt(name, field, MBSTRING_UTF8, (const unsigned char *)value,
-                                    (int)strlen(value), -1, 0)) {
+    size_t n = strlen(value);
+    if (n > NAME_MAX_LEN || !ds_evl_utf8_valid(value, n)) {
+        return -EINVAL;
+    }
+    if (!X509_NAME_add_entry_by_txt(name, field, V_ASN1_UTF8STRING, (const unsigned char *)value,
+                                    (int)n, -1, 0)) {
         return -DS_E_CRYPTO;
     }
     return 0;
