@@ -167,47 +167,6 @@ int agent_sim_setup(struct agent *a);
 
 /* ---- request decoding (agent_decode.c) ------------------------------------------------------- */
 
-#define AGENT_STR_MAX    (64 * 1024)       /* one string field */
-#define AGENT_BYTES_MAX  (4 * 1024 * 1024) /* one bytes field, decoded */
-#define AGENT_LIST_MAX   256               /* entries of a list field */
-#define AGENT_DECODE_ERR 256
-
-struct agent_bytes {
-    uint8_t *data;
-    size_t len;
-};
-
-struct agent_strlist {
-    char **items;
-    size_t count;
-};
-
-/* Every field any agent method takes; a method decodes only the ones in its table. */
-struct agent_req {
-    char *path;
-    char *purpose;
-    char *algorithm;
-    char *subject;
-    char *event;
-    char *hash_algorithm;
-    char *prefix;
-    struct agent_strlist alt_names;
-    struct agent_bytes report_data;
-    struct agent_bytes data;
-    struct agent_bytes signature;
-    struct agent_bytes public_key;
-    struct agent_bytes payload;
-    bool usage_ra_tls;
-    bool usage_server_auth;
-    bool usage_client_auth;
-    bool with_app_info;
-    bool random_seed;
-    bool has_not_before;
-    bool has_not_after;
-    uint64_t not_before;
-    uint64_t not_after;
-};
-
 enum agent_req_kind {
     AGENT_REQ_GET_KEY,   /* GetKey, DeriveK256Key: path, purpose, algorithm */
     AGENT_REQ_TLS_KEY,   /* GetTlsKey */
@@ -221,12 +180,39 @@ enum agent_req_kind {
     AGENT_REQ_KIND_MAX
 };
 
+/* Every field any agent method takes (proto field names); a method decodes only the ones in
+ * its table. Strings are "" when absent, bytes never NULL after a successful decode. */
+struct agent_req {
+    enum agent_req_kind kind;
+    char *path;
+    char *purpose;
+    char *algorithm;
+    char *subject;
+    char *event;
+    char *hash_algorithm;
+    char *prefix;
+    struct ds_rpc_strings alt_names;
+    struct ds_rpc_bytes report_data;
+    struct ds_rpc_bytes data;
+    struct ds_rpc_bytes signature;
+    struct ds_rpc_bytes public_key;
+    struct ds_rpc_bytes payload;
+    bool usage_ra_tls;
+    bool usage_server_auth;
+    bool usage_client_auth;
+    bool with_app_info;
+    bool random_seed;
+    struct ds_rpc_opt_u64 not_before;
+    struct ds_rpc_opt_u64 not_after;
+};
+
+#define AGENT_DECODE_ERR 256
+
 /*
- * Decode params (a JSON object; from_query: every scalar is a JSON string as the GET query
- * decoder makes it) into *out per the kind's field table (§2.4, §2.6): missing fields default,
- * unknown keys are ignored, null is an error except for optional u64, bytes are hex with any
- * number of leading "0x". Returns 0 or -DS_E_FORMAT / -DS_E_LIMIT / -ENOMEM with err set.
- * Release with agent_req_done() either way.
+ * Decode params (from_query: the GET query form) into *out with the kind's field table through
+ * lib/rpc's serde-compatible decoder (spec §2.4, §2.6). Returns 0, or -DS_E_FORMAT /
+ * -DS_E_LIMIT / -ENOMEM with err set ("failed to decode request: ..."). Release with
+ * agent_req_done() either way (also after a failure).
  */
 int agent_req_decode(enum agent_req_kind kind, const json_t *params, bool from_query,
                      struct agent_req *out, char *err, size_t err_size);

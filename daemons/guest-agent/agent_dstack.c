@@ -69,7 +69,8 @@ static int m_get_tls_key(struct ds_rpc_call *call, const json_t *params, json_t 
     char msg[256] = "", *pem = NULL;
     json_t *chain = NULL;
     int r;
-    if (req.has_not_before && req.has_not_after && req.not_before >= req.not_after) {
+    if (req.not_before.present && req.not_after.present &&
+        req.not_before.value >= req.not_after.value) {
         r = ds_rpc_call_error(call, "not_before must be earlier than not_after");
         goto out;
     }
@@ -80,10 +81,10 @@ static int m_get_tls_key(struct ds_rpc_call *call, const json_t *params, json_t 
         .ra_tls = req.usage_ra_tls,
         .server_auth = req.usage_server_auth,
         .client_auth = req.usage_client_auth,
-        .has_not_before = req.has_not_before,
-        .has_not_after = req.has_not_after,
-        .not_before = req.not_before,
-        .not_after = req.not_after,
+        .has_not_before = req.not_before.present,
+        .has_not_after = req.not_after.present,
+        .not_before = req.not_before.value,
+        .not_after = req.not_after.value,
         .with_app_info = req.with_app_info,
     };
     r = agent_keys_tls_scalar(a, NULL, scalar);
