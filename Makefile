@@ -4,7 +4,7 @@
 JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?=
 
-.PHONY: all build test asan check fuzz format clean deps
+.PHONY: all build test asan check fuzz format clean deps demo demo-down
 
 all: build
 
@@ -38,6 +38,13 @@ format:
 
 deps:
 	scripts/install-deps.sh
+
+# The main job: simulated TEE + attested CVM + external verification (scripts/demo.sh).
+demo:
+	scripts/demo.sh
+
+demo-down:
+	scripts/demo.sh down
 
 clean:
 	rm -rf build build-asan build-fuzz
