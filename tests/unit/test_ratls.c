@@ -456,6 +456,16 @@ static void test_verify_ok(void **state)
     ds_attestation_result_done(&res);
     free(longer);
 
+    /* no collateral: fetched from the PCCS URL; an unreachable one fails at "collateral" */
+    struct ds_attestation_verify_opts o = e->opts;
+    o.collateral = NULL;
+    o.pccs_url = "http://127.0.0.1:1/sgx/certification/v4";
+    o.fetch_timeout_ms = 2000;
+    assert_int_equal(ds_ratls_verify_cert(x, &o, &res), -DS_E_NETWORK);
+    assert_int_equal(res.failed_step, DS_ATT_STEP_COLLATERAL);
+    assert_string_equal(ds_att_step_name(res.failed_step), "collateral");
+    ds_attestation_result_done(&res);
+
     /* X509_STORE_CTX entry point */
     X509_STORE *store = X509_STORE_new();
     X509_STORE_CTX *ctx = X509_STORE_CTX_new();
