@@ -580,6 +580,74 @@ static void test_v1_bin_fields(void **state)
     assert_int_equal(ds_attestation_decode(deep, n, &a), -DS_E_LIMIT);
 }
 
+/* V1 of another platform: decoded (structure checked), not re-encodable, not verifiable. */
+static void test_v1_other_platform(void **state)
+{
+    (void)state;
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    uint8_t rd[64];
+    struct ds_attestation *a = NULL;
+    uint8_t *enc = NULL;
+    size_t len = 0;
+    memset(rd, 1, sizeof(rd));
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, 3);
+    pk_str(&pk, "version");
+    msgpack_pack_uint8(&pk, 1);
+    pk_str(&pk, "platform");
+    msgpack_pack_map(&pk, 2);
+    pk_str(&pk, "kind");
+    pk_str(&pk, "nitro-enclave");
+    pk_str(&pk, "data");
+    msgpack_pack_map(&pk, 1);
+    pk_str(&pk, "nsm_quote");
+    assert_int_equal(ds_mp_pack_int_array(&pk, (const uint8_t *)"cose", 4), 0);
+    pk_str(&pk, "stack");
+    msgpack_pack_map(&pk, 2);
+    pk_str(&pk, "kind");
+    pk_str(&pk, "dstack-pod");
+    pk_str(&pk, "data");
+    msgpack_pack_map(&pk, 4);
+    pk_str(&pk, "report_data");
+    assert_int_equal(ds_mp_pack_int_array(&pk, rd, 64), 0);
+    pk_str(&pk, "runtime_events");
+    msgpack_pack_array(&pk, 0);
+    pk_str(&pk, "config");
+    pk_str(&pk, "");
+    pk_str(&pk, "report_data_payload");
+    pk_str(&pk, "hello");
+    assert_int_equal(ds_attestation_decode((const uint8_t *)sb.data, sb.size, &a), 0);
+    assert_int_equal(a->platform, DS_ATT_NITRO_ENCLAVE);
+    assert_true(a->pod);
+    assert_string_equal(a->report_data_payload, "hello");
+    assert_int_equal(ds_attestation_encode(a, DS_ATT_WIRE_AUTO, &enc, &len), -DS_E_UNSUPPORTED);
+    assert_int_equal(ds_attestation_encode(a, DS_ATT_WIRE_V0, &enc, &len), -DS_E_UNSUPPORTED);
+    struct ds_attestation_result res;
+    struct ds_attestation_verify_opts opts;
+    struct ds_verifier *v = NULL;
+    assert_int_equal(ds_verifier_new(NULL, 0, &v), 0);
+    memset(&opts, 0, sizeof(opts));
+    opts.verifier = v;
+    opts.now = NOW;
+    assert_int_equal(ds_attestation_verify(a, &opts, &res), -DS_E_UNSUPPORTED);
+    assert_int_equal(res.failed_step, DS_ATT_STEP_PLATFORM);
+    ds_attestation_result_done(&res);
+    ds_verifier_free(v);
+    ds_attestation_free(a);
+    a = NULL;
+    /* a pod stack without its payload is malformed */
+    uint8_t *copy = malloc(sb.size);
+    memcpy(copy, sb.data, sb.size);
+    uint8_t *k = memmem(copy, sb.size, "report_data_payload", 19);
+    assert_non_null(k);
+    k[0] = 'R'; /* now an unknown key */
+    assert_int_equal(ds_attestation_decode(copy, sb.size, &a), -DS_E_FORMAT);
+    free(copy);
+    msgpack_sbuffer_destroy(&sb);
+}
+
 /* ---- stripping ------------------------------------------------------------------------------ */
 
 static void test_strip(void **state)
@@ -755,15 +823,11 @@ static void test_verify_full_log(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_compact_table),
-        cmocka_unit_test(test_compact_noncanonical),
-        cmocka_unit_test(test_v0_fixture_prefix),
-        cmocka_unit_test(test_v0_roundtrip),
-        cmocka_unit_test(test_v0_rejections),
-        cmocka_unit_test(test_v0_other_platforms),
-        cmocka_unit_test(test_v1_roundtrip),
-        cmocka_unit_test(test_v1_bin_fields),
-        cmocka_unit_test(test_strip),
+        cmocka_unit_test(test_compact_table),     cmocka_unit_test(test_compact_noncanonical),
+        cmocka_unit_test(test_v0_fixture_prefix), cmocka_unit_test(test_v0_roundtrip),
+        cmocka_unit_test(test_v0_rejections),     cmocka_unit_test(test_v0_other_platforms),
+        cmocka_unit_test(test_v1_roundtrip),      cmocka_unit_test(test_v1_bin_fields),
+        cmocka_unit_test(test_v1_other_platform), cmocka_unit_test(test_strip),
         cmocka_unit_test(test_verify_full_log),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
