@@ -76,6 +76,7 @@ struct agent {
     bool public_logs;
     bool public_sysinfo;
     bool public_tcbinfo;
+    uint32_t event_log_version; /* runtime events: 1, or 2 with event_log_version 2 (§4.10) */
     /* sys-config's vm_config string ("" when absent) */
     char *vm_config;
     char *cloud_vendor;

@@ -181,7 +181,8 @@ static int m_gpu_info(struct ds_rpc_call *call, const json_t *params, json_t **o
     return *out ? 0 : -ENOMEM;
 }
 
-/* EmitEvent (npm SDK 0.5.8, §4.10): V1 runtime event extended into RTMR3, then logged. */
+/* EmitEvent (npm SDK 0.5.8, §4.10): a runtime event (V1, or V2 when the compose file says
+ * event_log_version 2) extended into RTMR3, then logged. */
 static int m_emit_event(struct ds_rpc_call *call, const json_t *params, json_t **out, void *ctx)
 {
     struct agent *a = ctx;
@@ -194,7 +195,8 @@ static int m_emit_event(struct ds_rpc_call *call, const json_t *params, json_t *
         r = ds_rpc_call_error(call, "event name is empty");
         goto out;
     }
-    r = ds_runtime_event_digest_sha384(1, name, req.payload.data, req.payload.len, digest);
+    r = ds_runtime_event_digest_sha384(a->event_log_version, name, req.payload.data,
+                                       req.payload.len, digest);
     if (r == 0) {
         r = ds_tee_extend_rtmr(a->tee, 3, digest, name, req.payload.data, req.payload.len);
     }

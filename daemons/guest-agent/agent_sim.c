@@ -115,7 +115,7 @@ out:
 static int emit(struct agent *a, const char *name, const void *payload, size_t len)
 {
     uint8_t digest[DS_SHA384_LEN];
-    DS_TRY(ds_runtime_event_digest_sha384(1, name, payload, len, digest));
+    DS_TRY(ds_runtime_event_digest_sha384(a->event_log_version, name, payload, len, digest));
     return ds_tee_extend_rtmr(a->tee, 3, digest, name, payload, len);
 }
 

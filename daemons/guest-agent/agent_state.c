@@ -66,6 +66,8 @@ static int apply_compose(struct agent *a)
     a->public_logs = json_is_true(json_object_get(root, "public_logs"));
     a->public_sysinfo = json_is_true(json_object_get(root, "public_sysinfo"));
     a->public_tcbinfo = json_is_true(json_object_get(root, "public_tcbinfo"));
+    const json_t *ver = json_object_get(root, "event_log_version");
+    a->event_log_version = json_is_integer(ver) && json_integer_value(ver) == 2 ? 2 : 1;
     json_decref(root);
     return a->app_name ? 0 : -ENOMEM;
 }

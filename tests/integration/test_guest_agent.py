@@ -542,6 +542,23 @@ def guest_mode():
           "dashboard honours public_tcbinfo = false")
     st, _, _ = request(PORT, "/metrics", method="GET", ctype=None)
     check(st == 404, "/metrics absent without public_sysinfo")
+    # event_log_version 2: EmitEvent records a V2 event (canonical JSON preimage) and Attest
+    # switches to the V1 MessagePack container (§4.10, §4.12).
+    st, q0, _ = call(AGENT, "/GetQuote", {})
+    r3 = quote_regs(bytes.fromhex(q0["quote"]))["rtmr"][3]
+    st, _, raw = call(AGENT, "/EmitEvent", {"event": "v2-event", "payload": "00ff"})
+    check(st == 200 and raw == b"null", "EmitEvent (V2)")
+    st, q, _ = call(AGENT, "/GetQuote", {})
+    last = json.loads(q["event_log"])[-1]
+    pre = b'{"name":"v2-event","payload":"00ff","type":134217729}'
+    check(last.get("version") == 2 and last.get("preimage") == pre.hex(), "V2 event + preimage",
+          last)
+    check(quote_regs(bytes.fromhex(q["quote"]))["rtmr"][3] == sha384(r3 + sha384(pre)),
+          "RTMR3 extended with SHA-384(canonical JSON)")
+    st, at, _ = call(AGENT, "/Attest", {"report_data": "01"})
+    first = bytes.fromhex(at["attestation"])[0]
+    check(st == 200 and (0x80 <= first <= 0x8f or first in (0xde, 0xdf)),
+          "Attest uses the V1 MessagePack container with V2 events", hex(first))
 
 
 def run(fn, *args):

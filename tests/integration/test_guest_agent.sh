@@ -178,7 +178,7 @@ jq -n --arg ca "$(cat "$G/ca.crt")" --arg key "$(cat "$G/ca.key")" --arg sig "$S
     k256_key: "d6e88992cdeeee35fe70b5db61ab66cdb191fb9b6ec9313757ef162dd7214d5d",
     k256_signature: $sig, gateway_app_id: "", ca_cert: $ca,
     key_provider: {None: {key: $key}}}' >"$G/appkeys.json"
-printf '{"manifest_version":2,"name":"guest-agent","public_tcbinfo":false,"public_sysinfo":false}' \
+printf '{"manifest_version":2,"name":"guest-agent","public_tcbinfo":false,"public_sysinfo":false,"event_log_version":2}' \
     >"$G/app-compose.json"
 printf '{"vm_config":"{\\"os_image_hash\\":\\"64f0d154\\",\\"cpu_count\\":1}"}' >"$G/sys-config.json"
 printf 'Dstack Test Vendor\n' >"$G/dmi/sys_vendor"
