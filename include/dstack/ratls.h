@@ -68,8 +68,8 @@ DS_MUST_USE int ds_ratls_cert_get_ext(X509 *cert, enum ds_ratls_ext which, const
 
 /*
  * The attestation a certificate carries (§6.4 step 1): extension .1.8 decoded, else the legacy
- * .1.1 quote + .1.2 JSON log (then .1.2 is required). Returns 0, -DS_E_NOT_FOUND (neither),
- * the extension reader's errors, the decoder's errors.
+ * .1.1 quote + .1.2 JSON log (then .1.2 is required: -DS_E_FORMAT without it). Returns 0,
+ * -DS_E_NOT_FOUND (neither), the extension reader's errors, the decoder's errors.
  */
 DS_MUST_USE int ds_ratls_cert_get_attestation(X509 *cert, struct ds_attestation **out);
 
@@ -150,7 +150,9 @@ struct ds_ratls_cert_req {
  * (issuer_key must then be the subject key). Serial = SHA-256(subject public key point)[0..20]
  * with the top bit cleared; KeyUsage critical; SKI; AKI when issued by another cert. Returns 0
  * (*out owned by the caller), -EINVAL (bad request: not_before >= not_after, too many alt
- * names, negative path length, issuer key not matching issuer cert), -DS_E_CRYPTO, -ENOMEM.
+ * names, negative path length, O/CN not UTF-8 or longer than 4096 bytes, issuer key not
+ * matching issuer cert, self-signed with another key), -DS_E_LIMIT (an extension payload
+ * above its ds_ratls_ext_max cap), -DS_E_CRYPTO, -ENOMEM.
  */
 DS_MUST_USE int ds_ratls_cert_build(const struct ds_ratls_cert_req *req, EVP_PKEY *subject_key,
                                     EVP_PKEY *issuer_key, X509 *issuer_cert, X509 **out);
