@@ -17,6 +17,7 @@
 #define DSTACK_KEYS_H
 
 #include "dstack/base.h"
+#include "dstack/eventlog.h"
 
 #define DS_KEY_SIZE          32 /* every derived secret / scalar */
 #define DS_K256_PUB_SIZE     33 /* compressed secp256k1 public key */
@@ -322,12 +323,8 @@ DS_MUST_USE int ds_key_chain_verify(const uint8_t *pubkey, size_t pubkey_len, co
 #define DS_APPKEYS_FILE_MAX  (256 * 1024)
 #define DS_APPKEYS_BYTES_MAX 4096 /* any hex field, decoded */
 
-enum ds_key_provider_kind {
-    DS_KEY_PROVIDER_NONE = 1,
-    DS_KEY_PROVIDER_LOCAL,
-    DS_KEY_PROVIDER_TPM,
-    DS_KEY_PROVIDER_KMS,
-};
+/* The key provider kinds are enum ds_key_provider_kind of eventlog.h (their values are the
+ * wire kind bytes of mr_config_id v2). */
 
 /*
  * The parsed file. All pointers are owned (malloc'd, NUL-terminated strings); release with
