@@ -58,6 +58,9 @@ void cli_errx(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* `dstack verify ...` (cmd_verify.c). argv[0] is "verify". */
 int cmd_verify(int argc, char **argv);
 void cmd_verify_usage(FILE *out);
+/* `dstack compose ...` (cmd_compose.c). argv[0] is "compose". */
+int cmd_compose(int argc, char **argv);
+void cmd_compose_usage(FILE *out);
 
 /* ---- verify helpers (verify_input.c) ------------------------------------------------------- */
 

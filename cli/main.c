@@ -23,6 +23,8 @@ struct cli_cmd {
 
 static const struct cli_cmd cli_cmds[] = {
     {"verify", cmd_verify, cmd_verify_usage, "verify a DCAP quote or a dstack attestation"},
+    {"compose", cmd_compose, cmd_compose_usage,
+     "create an app-compose.json (like vmm-cli.py compose)"},
 };
 
 void cli_errx(const char *fmt, ...)
