@@ -65,6 +65,8 @@ void agent_config_dump(const struct agent_config *cfg);
 
 struct ds_appkeys;
 struct agent_req;
+struct agent_jobs;
+struct event_base;
 
 struct agent {
     struct agent_config cfg;
@@ -85,6 +87,8 @@ struct agent {
     char *app_cert;
     /* Cached AppInfo (a real quote per Info would be slow): dropped when RTMR3 changes. */
     json_t *info_cache;
+    /* The TEE worker thread (agent_jobs.c); NULL before the loop starts. */
+    struct agent_jobs *jobs;
     char version_header[128];
 };
 
@@ -219,6 +223,55 @@ int agent_req_decode(enum agent_req_kind kind, const json_t *params, bool from_q
                      struct agent_req *out, char *err, size_t err_size);
 void agent_req_done(struct agent_req *r);
 
+/* ---- TEE jobs (agent_jobs.c) ------------------------------------------------------------------
+ */
+
+#define AGENT_HTML_MAX (8 * 1024 * 1024) /* dashboard page */
+
+struct agent_job;
+/* Work run on the TEE worker thread: fill j->result (or j->html) and return 0, or return < 0
+ * with j->msg set. Must not touch j->call. */
+typedef int (*agent_job_fn)(struct agent *a, struct agent_job *j);
+
+struct agent_job {
+    struct agent_job *next;
+    struct ds_rpc_call *call; /* loop thread only */
+    agent_job_fn fn;
+    struct agent_req req; /* decoded on the loop thread, owned by the job */
+    uint8_t rd[64];       /* report data, for the quote methods */
+    bool flag;            /* Info: external listener; quotes: with report_data + vm_config */
+    const char *alg;      /* TdxQuote: echoed hash_algorithm and prefix (static or in req) */
+    const char *tag;
+    json_t *result;
+    bool is_html;
+    struct ds_buf html;
+    int rc;
+    char msg[256];
+};
+
+struct agent_job *agent_job_new(agent_job_fn fn);
+void agent_job_free(struct agent_job *j);
+/* Queue j (ownership passes) for call: returns DS_RPC_DEFERRED, or 0 after answering inline
+ * when no worker runs, or a negative handler error. */
+int agent_job_submit(struct agent *a, struct ds_rpc_call *call, struct agent_job *j);
+int agent_jobs_start(struct agent *a, struct event_base *base);
+/* Join the worker and answer every job still queued. NULL-safe on a->jobs. */
+void agent_jobs_stop(struct agent *a);
+
+/*
+ * The usual handler body: a job for fn, params decoded as `kind` (AGENT_REQ_KIND_MAX: none),
+ * then check (may be NULL; runs on the loop thread, may use call for errors and fill j),
+ * then submit. Returns what a method handler returns.
+ */
+int agent_rpc_job(struct ds_rpc_call *call, const json_t *params, struct agent *a,
+                  enum agent_req_kind kind, agent_job_fn fn,
+                  int (*check)(struct ds_rpc_call *call, struct agent *a, struct agent_job *j),
+                  bool flag);
+/* Shared work functions (agent_dstack.c). */
+int agent_work_info(struct agent *a, struct agent_job *j);
+int agent_work_quote(struct agent *a, struct agent_job *j);
+int agent_work_tls(struct agent *a, struct agent_job *j);
+
 /* ---- services -------------------------------------------------------------------------------- */
 
 extern const struct ds_rpc_service agent_dstack_service;
@@ -229,12 +282,10 @@ extern const struct ds_rpc_route agent_worker_routes[];
 extern const size_t agent_worker_route_count;
 
 /* Shared by the services (agent_dstack.c): the Version response; request decoding that turns a
- * decode failure into the 400 reply; an error code + message into a handler error; GetQuote's
- * report-data rule (at most 64 bytes, zero-padded, else "Report data is too long"). */
+ * decode failure into the 400 reply; an error code + message into a handler error. */
 json_t *agent_version_json(void);
 int agent_rpc_decode(struct ds_rpc_call *call, enum agent_req_kind kind, const json_t *params,
                      struct agent_req *req);
 int agent_rpc_fail(struct ds_rpc_call *call, int r, const char *msg);
-int agent_rpc_report_data(struct ds_rpc_call *call, const struct agent_req *req, uint8_t rd[64]);
 
 #endif /* DSTACK_AGENT_H */

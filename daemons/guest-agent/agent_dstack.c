@@ -47,66 +47,117 @@ json_t *agent_version_json(void)
     return json_pack("{s:s,s:s}", "version", AGENT_VERSION, "rev", AGENT_REV);
 }
 
-/* report_data for GetQuote / Attest: at most 64 bytes, right-padded with zeros (§4.7). */
-int agent_rpc_report_data(struct ds_rpc_call *call, const struct agent_req *req, uint8_t rd[64])
+int agent_rpc_job(struct ds_rpc_call *call, const json_t *params, struct agent *a,
+                  enum agent_req_kind kind, agent_job_fn fn,
+                  int (*check)(struct ds_rpc_call *call, struct agent *a, struct agent_job *j),
+                  bool flag)
 {
-    if (req->report_data.len > DS_REPORT_DATA_SIZE) {
+    struct agent_job *j = agent_job_new(fn);
+    if (!j) {
+        return -ENOMEM;
+    }
+    j->flag = flag;
+    int r = 0;
+    if (kind != AGENT_REQ_KIND_MAX) {
+        r = agent_rpc_decode(call, kind, params, &j->req);
+    }
+    if (r == 0 && check) {
+        r = check(call, a, j);
+    }
+    if (r < 0) {
+        agent_job_free(j);
+        return r;
+    }
+    return agent_job_submit(a, call, j);
+}
+
+/* report_data for GetQuote / Attest: at most 64 bytes, right-padded with zeros (§4.7). */
+static int check_report_data(struct ds_rpc_call *call, struct agent *a, struct agent_job *j)
+{
+    (void)a;
+    if (j->req.report_data.len > DS_REPORT_DATA_SIZE) {
         return ds_rpc_call_error(call, "Report data is too long");
     }
-    memset(rd, 0, DS_REPORT_DATA_SIZE);
-    if (req->report_data.len) {
-        memcpy(rd, req->report_data.data, req->report_data.len);
+    memset(j->rd, 0, sizeof(j->rd));
+    memcpy(j->rd, j->req.report_data.data, j->req.report_data.len);
+    return 0;
+}
+
+int agent_work_info(struct agent *a, struct agent_job *j)
+{
+    return agent_info(a, j->flag, &j->result, j->msg, sizeof(j->msg));
+}
+
+int agent_work_quote(struct agent *a, struct agent_job *j)
+{
+    DS_TRY(agent_quote_response(a, j->rd, j->flag, &j->result, j->msg, sizeof(j->msg)));
+    if (j->alg) {
+        /* TdxQuote / RawQuote echo the algorithm and the tag without its colon (§4.7). */
+        json_object_set_new(j->result, "hash_algorithm", json_string(j->alg));
+        json_object_set_new(j->result, "prefix", json_string(j->tag ? j->tag : ""));
+        if (json_object_size(j->result) != 4) {
+            return -ENOMEM;
+        }
+    }
+    return 0;
+}
+
+/* GetTlsKey (fresh key) and Tappd DeriveKey (key per path unless random_seed), §4.6. */
+int agent_work_tls(struct agent *a, struct agent_job *j)
+{
+    const struct agent_req *req = &j->req;
+    bool derive = req->kind == AGENT_REQ_DERIVE && !req->random_seed;
+    uint8_t scalar[32];
+    char *pem = NULL;
+    json_t *chain = NULL;
+    struct agent_cert_opts o = {
+        .subject = req->subject,
+        .alt_names = (const char *const *)req->alt_names.items,
+        .alt_name_count = req->alt_names.count,
+        .ra_tls = req->usage_ra_tls,
+        .server_auth = req->usage_server_auth,
+        .client_auth = req->usage_client_auth,
+        .has_not_before = req->not_before.present,
+        .has_not_after = req->not_after.present,
+        .not_before = req->not_before.value,
+        .not_after = req->not_after.value,
+        .with_app_info = req->with_app_info,
+    };
+    int r = agent_keys_tls_scalar(a, derive ? req->path : NULL, scalar);
+    if (r == 0) {
+        r = agent_keys_key_pem(scalar, &pem);
+    }
+    if (r == 0) {
+        r = agent_tls_issue(a, scalar, &o, &chain, j->msg, sizeof(j->msg));
+    }
+    if (r == 0) {
+        j->result = json_pack("{s:s,s:o}", "key", pem, "certificate_chain", chain);
+        chain = NULL;
+        r = j->result ? 0 : -ENOMEM;
+    } else if (!j->msg[0]) {
+        snprintf(j->msg, sizeof(j->msg), "failed to generate key: %s", ds_strerror(r));
+    }
+    ds_wipe(scalar, sizeof(scalar));
+    agent_keys_free_pem(pem);
+    json_decref(chain);
+    return r;
+}
+
+static int check_validity(struct ds_rpc_call *call, struct agent *a, struct agent_job *j)
+{
+    (void)a;
+    if (j->req.not_before.present && j->req.not_after.present &&
+        j->req.not_before.value >= j->req.not_after.value) {
+        return ds_rpc_call_error(call, "not_before must be earlier than not_after");
     }
     return 0;
 }
 
 static int m_get_tls_key(struct ds_rpc_call *call, const json_t *params, json_t **out, void *ctx)
 {
-    struct agent *a = ctx;
-    struct agent_req req;
-    DS_TRY(agent_rpc_decode(call, AGENT_REQ_TLS_KEY, params, &req));
-    uint8_t scalar[32];
-    char msg[256] = "", *pem = NULL;
-    json_t *chain = NULL;
-    int r;
-    if (req.not_before.present && req.not_after.present &&
-        req.not_before.value >= req.not_after.value) {
-        r = ds_rpc_call_error(call, "not_before must be earlier than not_after");
-        goto out;
-    }
-    struct agent_cert_opts o = {
-        .subject = req.subject,
-        .alt_names = (const char *const *)req.alt_names.items,
-        .alt_name_count = req.alt_names.count,
-        .ra_tls = req.usage_ra_tls,
-        .server_auth = req.usage_server_auth,
-        .client_auth = req.usage_client_auth,
-        .has_not_before = req.not_before.present,
-        .has_not_after = req.not_after.present,
-        .not_before = req.not_before.value,
-        .not_after = req.not_after.value,
-        .with_app_info = req.with_app_info,
-    };
-    r = agent_keys_tls_scalar(a, NULL, scalar);
-    if (r == 0) {
-        r = agent_keys_key_pem(scalar, &pem);
-    }
-    if (r == 0) {
-        r = agent_tls_issue(a, scalar, &o, &chain, msg, sizeof(msg));
-    }
-    if (r < 0) {
-        r = agent_rpc_fail(call, r, msg[0] ? msg : "failed to generate key");
-        goto out;
-    }
-    *out = json_pack("{s:s,s:o}", "key", pem, "certificate_chain", chain);
-    chain = NULL;
-    r = *out ? 0 : -ENOMEM;
-out:
-    ds_wipe(scalar, sizeof(scalar));
-    agent_keys_free_pem(pem);
-    json_decref(chain);
-    agent_req_done(&req);
-    return r;
+    (void)out;
+    return agent_rpc_job(call, params, ctx, AGENT_REQ_TLS_KEY, agent_work_tls, check_validity,
+                         false);
 }
 
 static int m_get_key(struct ds_rpc_call *call, const json_t *params, json_t **out, void *ctx)
@@ -121,49 +172,33 @@ static int m_get_key(struct ds_rpc_call *call, const json_t *params, json_t **ou
 
 static int m_get_quote(struct ds_rpc_call *call, const json_t *params, json_t **out, void *ctx)
 {
-    struct agent_req req;
-    uint8_t rd[DS_REPORT_DATA_SIZE];
-    char msg[256] = "";
-    DS_TRY(agent_rpc_decode(call, AGENT_REQ_QUOTE, params, &req));
-    int r = agent_rpc_report_data(call, &req, rd);
-    agent_req_done(&req);
-    if (r < 0) {
-        return r;
-    }
-    r = agent_quote_response(ctx, rd, true, out, msg, sizeof(msg));
-    return r < 0 ? agent_rpc_fail(call, r, msg) : 0;
+    (void)out;
+    return agent_rpc_job(call, params, ctx, AGENT_REQ_QUOTE, agent_work_quote, check_report_data,
+                         true);
+}
+
+static int w_attest(struct agent *a, struct agent_job *j)
+{
+    uint8_t *att = NULL;
+    size_t att_len = 0;
+    DS_TRY(agent_attest(a, j->rd, &att, &att_len, j->msg, sizeof(j->msg)));
+    char *hex = ds_hex_strdup(att, att_len);
+    free(att);
+    j->result = hex ? json_pack("{s:s}", "attestation", hex) : NULL;
+    free(hex);
+    return j->result ? 0 : -ENOMEM;
 }
 
 static int m_attest(struct ds_rpc_call *call, const json_t *params, json_t **out, void *ctx)
 {
-    struct agent_req req;
-    uint8_t rd[DS_REPORT_DATA_SIZE];
-    char msg[256] = "";
-    DS_TRY(agent_rpc_decode(call, AGENT_REQ_QUOTE, params, &req));
-    int r = agent_rpc_report_data(call, &req, rd);
-    agent_req_done(&req);
-    if (r < 0) {
-        return r;
-    }
-    uint8_t *att = NULL;
-    size_t att_len = 0;
-    r = agent_attest(ctx, rd, &att, &att_len, msg, sizeof(msg));
-    if (r < 0) {
-        return agent_rpc_fail(call, r, msg);
-    }
-    char *hex = ds_hex_strdup(att, att_len);
-    free(att);
-    *out = hex ? json_pack("{s:s}", "attestation", hex) : NULL;
-    free(hex);
-    return *out ? 0 : -ENOMEM;
+    (void)out;
+    return agent_rpc_job(call, params, ctx, AGENT_REQ_QUOTE, w_attest, check_report_data, false);
 }
 
 static int m_info(struct ds_rpc_call *call, const json_t *params, json_t **out, void *ctx)
 {
-    (void)params;
-    char msg[256] = "";
-    int r = agent_info(ctx, false, out, msg, sizeof(msg));
-    return r < 0 ? agent_rpc_fail(call, r, msg) : 0;
+    (void)out;
+    return agent_rpc_job(call, params, ctx, AGENT_REQ_KIND_MAX, agent_work_info, NULL, false);
 }
 
 static int m_gpu_info(struct ds_rpc_call *call, const json_t *params, json_t **out, void *ctx)
@@ -183,33 +218,36 @@ static int m_gpu_info(struct ds_rpc_call *call, const json_t *params, json_t **o
 
 /* EmitEvent (npm SDK 0.5.8, §4.10): a runtime event (V1, or V2 when the compose file says
  * event_log_version 2) extended into RTMR3, then logged. */
-static int m_emit_event(struct ds_rpc_call *call, const json_t *params, json_t **out, void *ctx)
+static int w_emit_event(struct agent *a, struct agent_job *j)
 {
-    struct agent *a = ctx;
-    struct agent_req req;
     uint8_t digest[DS_SHA384_LEN];
-    DS_TRY(agent_rpc_decode(call, AGENT_REQ_EMIT_EVENT, params, &req));
-    int r;
-    const char *name = req.event ? req.event : "";
-    if (!*name) {
-        r = ds_rpc_call_error(call, "event name is empty");
-        goto out;
-    }
-    r = ds_runtime_event_digest_sha384(a->event_log_version, name, req.payload.data,
-                                       req.payload.len, digest);
+    const char *name = j->req.event;
+    int r = ds_runtime_event_digest_sha384(a->event_log_version, name, j->req.payload.data,
+                                           j->req.payload.len, digest);
     if (r == 0) {
-        r = ds_tee_extend_rtmr(a->tee, 3, digest, name, req.payload.data, req.payload.len);
+        r = ds_tee_extend_rtmr(a->tee, 3, digest, name, j->req.payload.data, j->req.payload.len);
     }
     if (r < 0) {
-        r = ds_rpc_call_error(call, "failed to emit event: %s", ds_strerror(r));
-        goto out;
+        snprintf(j->msg, sizeof(j->msg), "failed to emit event: %s", ds_strerror(r));
+        return r;
     }
     agent_info_invalidate(a);
-    log_info("runtime event \"%s\" (%zu payload bytes) extended into RTMR3", name, req.payload.len);
-    *out = NULL; /* google.protobuf.Empty answers `null` (§2.5) */
-out:
-    agent_req_done(&req);
-    return r;
+    log_info("runtime event \"%s\" (%zu payload bytes) extended into RTMR3", name,
+             j->req.payload.len);
+    j->result = NULL; /* google.protobuf.Empty answers `null` (§2.5) */
+    return 0;
+}
+
+static int check_event(struct ds_rpc_call *call, struct agent *a, struct agent_job *j)
+{
+    (void)a;
+    return j->req.event[0] ? 0 : ds_rpc_call_error(call, "event name is empty");
+}
+
+static int m_emit_event(struct ds_rpc_call *call, const json_t *params, json_t **out, void *ctx)
+{
+    (void)out;
+    return agent_rpc_job(call, params, ctx, AGENT_REQ_EMIT_EVENT, w_emit_event, check_event, false);
 }
 
 static int m_sign(struct ds_rpc_call *call, const json_t *params, json_t **out, void *ctx)

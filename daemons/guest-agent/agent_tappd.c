@@ -18,40 +18,8 @@
 
 static int m_derive_key(struct ds_rpc_call *call, const json_t *params, json_t **out, void *ctx)
 {
-    struct agent *a = ctx;
-    struct agent_req req;
-    DS_TRY(agent_rpc_decode(call, AGENT_REQ_DERIVE, params, &req));
-    uint8_t scalar[32];
-    char msg[256] = "", *pem = NULL;
-    json_t *chain = NULL;
-    struct agent_cert_opts o = {
-        .subject = req.subject,
-        .alt_names = (const char *const *)req.alt_names.items,
-        .alt_name_count = req.alt_names.count,
-        .ra_tls = req.usage_ra_tls,
-        .server_auth = req.usage_server_auth,
-        .client_auth = req.usage_client_auth,
-    };
-    int r = agent_keys_tls_scalar(a, req.random_seed ? NULL : (req.path ? req.path : ""), scalar);
-    if (r == 0) {
-        r = agent_keys_key_pem(scalar, &pem);
-    }
-    if (r == 0) {
-        r = agent_tls_issue(a, scalar, &o, &chain, msg, sizeof(msg));
-    }
-    if (r < 0) {
-        r = agent_rpc_fail(call, r, msg[0] ? msg : "failed to derive key");
-        goto out;
-    }
-    *out = json_pack("{s:s,s:o}", "key", pem, "certificate_chain", chain);
-    chain = NULL;
-    r = *out ? 0 : -ENOMEM;
-out:
-    ds_wipe(scalar, sizeof(scalar));
-    agent_keys_free_pem(pem);
-    json_decref(chain);
-    agent_req_done(&req);
-    return r;
+    (void)out;
+    return agent_rpc_job(call, params, ctx, AGENT_REQ_DERIVE, agent_work_tls, NULL, false);
 }
 
 static int m_derive_k256_key(struct ds_rpc_call *call, const json_t *params, json_t **out,
@@ -65,68 +33,62 @@ static int m_derive_k256_key(struct ds_rpc_call *call, const json_t *params, jso
     return r < 0 ? agent_rpc_fail(call, r, msg) : 0;
 }
 
-static int tdx_quote(struct ds_rpc_call *call, struct agent *a, const struct agent_req *req,
-                     const char *alg, const char *tag, json_t **out)
+/* Report data per §4.7 on the loop thread (pure hashing), then the quote as a job. */
+static int check_tdx_quote(struct ds_rpc_call *call, struct agent *a, struct agent_job *j)
 {
+    (void)a;
     enum ds_report_hash hash;
-    uint8_t rd[DS_REPORT_DATA_SIZE];
-    char msg[256] = "";
-    bool raw = strcmp(alg, TDX_QUOTE_RAW) == 0;
-    if (ds_report_hash_parse(alg, &hash) < 0) {
+    if (ds_report_hash_parse(j->alg, &hash) < 0) {
         return ds_rpc_call_error(call, "invalid hash algorithm");
     }
-    if (raw && req->report_data.len != DS_REPORT_DATA_SIZE) {
+    bool raw = hash == DS_REPORT_HASH_RAW;
+    if (raw && j->req.report_data.len != DS_REPORT_DATA_SIZE) {
         return ds_rpc_call_error(call, "invalid content length");
     }
-    int r = ds_report_data_build(
-        hash, tag, req->report_data.data ? req->report_data.data : (const uint8_t *)"",
-        req->report_data.len, rd);
+    if (raw) {
+        j->tag = "";
+    }
+    int r = ds_report_data_build(hash, raw ? "" : j->tag, j->req.report_data.data,
+                                 j->req.report_data.len, j->rd);
     if (r < 0) {
         return ds_rpc_call_error(call, "failed to build report data: %s", ds_strerror(r));
     }
-    json_t *res = NULL;
-    r = agent_quote_response(a, rd, false, &res, msg, sizeof(msg));
-    if (r < 0) {
-        return agent_rpc_fail(call, r, msg);
-    }
-    /* Echo the algorithm and the tag without its colon; raw has no prefix (§4.7). */
-    json_object_set_new(res, "hash_algorithm", json_string(alg));
-    json_object_set_new(res, "prefix", json_string(raw ? "" : tag));
-    if (json_object_size(res) != 4) {
-        json_decref(res);
-        return -ENOMEM;
-    }
-    *out = res;
     return 0;
+}
+
+static int check_tdx_quote_defaults(struct ds_rpc_call *call, struct agent *a, struct agent_job *j)
+{
+    (void)a;
+    j->alg = j->req.hash_algorithm[0] ? j->req.hash_algorithm : TDX_QUOTE_DEFAULT_HASH;
+    j->tag = j->req.prefix[0] ? j->req.prefix : DS_REPORT_TAG_APP_DATA;
+    return check_tdx_quote(call, a, j);
+}
+
+static int check_raw_quote(struct ds_rpc_call *call, struct agent *a, struct agent_job *j)
+{
+    (void)a;
+    j->alg = TDX_QUOTE_RAW;
+    return check_tdx_quote(call, a, j);
 }
 
 static int m_tdx_quote(struct ds_rpc_call *call, const json_t *params, json_t **out, void *ctx)
 {
-    struct agent_req req;
-    DS_TRY(agent_rpc_decode(call, AGENT_REQ_TDX_QUOTE, params, &req));
-    const char *alg =
-        req.hash_algorithm && *req.hash_algorithm ? req.hash_algorithm : TDX_QUOTE_DEFAULT_HASH;
-    const char *tag = req.prefix && *req.prefix ? req.prefix : DS_REPORT_TAG_APP_DATA;
-    int r = tdx_quote(call, ctx, &req, alg, tag, out);
-    agent_req_done(&req);
-    return r;
+    (void)out;
+    return agent_rpc_job(call, params, ctx, AGENT_REQ_TDX_QUOTE, agent_work_quote,
+                         check_tdx_quote_defaults, false);
 }
 
 static int m_raw_quote(struct ds_rpc_call *call, const json_t *params, json_t **out, void *ctx)
 {
-    struct agent_req req;
-    DS_TRY(agent_rpc_decode(call, AGENT_REQ_QUOTE, params, &req));
-    int r = tdx_quote(call, ctx, &req, TDX_QUOTE_RAW, "", out);
-    agent_req_done(&req);
-    return r;
+    (void)out;
+    return agent_rpc_job(call, params, ctx, AGENT_REQ_QUOTE, agent_work_quote, check_raw_quote,
+                         false);
 }
 
 static int m_info(struct ds_rpc_call *call, const json_t *params, json_t **out, void *ctx)
 {
-    (void)params;
-    char msg[256] = "";
-    int r = agent_info(ctx, false, out, msg, sizeof(msg));
-    return r < 0 ? agent_rpc_fail(call, r, msg) : 0;
+    (void)out;
+    return agent_rpc_job(call, params, ctx, AGENT_REQ_KIND_MAX, agent_work_info, NULL, false);
 }
 
 static int m_version(struct ds_rpc_call *call, const json_t *params, json_t **out, void *ctx)

@@ -23,10 +23,8 @@
 
 static int m_info(struct ds_rpc_call *call, const json_t *params, json_t **out, void *ctx)
 {
-    (void)params;
-    char msg[256] = "";
-    int r = agent_info(ctx, true, out, msg, sizeof(msg));
-    return r < 0 ? agent_rpc_fail(call, r, msg) : 0;
+    (void)out;
+    return agent_rpc_job(call, params, ctx, AGENT_REQ_KIND_MAX, agent_work_info, NULL, true);
 }
 
 static int m_version(struct ds_rpc_call *call, const json_t *params, json_t **out, void *ctx)
@@ -64,25 +62,27 @@ static int app_key_report_data(const uint8_t *pub, size_t pub_len, bool ed25519,
     return 0;
 }
 
-static int m_app_key_attestation(struct ds_rpc_call *call, const json_t *params, json_t **out,
-                                 void *ctx)
+/* The app key's public half on the loop thread (the keys are read-only once serving), then
+ * the quote as a job. */
+static int check_app_key(struct ds_rpc_call *call, struct agent *a, struct agent_job *j)
 {
-    struct agent_req req;
-    uint8_t pub[33], rd[DS_REPORT_DATA_SIZE];
+    uint8_t pub[33];
     size_t pub_len = 0;
     bool ed25519 = false;
     char msg[256] = "";
-    DS_TRY(agent_rpc_decode(call, AGENT_REQ_APP_KEY, params, &req));
-    int r = agent_keys_app_pubkey(ctx, req.algorithm ? req.algorithm : "", pub, &pub_len, &ed25519,
-                                  msg, sizeof(msg));
-    agent_req_done(&req);
+    int r = agent_keys_app_pubkey(a, j->req.algorithm, pub, &pub_len, &ed25519, msg, sizeof(msg));
     if (r == 0) {
-        r = app_key_report_data(pub, pub_len, ed25519, rd);
-    }
-    if (r == 0) {
-        r = agent_quote_response(ctx, rd, true, out, msg, sizeof(msg));
+        r = app_key_report_data(pub, pub_len, ed25519, j->rd);
     }
     return r < 0 ? agent_rpc_fail(call, r, msg) : 0;
+}
+
+static int m_app_key_attestation(struct ds_rpc_call *call, const json_t *params, json_t **out,
+                                 void *ctx)
+{
+    (void)out;
+    return agent_rpc_job(call, params, ctx, AGENT_REQ_APP_KEY, agent_work_quote, check_app_key,
+                         true);
 }
 
 static const struct ds_rpc_method worker_methods[] = {
@@ -296,17 +296,19 @@ static int render_dashboard(struct agent *a, struct ds_buf *b, char *msg, size_t
     return r;
 }
 
+static int w_dashboard(struct agent *a, struct agent_job *j)
+{
+    j->is_html = true;
+    return render_dashboard(a, &j->html, j->msg, sizeof(j->msg));
+}
+
 static int r_dashboard(struct ds_rpc_call *call, void *ctx)
 {
-    struct ds_buf b;
-    char msg[256] = "";
-    ds_buf_init(&b, DASHBOARD_MAX);
-    int r = render_dashboard(ctx, &b, msg, sizeof(msg));
-    if (r == 0) {
-        ds_rpc_call_reply_raw(call, 200, "text/html; charset=utf-8", b.data, b.len);
+    struct agent_job *j = agent_job_new(w_dashboard);
+    if (!j) {
+        return -ENOMEM;
     }
-    ds_buf_done(&b);
-    return r < 0 ? agent_rpc_fail(call, r, msg) : 0;
+    return agent_job_submit(ctx, call, j);
 }
 
 /* /metrics (Prometheus text) exists only with public_sysinfo (§3.3). */

@@ -7,7 +7,8 @@
  *      the inputs: app keys (agent_keys.c), app-compose.json, sys-config, DMI (agent_state.c),
  *      or the development set in simulator mode (agent_sim.c);
  *   3. the demo RA-TLS certificate of Info.app_cert (agent_tls.c);
- *   4. three listeners on one libevent loop (lib/rpc): dstack.sock with the DstackGuest
+ *   4. three listeners on one libevent loop (lib/rpc), with TEE work on one worker thread
+ *      (agent_jobs.c) so slow quotes never stall the loop: dstack.sock with the DstackGuest
  *      service (agent_dstack.c), tappd.sock with the legacy Tappd service (agent_tappd.c) and
  *      the external TCP listener with the Worker service and the dashboard (agent_worker.c).
  * Systemd socket activation is honoured: LISTEN_FDS index 0 is dstack.sock, 1 tappd.sock.
@@ -202,6 +203,11 @@ int main(int argc, char **argv)
     if (start_listeners(&a, srv, sites, headers) < 0) {
         goto out;
     }
+    r = agent_jobs_start(&a, base);
+    if (r < 0) {
+        log_warnx("cannot start the TEE worker: %s", ds_strerror(r));
+        goto out;
+    }
     sigint = evsignal_new(base, SIGINT, on_signal, base);
     sigterm = evsignal_new(base, SIGTERM, on_signal, base);
     if (!sigint || !sigterm || evsignal_add(sigint, NULL) < 0 || evsignal_add(sigterm, NULL) < 0) {
@@ -212,6 +218,7 @@ int main(int argc, char **argv)
     event_base_dispatch(base);
     rc = 0;
 out:
+    agent_jobs_stop(&a); /* before the server: queued calls get their (discarded) answers */
     if (sigint) {
         event_free(sigint);
     }

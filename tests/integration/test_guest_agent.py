@@ -468,6 +468,41 @@ def test_robustness():
     garbage.close()
 
 
+def test_concurrency():
+    """Many clients at once: TEE work is queued on the worker thread, keys answered inline;
+    every answer must belong to its own request."""
+    import threading
+    results = []
+
+    def quote(i):
+        rd = bytes([i]) * 8
+        st, r, _ = call(AGENT, "/GetQuote", {"report_data": rd.hex()})
+        results.append(st == 200 and
+                       quote_regs(bytes.fromhex(r["quote"]))["report_data"][:8] == rd)
+
+    def key(i):
+        st, r, _ = call(AGENT, "/GetKey", {"path": "c%d" % i})
+        results.append(st == 200 and len(r["key"]) == 64)
+
+    def tls(i):
+        st, r, _ = call(AGENT, "/GetTlsKey", {"subject": "c%d" % i, "usage_ra_tls": True})
+        results.append(st == 200 and "CN = c%d" % i in cert_text(r["certificate_chain"][0]))
+
+    def info(i):
+        st, r, _ = call(TAPPD, "/prpc/Tappd.Info", {})
+        results.append(st == 200 and len(r["app_id"]) == 40)
+
+    threads = [threading.Thread(target=f, args=(i,)) for i in range(12)
+               for f in (quote, key, tls, info)]
+    t0 = time.time()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    check(len(results) == 48 and all(results), "48 concurrent mixed requests answered correctly",
+          (len(results), results.count(False), time.time() - t0))
+
+
 def test_external():
     st, page, h = request(PORT, "/", method="GET", ctype=None)
     text = page.decode()
@@ -584,6 +619,7 @@ def main():
         run(test_tappd)
         run(test_routing_and_errors)
         run(test_robustness)
+        run(test_concurrency)
         run(test_external)
         if regs:
             run(test_emit_event, regs)
