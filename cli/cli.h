@@ -61,6 +61,9 @@ void cmd_verify_usage(FILE *out);
 /* `dstack compose ...` (cmd_compose.c). argv[0] is "compose". */
 int cmd_compose(int argc, char **argv);
 void cmd_compose_usage(FILE *out);
+/* `dstack kms meta|env-pubkey ...` (cmd_kms.c). argv[0] is "kms". */
+int cmd_kms(int argc, char **argv);
+void cmd_kms_usage(FILE *out);
 
 /* ---- verify helpers (verify_input.c) ------------------------------------------------------- */
 

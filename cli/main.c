@@ -25,6 +25,7 @@ static const struct cli_cmd cli_cmds[] = {
     {"verify", cmd_verify, cmd_verify_usage, "verify a DCAP quote or a dstack attestation"},
     {"compose", cmd_compose, cmd_compose_usage,
      "create an app-compose.json (like vmm-cli.py compose)"},
+    {"kms", cmd_kms, cmd_kms_usage, "query a KMS: metadata, app env-encryption public keys"},
 };
 
 void cli_errx(const char *fmt, ...)
