@@ -11,7 +11,9 @@
 #    development KMS key, and keys are stable across restarts;
 #  - the real-guest input path (keys file, compose, sys-config, --tee embedded) reproduces the
 #    spec's GetKey vectors (§4.3) from the upstream simulator's k256_key;
-#  - configuration errors exit 2 with a message.
+#  - on a dstack-tee-sim TD the boot-time runtime events are emitted once and quotes verify
+#    with the daemon's seed;
+#  - configuration errors exit 2 (usage) or 1 (start-up) with a message.
 set -u
 
 DS_BIN="${DS_BIN:-build/bin}"
@@ -195,7 +197,49 @@ fi
 stop_agent
 sanitizer_clean "$TMP/agent3.log"
 
-# ---- 4. configuration errors --------------------------------------------------------------------
+# ---- 4. a dstack-tee-sim TD as the TEE: boot events once, quotes from the daemon's seed -------
+SIM_SEED=2222222222222222222222222222222222222222222222222222222222222222
+"$TEESIM" serve --seed "$SIM_SEED" --state-dir "$TMP/teesim" >"$TMP/teesim.log" 2>&1 &
+TEESIM_PID=$!
+for _ in $(seq 1 50); do
+    [ -S "$TMP/teesim/control.sock" ] && break
+    sleep 0.1
+done
+if "$TEESIM" create-td --state-dir "$TMP/teesim" --name cvm1 >"$TMP/td.out" 2>&1; then
+    TD_SOCK="$TMP/teesim/tds/cvm1/tdx.sock"
+    app_ids() {
+        curl -s --unix-socket "$S/dstack.sock" -H 'Content-Type: application/json' -d '{}' \
+            http://localhost/GetQuote >"$TMP/tdq.json"
+        jq -r '.event_log | fromjson | map(select(.event == "app-id")) | length' "$TMP/tdq.json"
+    }
+    start_agent "$TMP/agent4.log" --simulator --tee "sim:$TD_SOCK" --socket "$S/dstack.sock" || exit 1
+    n1="$(app_ids)"
+    "$TEESIM" root-ca --seed "$SIM_SEED" >"$TMP/root2.der"
+    "$TEESIM" collateral --seed "$SIM_SEED" >"$TMP/coll2.json"
+    if "$DSTACK" verify attestation "$TMP/tdq.json" --collateral "$TMP/coll2.json" \
+        --root-ca "$TMP/root2.der" >/dev/null 2>&1; then
+        pass "agent on a tee-sim TD: GetQuote verifies with the daemon's seed and replays"
+    else
+        fail "agent on a tee-sim TD: verification failed"
+    fi
+    stop_agent
+    start_agent "$TMP/agent5.log" --simulator --tee "sim:$TD_SOCK" --socket "$S/dstack.sock" || exit 1
+    n2="$(app_ids)"
+    if [ "$n1" = 1 ] && [ "$n2" = 1 ] && grep -q "not emitting them again" "$TMP/agent5.log"; then
+        pass "boot-time runtime events are emitted once per TD (restart keeps RTMR3)"
+    else
+        fail "boot events: first run $n1 app-id events, after restart $n2"
+    fi
+    stop_agent
+    sanitizer_clean "$TMP/agent4.log"
+    sanitizer_clean "$TMP/agent5.log"
+else
+    fail "dstack-tee-sim create-td: $(cat "$TMP/td.out")"
+fi
+kill "$TEESIM_PID" 2>/dev/null
+wait "$TEESIM_PID" 2>/dev/null
+
+# ---- 5. configuration errors --------------------------------------------------------------------
 cfg_err() { # cfg_err RC NAME EXPECTED-MESSAGE ARGS...
     local want="$1" name="$2" msg="$3"
     shift 3
