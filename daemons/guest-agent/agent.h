@@ -85,8 +85,10 @@ struct agent {
     char *cloud_product;
     /* Info.app_cert: the demo RA-TLS chain, PEMs joined with "\n" */
     char *app_cert;
-    /* Cached AppInfo (a real quote per Info would be slow): dropped when RTMR3 changes. */
+    /* Cached AppInfo (a real quote per Info would be slow): rebuilt when RTMR3 changes, whoever
+     * extended it (EmitEvent here, dstack-util or an app through the kernel interface). */
     json_t *info_cache;
+    uint8_t info_rtmr3[48]; /* RTMR3 when info_cache was built */
     /* The TEE worker thread (agent_jobs.c); NULL before the loop starts. */
     struct agent_jobs *jobs;
     char version_header[128];

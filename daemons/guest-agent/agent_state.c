@@ -297,8 +297,20 @@ out:
 
 int agent_info(struct agent *a, bool external, json_t **out, char *msg, size_t msg_size)
 {
+    struct ds_tee_registers regs;
+    int r = ds_tee_read_rtmrs(a->tee, &regs);
+    if (r < 0) {
+        snprintf(msg, msg_size, "failed to read registers: %s", ds_strerror(r));
+        return r;
+    }
+    if (a->info_cache && !ds_ct_equal(regs.rtmr[3], a->info_rtmr3, sizeof(a->info_rtmr3))) {
+        agent_info_invalidate(a);
+    }
     if (!a->info_cache) {
         DS_TRY(build_info(a, &a->info_cache, msg, msg_size));
+        /* The quote inside build_info saw these registers or later ones; a later change is
+         * caught by the next call's comparison. */
+        memcpy(a->info_rtmr3, regs.rtmr[3], sizeof(a->info_rtmr3));
     }
     if (!external || a->public_tcbinfo) {
         *out = json_incref(a->info_cache);

@@ -230,6 +230,20 @@ if "$TEESIM" create-td --state-dir "$TMP/teesim" --name cvm1 >"$TMP/td.out" 2>&1
     else
         fail "boot events: first run $n1 app-id events, after restart $n2"
     fi
+    # RTMR3 extended behind the agent's back (dstack-util, another process): Info follows.
+    info_r3() {
+        curl -s --unix-socket "$S/dstack.sock" http://localhost/Info | jq -r '.tcb_info | fromjson | .rtmr3'
+    }
+    r3a="$(info_r3)"
+    "$TEESIM" extend --socket "$TD_SOCK" --index 3 --event outside-event --payload 0102 >/dev/null 2>&1
+    r3b="$(info_r3)"
+    r3q="$(curl -s --unix-socket "$S/dstack.sock" -H 'Content-Type: application/json' -d '{}' \
+        http://localhost/GetQuote | jq -r .quote | cut -c $((376 * 2 + 1 + 3 * 96))-$((376 * 2 + 4 * 96)))"
+    if [ -n "$r3a" ] && [ "$r3a" != "$r3b" ] && [ "$r3b" = "$r3q" ]; then
+        pass "Info notices an RTMR3 extension made outside the agent"
+    else
+        fail "Info RTMR3 stale after an outside extension ($r3a / $r3b / $r3q)"
+    fi
     stop_agent
     sanitizer_clean "$TMP/agent4.log"
     sanitizer_clean "$TMP/agent5.log"
