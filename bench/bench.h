@@ -21,6 +21,8 @@ int bench_verify_main(int argc, char **argv);
 int bench_sim_main(int argc, char **argv);
 /* `dstack-bench agent`: guest agent API throughput and latency (bench_agent.c). */
 int bench_agent_main(int argc, char **argv);
+/* `dstack-bench kms`: KMS GetAppKey releases over RA-TLS (bench_kms.c). */
+int bench_kms_main(int argc, char **argv);
 
 /* Monotonic time in nanoseconds. */
 uint64_t bench_now_ns(void);

@@ -24,6 +24,7 @@ static const struct bench_cmd bench_cmds[] = {
     {"sim", bench_sim_main,
      "simulated TDX quote generation, in-process and over the device socket"},
     {"agent", bench_agent_main, "guest agent GetKey/GetQuote/Info over its socket vs bare crypto"},
+    {"kms", bench_kms_main, "KMS key releases per second over RA-TLS (full, resumed, keepalive)"},
 };
 
 uint64_t bench_now_ns(void)
