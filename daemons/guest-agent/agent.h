@@ -2,8 +2,13 @@
 /*
  * dstack-guest-agent, shared declarations: the configuration (one schema table in
  * agent_config.c), the state every service reads (inputs loaded by agent_state.c, the TEE,
- * the app keys), the request decoders (agent_decode.c, also used by the fuzz harness) and
- * the service tables of each listener (agent_dstack.c, agent_tappd.c, agent_worker.c).
+ * the app keys held by agent_keys.c), certificates (agent_tls.c), the TEE worker thread
+ * (agent_jobs.c), simulator mode (agent_sim.c), the request decoders (agent_decode.c, also
+ * used by the fuzz harness) and the service tables of each listener (agent_dstack.c,
+ * agent_tappd.c, agent_worker.c).
+ *
+ * Threads: the loop thread owns calls and decoding; the worker thread owns the TEE, the Info
+ * cache and every evidence computation once serving. Keys and inputs are read-only then.
  * Spec: ../shared/spec/guest-agent-api.md.
  */
 #ifndef DSTACK_AGENT_H

@@ -2,9 +2,10 @@
 /*
  * The DstackGuest service on dstack.sock (paths `/<Method>`, spec guest-agent-api.md §3.1):
  * GetTlsKey, GetKey, GetQuote, Attest, Info, GpuInfo, EmitEvent, Sign, Verify, Version. Each
- * handler decodes its request through agent_decode.c, calls the key holder (agent_keys.c),
- * the certificate issuer (agent_tls.c) or the evidence code (agent_state.c), and answers the
- * response message with every field present, in proto order (§2.5).
+ * handler decodes its request through agent_decode.c and checks what it can on the loop
+ * thread; key operations (agent_keys.c) answer at once, TEE work (evidence in agent_state.c,
+ * certificates in agent_tls.c) runs as a job on the worker thread (agent_jobs.c). Responses
+ * carry every field, in proto order (§2.5). Also the job helpers the other services share.
  */
 #include <errno.h>
 #include <stdio.h>
