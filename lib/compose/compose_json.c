@@ -539,11 +539,65 @@ static bool js_falsy(const json_t *v)
     }
 }
 
-/* getComposeHash(..., normalize = true)'s preprocessAppCompose on a top-level object. */
-static void sdk_preprocess(json_t *obj)
+/*
+ * A top-level string under preprocessing: JS `{ ...str }` makes an object of its UTF-16 code
+ * units keyed "0", "1", ...; a lone surrogate half prints as a \udXXX escape.
+ */
+static int dump_sdk_spread_string(const json_t *v, struct ds_buf *b)
 {
+    const unsigned char *p = (const unsigned char *)json_string_value(v);
+    const unsigned char *end = p + json_string_length(v);
+    unsigned pending = 0;
+    size_t i = 0;
+    DS_TRY(ds_buf_u8(b, '{'));
+    while (p < end || pending != 0) {
+        const unsigned char *start = p;
+        unsigned u = next_utf16(&p, &pending);
+        DS_TRY(ds_buf_printf(b, "%s\"%zu\":", i > 0 ? "," : "", i));
+        if (u >= 0xd800 && u <= 0xdfff) {
+            DS_TRY(ds_buf_printf(b, "\"\\u%04x\"", u));
+        } else {
+            DS_TRY(compose_dump_string((const char *)start, (size_t)(p - start), b));
+        }
+        i++;
+    }
+    return ds_buf_u8(b, '}');
+}
+
+/*
+ * getComposeHash(..., normalize = true)'s preprocessAppCompose. It starts with `{ ...dic }`:
+ * an array becomes an object keyed by index, a scalar other than a string an empty object
+ * (strings are handled by dump_sdk_spread_string). Returns 0 or -ENOMEM; *v may be replaced.
+ */
+static int sdk_preprocess(json_t **v)
+{
+    json_t *obj = *v;
+    if (json_is_array(obj)) {
+        json_t *o = json_object();
+        char key[24];
+        for (size_t i = 0; o != NULL && i < json_array_size(obj); i++) {
+            snprintf(key, sizeof(key), "%zu", i);
+            if (json_object_set(o, key, json_array_get(obj, i)) != 0) {
+                json_decref(o);
+                o = NULL;
+            }
+        }
+        if (o == NULL) {
+            return -ENOMEM;
+        }
+        json_decref(obj);
+        *v = obj = o;
+    } else if (!json_is_object(obj) && !json_is_string(obj)) {
+        json_t *o = json_object();
+        if (o == NULL) {
+            return -ENOMEM;
+        }
+        json_decref(obj);
+        *v = o;
+        return 0;
+    }
     if (!json_is_object(obj)) {
-        return;
+        return 0;
     }
     const char *runner = json_string_value(json_object_get(obj, "runner"));
     if (runner != NULL && strcmp(runner, "bash") == 0) {
@@ -555,6 +609,7 @@ static void sdk_preprocess(json_t *obj)
     if (pls != NULL && js_falsy(pls)) {
         (void)json_object_del(obj, "pre_launch_script");
     }
+    return 0;
 }
 
 static int finish_buf(struct ds_buf *b, int rc, char **out, size_t *out_len)
@@ -581,12 +636,13 @@ int ds_compose_sdk_normalize(const void *json, size_t len, bool preprocess, char
 {
     json_t *v = NULL;
     DS_TRY(compose_json_load(json, len, true, false, &v, NULL));
-    if (preprocess) {
-        sdk_preprocess(v);
-    }
     struct ds_buf b;
     ds_buf_init(&b, DS_COMPOSE_FILE_MAX);
-    int rc = compose_dump_sdk(v, &b);
+    int rc = preprocess ? sdk_preprocess(&v) : 0;
+    if (rc == 0) {
+        rc = (preprocess && json_is_string(v)) ? dump_sdk_spread_string(v, &b)
+                                               : compose_dump_sdk(v, &b);
+    }
     json_decref(v);
     return finish_buf(&b, rc, out, out_len);
 }
