@@ -91,6 +91,8 @@ else
     fail "no simulator warning"
 fi
 [ -n "$HTTP_PORT" ] && pass "external listener on port $HTTP_PORT" || fail "no HTTP port in log"
+mode="$(stat -c %a "$S/dstack.sock" 2>/dev/null)"
+[ "$mode" = 777 ] && pass "dstack.sock is mode 0777 (any process in the CVM)" || fail "socket mode $mode"
 
 "$TEESIM" root-ca --seed "$DEV_SEED" >"$TMP/root.der" && pass "mock root from dstack-tee-sim" ||
     fail "dstack-tee-sim root-ca"
@@ -274,6 +276,12 @@ cfg_err 1 "bad --http" 'expected ADDR:PORT' --simulator --socket "$TMP/x.sock" -
 cfg_err 1 "bad seed" "seed must be exactly 64 hex digits" --simulator --socket "$TMP/x.sock" --seed abc
 cfg_err 1 "missing keys file" 'keys file "/nonexistent/appkeys.json"' --tee embedded \
     --keys-file /nonexistent/appkeys.json --socket "$TMP/x.sock"
+if "$AGENT" --simulator --socket "$TMP/z.sock" --check 2>"$TMP/check.err" | grep -q '^configuration OK$' &&
+    [ ! -e "$TMP/z.sock" ]; then
+    pass "--check loads everything and exits without listening"
+else
+    fail "--check: $(cat "$TMP/check.err")"
+fi
 if "$AGENT" --simulator --socket "$TMP/y.sock" --dump-config | grep -q '^simulator = true$'; then
     pass "--dump-config"
 else
