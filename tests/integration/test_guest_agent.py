@@ -466,6 +466,17 @@ def test_robustness():
     s.close()
     slow.close()
     garbage.close()
+    # Clients that vanish while their TEE job is queued or running: replies are dropped.
+    body = b'{"usage_ra_tls":true,"subject":"gone"}'
+    for _ in range(20):
+        g = socket.socket(socket.AF_UNIX)
+        g.connect(AGENT)
+        g.sendall(b"POST /GetTlsKey HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                  b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+        g.close()
+    st, r, _ = call(AGENT, "/GetQuote", {"report_data": "0102"})
+    check(st == 200 and quote_regs(bytes.fromhex(r["quote"]))["report_data"][:2] == b"\1\2",
+          "agent fine after 20 clients left before their TEE reply")
 
 
 def test_concurrency():
