@@ -30,6 +30,7 @@ done
 command -v "$PY" >/dev/null || { echo "SKIP: python3 not installed"; exit 77; }
 command -v curl >/dev/null || { echo "SKIP: curl not installed"; exit 77; }
 command -v openssl >/dev/null || { echo "SKIP: openssl not installed"; exit 77; }
+command -v jq >/dev/null || { echo "SKIP: jq not installed"; exit 77; }
 
 TMP="$(mktemp -d)"
 AGENT_PID=""
