@@ -28,19 +28,21 @@
 #define AGENT_REV     "unknown"
 
 /* Real-guest defaults (spec §1, §4.1). */
-#define AGENT_DEFAULT_SOCKET       "/var/run/dstack/dstack.sock"
-#define AGENT_DEFAULT_TAPPD_SOCKET "/var/run/dstack/tappd.sock"
-#define AGENT_DEFAULT_HTTP         "0.0.0.0:8090"
-#define AGENT_DEFAULT_KEYS_FILE    "/dstack/.host-shared/.appkeys.json"
-#define AGENT_DEFAULT_COMPOSE_FILE "/dstack/.host-shared/app-compose.json"
-#define AGENT_DEFAULT_SYS_CONFIG   "/dstack/.host-shared/.sys-config.json"
-#define AGENT_DEFAULT_DMI_DIR      "/sys/class/dmi/id"
+#define AGENT_DEFAULT_SOCKET        "/var/run/dstack/dstack.sock"
+#define AGENT_DEFAULT_TAPPD_SOCKET  "/var/run/dstack/tappd.sock"
+#define AGENT_DEFAULT_HTTP          "0.0.0.0:8090"
+#define AGENT_DEFAULT_KEYS_FILE     "/dstack/.host-shared/.appkeys.json"
+#define AGENT_DEFAULT_COMPOSE_FILE  "/dstack/.host-shared/app-compose.json"
+#define AGENT_DEFAULT_SYS_CONFIG    "/dstack/.host-shared/.sys-config.json"
+#define AGENT_DEFAULT_INSTANCE_INFO "/dstack/.host-shared/.instance_info"
+#define AGENT_DEFAULT_DMI_DIR       "/sys/class/dmi/id"
 
 /* Input file limits. */
-#define AGENT_COMPOSE_MAX    (1024 * 1024)
-#define AGENT_SYS_CONFIG_MAX (1024 * 1024)
-#define AGENT_KEYS_FILE_MAX  (256 * 1024)
-#define AGENT_DMI_MAX        256
+#define AGENT_COMPOSE_MAX       (1024 * 1024)
+#define AGENT_SYS_CONFIG_MAX    (1024 * 1024)
+#define AGENT_KEYS_FILE_MAX     (256 * 1024)
+#define AGENT_INSTANCE_INFO_MAX (64 * 1024)
+#define AGENT_DMI_MAX           256
 
 /* ---- configuration (agent_config.c) ---------------------------------------------------------- */
 
@@ -52,6 +54,7 @@ struct agent_config {
     const char *keys_file;
     const char *compose_file;
     const char *sys_config_file;
+    const char *instance_info_file;
     const char *dmi_dir;
     const char *tee;  /* ds_tee_open spec; NULL/"" = env DSTACK_TEE or autodetect */
     const char *seed; /* simulator: mock PKI seed (64 hex) */
@@ -88,6 +91,9 @@ struct agent {
     char *vm_config;
     char *cloud_vendor;
     char *cloud_product;
+    /* .instance_info (optional): ids used when the event log has no app-id / instance-id */
+    char *ii_app_id;
+    char *ii_instance_id;
     /* Info.app_cert: the demo RA-TLS chain, PEMs joined with "\n" */
     char *app_cert;
     /* Cached AppInfo (a real quote per Info would be slow): rebuilt when RTMR3 changes, whoever

@@ -41,6 +41,8 @@ static const struct opt opts[] = {
      "app-compose.json"},
     {"--sys-config-file", OPT_STRING, OFF(sys_config_file), AGENT_DEFAULT_SYS_CONFIG,
      "sys-config (.sys-config.json)"},
+    {"--instance-info-file", OPT_STRING, OFF(instance_info_file), AGENT_DEFAULT_INSTANCE_INFO,
+     "instance info (.instance_info; optional): app_id / instance_id when the event log has none"},
     {"--dmi-dir", OPT_STRING, OFF(dmi_dir), AGENT_DEFAULT_DMI_DIR,
      "directory with sys_vendor and product_name (cloud_vendor / cloud_product)"},
     {"--tee", OPT_STRING, OFF(tee), NULL,
@@ -61,10 +63,10 @@ static void usage(FILE *out)
                  "[--http ADDR:PORT]\n\noptions:\n");
     for (size_t i = 0; i < DS_ARRAY_SIZE(opts); i++) {
         const struct opt *o = &opts[i];
-        fprintf(out, "  %-20s %s%s%s%s\n", o->name, o->help, o->def ? " (default " : "",
+        fprintf(out, "  %-22s %s%s%s%s\n", o->name, o->help, o->def ? " (default " : "",
                 o->def ? o->def : "", o->def ? ")" : "");
     }
-    fprintf(out, "  %-20s %s\n  %-20s %s\n", "-h, --help", "this text", "--version",
+    fprintf(out, "  %-22s %s\n  %-22s %s\n", "-h, --help", "this text", "--version",
             "print the version");
 }
 

@@ -103,6 +103,42 @@ int agent_state_set_inputs(struct agent *a, const char *compose_text, const char
     return apply_sys_config(a, sys_config_text);
 }
 
+/* Lowercase hex string member, or NULL when absent / not hex. */
+static char *hex_member(const json_t *o, const char *key)
+{
+    const char *v = json_string_value(json_object_get(o, key));
+    if (!v || !*v || strlen(v) % 2 || strspn(v, "0123456789abcdefABCDEF") != strlen(v)) {
+        return NULL;
+    }
+    char *d = strdup(v);
+    for (char *p = d; p && *p; p++) {
+        *p = (char)(*p >= 'A' && *p <= 'F' ? *p - 'A' + 'a' : *p);
+    }
+    return d;
+}
+
+/* .instance_info is optional: a missing file is normal (first boot, simulator), anything else
+ * unreadable is worth a warning but not fatal, since the event log is the primary source. */
+static void load_instance_info(struct agent *a)
+{
+    char *text = NULL;
+    int r = read_text(a->cfg.instance_info_file, AGENT_INSTANCE_INFO_MAX, &text);
+    if (r == -ENOENT) {
+        return;
+    }
+    json_t *root = r == 0 ? json_loads(text, JSON_REJECT_DUPLICATES, NULL) : NULL;
+    free(text);
+    if (!json_is_object(root)) {
+        log_warnx("instance info \"%s\": %s", a->cfg.instance_info_file,
+                  r < 0 ? ds_strerror(r) : "not a JSON object");
+        json_decref(root);
+        return;
+    }
+    a->ii_app_id = hex_member(root, "app_id");
+    a->ii_instance_id = hex_member(root, "instance_id");
+    json_decref(root);
+}
+
 int agent_state_load(struct agent *a)
 {
     char *compose = NULL, *sys = NULL;
@@ -126,6 +162,7 @@ int agent_state_load(struct agent *a)
         if (r < 0) {
             goto out;
         }
+        load_instance_info(a);
     }
     a->cloud_vendor = read_dmi(a->cfg.dmi_dir, "sys_vendor");
     a->cloud_product = read_dmi(a->cfg.dmi_dir, "product_name");
@@ -145,6 +182,8 @@ void agent_state_free(struct agent *a)
     free(a->vm_config);
     free(a->cloud_vendor);
     free(a->cloud_product);
+    free(a->ii_app_id);
+    free(a->ii_instance_id);
     free(a->app_cert);
     json_decref(a->info_cache);
     memset(a, 0, sizeof(*a));
@@ -259,8 +298,14 @@ static int build_info(struct agent *a, json_t **out, char *msg, size_t msg_size)
     if (!res) {
         goto out;
     }
-    json_object_set_new(res, "app_id", hexj(info.app_id, info.app_id_len));
-    json_object_set_new(res, "instance_id", hexj(info.instance_id, info.instance_id_len));
+    /* The event log is authoritative; .instance_info only fills ids it does not carry. */
+    json_object_set_new(res, "app_id",
+                        info.app_id_len || !a->ii_app_id ? hexj(info.app_id, info.app_id_len)
+                                                         : json_string(a->ii_app_id));
+    json_object_set_new(res, "instance_id",
+                        info.instance_id_len || !a->ii_instance_id
+                            ? hexj(info.instance_id, info.instance_id_len)
+                            : json_string(a->ii_instance_id));
     json_object_set_new(res, "app_cert", json_string(a->app_cert ? a->app_cert : ""));
     json_object_set_new(res, "tcb_info", json_string(tcb_text));
     json_object_set_new(res, "app_name", json_string(a->app_name ? a->app_name : ""));

@@ -579,6 +579,10 @@ def guest_mode():
     check(info["app_name"] == "guest-agent" and info["cloud_vendor"] == "Dstack Test Vendor" and
           info["cloud_product"] == "Product X", "app_name, DMI strings (trimmed)")
     check(json.loads(info["vm_config"])["os_image_hash"] == "64f0d154", "vm_config verbatim")
+    check(info["app_id"] == "00112233445566778899aabbccddeeff00112233" and
+          info["instance_id"] == "abcdef0123456789abcdef0123456789abcdef01",
+          "ids from .instance_info when the event log has none", (info["app_id"],
+                                                                 info["instance_id"]))
     check(len(json.loads(info["tcb_info"])["mrtd"]) == 96, "tcb_info on dstack.sock")
     st, wi, _ = call(PORT, "/prpc/Worker.Info", {})
     check(st == 200 and wi["tcb_info"] == "" and wi["vm_config"] == "" and

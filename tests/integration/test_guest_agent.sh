@@ -186,11 +186,14 @@ jq -n --arg ca "$(cat "$G/ca.crt")" --arg key "$(cat "$G/ca.key")" --arg sig "$S
 printf '{"manifest_version":2,"name":"guest-agent","public_tcbinfo":false,"public_sysinfo":false,"event_log_version":2}' \
     >"$G/app-compose.json"
 printf '{"vm_config":"{\\"os_image_hash\\":\\"64f0d154\\",\\"cpu_count\\":1}"}' >"$G/sys-config.json"
+printf '{"instance_id_seed":"00","instance_id":"ABCDEF0123456789ABCDEF0123456789ABCDEF01","app_id":"00112233445566778899aabbccddeeff00112233"}' \
+    >"$G/instance_info"
 printf 'Dstack Test Vendor\n' >"$G/dmi/sys_vendor"
 printf '  Product X  \n' >"$G/dmi/product_name"
 start_agent "$TMP/agent3.log" --tee embedded --socket "$G/dstack.sock" --tappd-socket "$G/tappd.sock" \
     --http 127.0.0.1:0 --keys-file "$G/appkeys.json" --compose-file "$G/app-compose.json" \
-    --sys-config-file "$G/sys-config.json" --dmi-dir "$G/dmi" || exit 1
+    --sys-config-file "$G/sys-config.json" --dmi-dir "$G/dmi" \
+    --instance-info-file "$G/instance_info" || exit 1
 export AGENT_SOCK="$G/dstack.sock" TAPPD_SOCK="$G/tappd.sock" HTTP_PORT CA_CERT="$G/ca.crt"
 if "$PY" "$DS_SRC/tests/integration/test_guest_agent.py" guest; then
     pass "real-guest inputs: spec vectors, local CA chain, private TCB info"
