@@ -64,6 +64,23 @@ void cmd_compose_usage(FILE *out);
 /* `dstack kms meta|env-pubkey ...` (cmd_kms.c). argv[0] is "kms". */
 int cmd_kms(int argc, char **argv);
 void cmd_kms_usage(FILE *out);
+/* VMM-facing commands (cmd_deploy.c, cmd_vm.c; client in vmm_client.h). argv[0] is the name. */
+int cmd_deploy(int argc, char **argv);
+void cmd_deploy_usage(FILE *out);
+int cmd_ls(int argc, char **argv);
+void cmd_ls_usage(FILE *out);
+int cmd_info(int argc, char **argv);
+void cmd_info_usage(FILE *out);
+int cmd_logs(int argc, char **argv);
+void cmd_logs_usage(FILE *out);
+int cmd_stop(int argc, char **argv);
+void cmd_stop_usage(FILE *out);
+int cmd_start(int argc, char **argv);
+void cmd_start_usage(FILE *out);
+int cmd_rm(int argc, char **argv);
+void cmd_rm_usage(FILE *out);
+int cmd_update(int argc, char **argv);
+void cmd_update_usage(FILE *out);
 
 /* ---- verify helpers (verify_input.c) ------------------------------------------------------- */
 

@@ -26,6 +26,14 @@ static const struct cli_cmd cli_cmds[] = {
     {"compose", cmd_compose, cmd_compose_usage,
      "create an app-compose.json (like vmm-cli.py compose)"},
     {"kms", cmd_kms, cmd_kms_usage, "query a KMS: metadata, app env-encryption public keys"},
+    {"deploy", cmd_deploy, cmd_deploy_usage, "create a CVM on a VMM from an app-compose.json"},
+    {"ls", cmd_ls, cmd_ls_usage, "list the VMs of a VMM"},
+    {"info", cmd_info, cmd_info_usage, "show one VM"},
+    {"logs", cmd_logs, cmd_logs_usage, "print (or follow) a VM's console log"},
+    {"stop", cmd_stop, cmd_stop_usage, "shut a VM down (--force: stop at once)"},
+    {"start", cmd_start, cmd_start_usage, "start a stopped VM"},
+    {"rm", cmd_rm, cmd_rm_usage, "remove a VM and its disks"},
+    {"update", cmd_update, cmd_update_usage, "change a VM's compose, env, ports or URLs"},
 };
 
 void cli_errx(const char *fmt, ...)
