@@ -225,6 +225,11 @@ static void test_invalid_semantics(void **state)
     parse_bad("a = [{}]\n[[a]]\n", F, 2, 1, "cannot define array of tables [[a]]");
     parse_bad("[a]\n[[a]]\n", F, 2, 1, "cannot define array of tables [[a]]");
     parse_bad("a = { b = 1, b = 2 }", F, 1, 14, "duplicate key b");
+    /* toml-test invalid/table/injection-{1,2} (toml-lang/toml#846) */
+    parse_bad("[a.b.c]\n  z = 9\n[a]\n  b.c.t = 1\n", F, 4, 5,
+              "cannot add to table a.b.c with dotted keys");
+    parse_bad("[a.b.c.d]\n  z = 9\n[a]\n  b.c.d.k.t = 1\n", F, 4, 7,
+              "cannot add to table a.b.c.d with dotted keys");
 }
 
 static void test_invalid_strings(void **state)
