@@ -472,7 +472,8 @@ int kms_config_parse(struct kms_config *c, int argc, char **argv)
         if (!c->policy_file && !c->webhook_url) {
             c->auth = KMS_AUTH_DEV;
         }
-        if (!c->auto_bootstrap_domain) {
+        /* bootstrap on first start, unless onboarding was asked for */
+        if (!c->auto_bootstrap_domain && !c->onboard_enabled) {
             r = set_str(&c->auto_bootstrap_domain, KMS_DEFAULT_DOMAIN);
         }
         if (r == 0 && !c->tee) {
