@@ -530,10 +530,11 @@ static void add_hugepages(struct argv_builder *ab, const struct qemu_numa *numa,
         ab_end(ab);
         ab_push(ab, "-device");
         ab_begin(ab);
+        /* Upstream formats addr as the decimal integer 0xa + i ("10", "11", ...), which QEMU
+         * then reads as a hex slot number: keep that exact text, it is measured (ACPI). */
         ab_raw(ab,
-               "pxb-pcie,id=pcie.node%" PRIu32
-               ",bus=pcie.0,addr=0x%zx,numa_node=%zu,bus_nr=%" PRIu32,
-               numa->node[i], 0xa + i, i, bus_nr);
+               "pxb-pcie,id=pcie.node%" PRIu32 ",bus=pcie.0,addr=%zu,numa_node=%zu,bus_nr=%" PRIu32,
+               numa->node[i], (size_t)0xa + i, i, bus_nr);
         ab_end(ab);
         bus_nr += numa->gpus[i] + 1;
     }
