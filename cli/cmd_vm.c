@@ -522,7 +522,8 @@ out:
 struct lifecycle {
     const char *prog;
     const char *method;
-    const char *done; /* "stopped", ... for the text output */
+    const char *doing; /* text output without --wait: "Stopping", ... */
+    const char *done;  /* with --wait: "Stopped", ... */
     enum vmm_wait_goal goal;
     void (*usage)(FILE *);
 };
@@ -570,7 +571,7 @@ static int run_lifecycle(const struct lifecycle *l, int argc, char **argv, bool 
         rc = cli_print_json(o);
         json_decref(o);
     } else {
-        printf("%s VM %s\n", l->done, id);
+        printf("%s VM %s\n", a.wait ? l->done : l->doing, id);
         rc = CLI_EXIT_OK;
     }
 out:
@@ -582,19 +583,22 @@ out:
 
 int cmd_stop(int argc, char **argv)
 {
-    const struct lifecycle l = {"stop", "ShutdownVm", "Stopping", VMM_WAIT_STOPPED, cmd_stop_usage};
+    const struct lifecycle l = {"stop",    "ShutdownVm",     "Stopping",
+                                "Stopped", VMM_WAIT_STOPPED, cmd_stop_usage};
     return run_lifecycle(&l, argc, argv, true);
 }
 
 int cmd_start(int argc, char **argv)
 {
-    const struct lifecycle l = {"start", "StartVm", "Started", VMM_WAIT_BOOTED, cmd_start_usage};
+    const struct lifecycle l = {"start",  "StartVm",       "Starting",
+                                "Booted", VMM_WAIT_BOOTED, cmd_start_usage};
     return run_lifecycle(&l, argc, argv, false);
 }
 
 int cmd_rm(int argc, char **argv)
 {
-    const struct lifecycle l = {"rm", "RemoveVm", "Removing", VMM_WAIT_GONE, cmd_rm_usage};
+    const struct lifecycle l = {"rm",      "RemoveVm",    "Removing",
+                                "Removed", VMM_WAIT_GONE, cmd_rm_usage};
     return run_lifecycle(&l, argc, argv, false);
 }
 
