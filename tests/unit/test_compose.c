@@ -519,6 +519,13 @@ static void test_parse_errors(void **state)
     /* A repeated key is refused rather than resolved silently. */
     expect_parse_err(V2 "\"name\":\"other\"}", -DS_E_FORMAT, "");
     expect_parse_err(V2 "\"x\":", -DS_E_FORMAT, "");
+    /* Larger than the guest's copy cap: refused before parsing. */
+    char *big = calloc(1, DS_COMPOSE_FILE_MAX + 1);
+    assert_non_null(big);
+    struct ds_app_compose *c = NULL;
+    assert_int_equal(ds_app_compose_parse(big, DS_COMPOSE_FILE_MAX + 1, &c, NULL), -DS_E_LIMIT);
+    assert_null(c);
+    free(big);
 }
 
 /* ---- .env files ---------------------------------------------------------------------------- */
