@@ -124,8 +124,13 @@ void ds_toml_position(const char *text, size_t len, size_t off, unsigned *out_li
  *                                       ms s m h d w; an integer is rejected: say the unit)
  *   ENUM           int                 (index into choices, a NULL-terminated list)
  *   STRINGS        struct ds_config_strv
+ *   INTS           struct ds_config_intv   (array of integers; min/max apply to each)
+ *   STRMAP         struct ds_config_strmap (a table whose values are strings, any keys:
+ *                                       vmm.toml `parameters = { ... }`)
  *   TABLES         struct ds_config_tables (array of tables / inline tables, each filled
  *                                       from the sub schema; C elements of sub->size bytes)
+ * SIZE and DURATION take the default "unset": the member is then DS_CONFIG_UNSET until the file
+ * sets it (upstream's "absent = off" options).
  */
 enum ds_config_type {
     DS_CFG_STRING,
@@ -137,8 +142,12 @@ enum ds_config_type {
     DS_CFG_DURATION,
     DS_CFG_ENUM,
     DS_CFG_STRINGS,
+    DS_CFG_INTS,
+    DS_CFG_STRMAP,
     DS_CFG_TABLES,
 };
+
+#define DS_CONFIG_UNSET UINT64_MAX /* SIZE / DURATION member when the default is "unset" */
 
 enum ds_config_flags {
     DS_CFG_REQUIRED = 1u << 0, /* the file must set the key */
@@ -147,6 +156,17 @@ enum ds_config_flags {
 
 struct ds_config_strv {
     char **items; /* malloc'd strings */
+    size_t count;
+};
+
+struct ds_config_intv {
+    int64_t *items;
+    size_t count;
+};
+
+struct ds_config_strmap {
+    char **keys; /* malloc'd, in file order, unique */
+    char **values;
     size_t count;
 };
 
@@ -163,7 +183,8 @@ struct ds_config_key {
     size_t offset; /* offsetof() of the member in the config struct */
     /*
      * Default as text in the key's own syntax ("8000", "true", "2m", "10MiB", "auto",
-     * "0.0.0.0"); STRINGS take a TOML array ("[\"1.2\"]"); NULL = zero / NULL / empty.
+     * "0.0.0.0"); STRINGS and INTS take a TOML array ("[\"1.2\"]"), STRMAP an inline table
+     * ("{ a = \"b\" }"); NULL = zero / NULL / empty.
      */
     const char *def;
     int64_t min, max;                   /* INT, PORT, SIZE, DURATION(ms), STRING length */

@@ -105,6 +105,9 @@ static bool printable(const struct ds_config_key *k, const void *base)
     if (k->type == DS_CFG_STRING || k->type == DS_CFG_PATH) {
         return *(char *const *)fp != NULL;
     }
+    if (k->type == DS_CFG_SIZE || k->type == DS_CFG_DURATION) {
+        return *(const uint64_t *)fp != DS_CONFIG_UNSET;
+    }
     if (k->type == DS_CFG_ENUM) {
         int idx = *(const int *)fp;
         int n = 0;
@@ -168,6 +171,27 @@ static void put_value(FILE *out, const struct ds_config_key *k, const void *base
             put_string(out, v->items[i]);
         }
         fputc(']', out);
+        break;
+    }
+    case DS_CFG_INTS: {
+        const struct ds_config_intv *v = fp;
+        fputc('[', out);
+        for (size_t i = 0; i < v->count; i++) {
+            fprintf(out, "%s%" PRId64, i ? ", " : "", v->items[i]);
+        }
+        fputc(']', out);
+        break;
+    }
+    case DS_CFG_STRMAP: {
+        const struct ds_config_strmap *m = fp;
+        fputc('{', out);
+        for (size_t i = 0; i < m->count; i++) {
+            fputs(i ? ", " : " ", out);
+            put_string(out, m->keys[i]);
+            fputs(" = ", out);
+            put_string(out, m->values[i]);
+        }
+        fputs(m->count ? " }" : "}", out);
         break;
     }
     case DS_CFG_TABLES: {
@@ -278,6 +302,12 @@ static void doc_type(FILE *out, const struct ds_config_key *k)
         break;
     case DS_CFG_STRINGS:
         fputs("array of strings", out);
+        break;
+    case DS_CFG_INTS:
+        fputs("array of integers", out);
+        break;
+    case DS_CFG_STRMAP:
+        fputs("table of strings", out);
         break;
     case DS_CFG_TABLES:
         fputs("array of tables", out);

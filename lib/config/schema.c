@@ -97,6 +97,10 @@ static const char *expected_name(const struct ds_config_key *k)
         return "string (one of the allowed values)";
     case DS_CFG_STRINGS:
         return "array of strings";
+    case DS_CFG_INTS:
+        return "array of integers";
+    case DS_CFG_STRMAP:
+        return "table of strings";
     case DS_CFG_TABLES:
         return "array of tables";
     }
@@ -119,6 +123,25 @@ static void free_strv(struct ds_config_strv *v, bool secret)
     for (size_t i = 0; i < v->count; i++) {
         free_string(&v->items[i], secret);
     }
+    free(v->items);
+    v->items = NULL;
+    v->count = 0;
+}
+
+static void free_strmap(struct ds_config_strmap *m, bool secret)
+{
+    for (size_t i = 0; i < m->count; i++) {
+        free_string(&m->keys[i], false);
+        free_string(&m->values[i], secret);
+    }
+    free(m->keys);
+    free(m->values);
+    m->keys = m->values = NULL;
+    m->count = 0;
+}
+
+static void free_intv(struct ds_config_intv *v)
+{
     free(v->items);
     v->items = NULL;
     v->count = 0;
@@ -149,6 +172,12 @@ void ds_config_free(const struct ds_config_schema *schema, void *cfg)
             break;
         case DS_CFG_STRINGS:
             free_strv(field(cfg, k), secret);
+            break;
+        case DS_CFG_INTS:
+            free_intv(field(cfg, k));
+            break;
+        case DS_CFG_STRMAP:
+            free_strmap(field(cfg, k), secret);
             break;
         case DS_CFG_TABLES:
             free_tables(k->sub, field(cfg, k));
@@ -313,6 +342,82 @@ out:
     return r;
 }
 
+static int apply_ints(struct loader *l, const struct ds_config_key *k, void *fp,
+                      const struct ds_toml_value *v, const char *path)
+{
+    struct ds_config_intv nv = {NULL, 0};
+    char epath[PATH_TEXT_MAX + 24];
+    if (v->u.array.count) {
+        nv.items = calloc(v->u.array.count, sizeof(int64_t));
+        if (!nv.items) {
+            return lerr(l, v->off, -ENOMEM, "out of memory");
+        }
+    }
+    for (size_t i = 0; i < v->u.array.count; i++) {
+        const struct ds_toml_value *e = v->u.array.items[i];
+        snprintf(epath, sizeof(epath), "%s[%zu]", path, i);
+        int r = e->type == DS_TOML_INT
+                    ? check_int(l, k, epath, e->off, e->u.i)
+                    : lerr(l, e->off, -DS_E_FORMAT, "%s: expected integer, got %s", epath,
+                           toml_type_name(e));
+        if (r < 0) {
+            free_intv(&nv);
+            return r;
+        }
+        nv.items[nv.count++] = e->u.i;
+    }
+    free_intv(fp);
+    *(struct ds_config_intv *)fp = nv;
+    return 0;
+}
+
+static int apply_strmap(struct loader *l, const struct ds_config_key *k, void *fp,
+                        const struct ds_toml_value *v, const char *path)
+{
+    struct ds_config_strmap nm = {NULL, NULL, 0};
+    bool secret = k->flags & DS_CFG_SECRET;
+    char epath[PATH_TEXT_MAX + 80];
+    int r = 0;
+    size_t n = v->u.table.count;
+    if (n) {
+        nm.keys = calloc(n, sizeof(char *));
+        nm.values = calloc(n, sizeof(char *));
+        if (!nm.keys || !nm.values) {
+            r = lerr(l, v->off, -ENOMEM, "out of memory");
+            goto out;
+        }
+    }
+    for (size_t i = 0; i < n; i++) {
+        const struct ds_toml_entry *e = &v->u.table.items[i];
+        snprintf(epath, sizeof(epath), "%s.%.64s", path, e->key);
+        if (memchr(e->key, 0, e->key_len)) {
+            r = lerr(l, e->key_off, -DS_E_FORMAT, "%s: key contains a NUL character", path);
+            goto out;
+        }
+        if (e->value->type != DS_TOML_STRING) {
+            r = lerr(l, e->value->off, -DS_E_FORMAT, "%s: expected string, got %s", epath,
+                     toml_type_name(e->value));
+            goto out;
+        }
+        if ((r = check_strlen(l, k, epath, e->value->off, e->value->u.str.len)) < 0 ||
+            (r = dup_string(l, k, epath, e->value, &nm.values[i])) < 0) {
+            goto out;
+        }
+        nm.count++;
+        nm.keys[i] = strdup(e->key);
+        if (!nm.keys[i]) {
+            r = lerr(l, e->key_off, -ENOMEM, "out of memory");
+            goto out;
+        }
+    }
+    free_strmap(fp, secret);
+    *(struct ds_config_strmap *)fp = nm;
+    return 0;
+out:
+    free_strmap(&nm, secret);
+    return r;
+}
+
 static int apply_value(struct loader *l, const struct ds_config_key *k, void *base,
                        const struct ds_toml_value *v, char *path)
 {
@@ -338,8 +443,12 @@ static int apply_value(struct loader *l, const struct ds_config_key *k, void *ba
         ok = v->type == DS_TOML_STRING;
         break;
     case DS_CFG_STRINGS:
+    case DS_CFG_INTS:
     case DS_CFG_TABLES:
         ok = v->type == DS_TOML_ARRAY;
+        break;
+    case DS_CFG_STRMAP:
+        ok = v->type == DS_TOML_TABLE;
         break;
     default:
         ok = false;
@@ -438,6 +547,10 @@ static int apply_value(struct loader *l, const struct ds_config_key *k, void *ba
         *(struct ds_config_strv *)fp = nv;
         return 0;
     }
+    case DS_CFG_INTS:
+        return apply_ints(l, k, fp, v, path);
+    case DS_CFG_STRMAP:
+        return apply_strmap(l, k, fp, v, path);
     case DS_CFG_TABLES:
         return apply_tables(l, k, fp, v, path);
     }
@@ -494,6 +607,10 @@ static int apply_default(struct loader *l, const struct ds_config_key *k, void *
     case DS_CFG_SIZE:
     case DS_CFG_DURATION: {
         uint64_t v = 0;
+        if (d && strcmp(d, "unset") == 0) {
+            *(uint64_t *)fp = DS_CONFIG_UNSET;
+            return 0;
+        }
         if (d && (k->type == DS_CFG_SIZE ? ds_config_parse_size(d, &v)
                                          : ds_config_parse_duration(d, &v)) < 0) {
             break;
@@ -509,11 +626,14 @@ static int apply_default(struct loader *l, const struct ds_config_key *k, void *
         *(int *)fp = idx;
         return 0;
     }
-    case DS_CFG_STRINGS: {
+    case DS_CFG_STRINGS:
+    case DS_CFG_INTS:
+    case DS_CFG_STRMAP: {
         if (!d) {
             return 0;
         }
-        /* the default is a TOML array: parse "v = <def>" and apply it like file content */
+        /* the default is a TOML array / inline table: parse "v = <def>", apply it like the
+         * file's content */
         size_t n = strlen(d) + 5;
         char *doc = malloc(n);
         struct ds_toml_value *root = NULL;

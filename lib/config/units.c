@@ -132,6 +132,9 @@ int ds_config_parse_duration(const char *s, uint64_t *out_ms)
     if (!any) {
         return -DS_E_FORMAT;
     }
+    if (total == DS_CONFIG_UNSET) {
+        return -DS_E_LIMIT; /* reserved for "unset" */
+    }
     *out_ms = total;
     return 0;
 }
@@ -157,6 +160,9 @@ int ds_config_parse_size(const char *s, uint64_t *out_bytes)
     DS_TRY(find_unit(size_units, DS_ARRAY_SIZE(size_units), s + u, i - u, true, &mult));
     if (n && mult > UINT64_MAX / n) {
         return -DS_E_LIMIT;
+    }
+    if (n * mult == DS_CONFIG_UNSET) {
+        return -DS_E_LIMIT; /* reserved for "unset" */
     }
     *out_bytes = n * mult;
     return 0;

@@ -30,6 +30,9 @@ struct fz_cfg {
     struct ds_config_strv list;
     struct ds_config_tables ranges;
     char *secret;
+    struct ds_config_intv uids;
+    struct ds_config_strmap params;
+    uint64_t after;
 };
 
 static const char *const fz_modes[] = {"user", "bridge", "custom", NULL};
@@ -56,6 +59,9 @@ static const struct ds_config_key fz_keys[] = {
     {"net.list", DS_CFG_STRINGS, F(list), "[\"a\", \"b\"]", 0, 0, NULL, NULL, "names", 0},
     {"net.range", DS_CFG_TABLES, F(ranges), NULL, 0, 0, NULL, &fz_port_schema, "ranges", 0},
     {"net.token", DS_CFG_STRING, F(secret), NULL, 0, 0, NULL, NULL, "a token", DS_CFG_SECRET},
+    {"net.uids", DS_CFG_INTS, F(uids), "[0]", 0, 65535, NULL, NULL, "uids", 0},
+    {"net.params", DS_CFG_STRMAP, F(params), "{ a = \"b\" }", 0, 0, NULL, NULL, "params", 0},
+    {"core.after", DS_CFG_DURATION, F(after), "unset", 0, 0, NULL, NULL, "optional", 0},
 };
 static const struct ds_config_schema fz_schema = {"fuzz.toml", fz_keys, DS_ARRAY_SIZE(fz_keys),
                                                   sizeof(struct fz_cfg)};

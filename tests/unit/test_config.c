@@ -547,6 +547,7 @@ static void test_units(void **state)
     assert_int_equal(ds_config_parse_duration("5S", &v), -DS_E_FORMAT);
     assert_int_equal(ds_config_parse_duration("99999999999999999999s", &v), -DS_E_LIMIT);
     assert_int_equal(ds_config_parse_duration("9999999999999999w", &v), -DS_E_LIMIT);
+    assert_int_equal(ds_config_parse_duration("18446744073709551615ms", &v), -DS_E_LIMIT);
 
     assert_int_equal(ds_config_parse_size("65536", &v), 0);
     assert_true(v == 65536);
@@ -592,6 +593,9 @@ struct t_cfg {
     char *token;
     struct ds_config_strv secret_list;
     char *unset;
+    struct ds_config_intv uids;
+    struct ds_config_strmap params;
+    uint64_t splice_after_ms;
 };
 
 static const char *const t_platforms[] = {"auto", "tdx", "amd-sev-snp", NULL};
@@ -627,6 +631,11 @@ static const struct ds_config_key t_keys[] = {
     {"core.admin.tokens", DS_CFG_STRINGS, TF(secret_list), NULL, 0, 0, NULL, NULL, "more tokens",
      DS_CFG_SECRET},
     {"core.optional", DS_CFG_STRING, TF(unset), NULL, 0, 0, NULL, NULL, "unset by default", 0},
+    {"netd.allowed_uids", DS_CFG_INTS, TF(uids), "[0]", 0, 65535, NULL, NULL, "uids", 0},
+    {"cvm.network_filter.parameters", DS_CFG_STRMAP, TF(params), NULL, 0, 0, NULL, NULL,
+     "filter parameters", 0},
+    {"core.proxy.tcp_splice.after_duration", DS_CFG_DURATION, TF(splice_after_ms), "unset", 0, 0,
+     NULL, NULL, "splice after (absent = off)", 0},
 };
 static const struct ds_config_schema t_schema = {"kms.toml", t_keys, DS_ARRAY_SIZE(t_keys),
                                                  sizeof(struct t_cfg)};
@@ -667,6 +676,10 @@ static void test_schema_defaults(void **state)
     assert_int_equal(cfg.ranges.count, 0);
     assert_string_equal(cfg.token, "");
     assert_null(cfg.unset);
+    assert_int_equal(cfg.uids.count, 1);
+    assert_int_equal(cfg.uids.items[0], 0);
+    assert_int_equal(cfg.params.count, 0);
+    assert_true(cfg.splice_after_ms == DS_CONFIG_UNSET);
     ds_config_free(&t_schema, &cfg);
     assert_null(cfg.ident);
     assert_null(cfg.urls.items);
@@ -688,7 +701,10 @@ static void test_schema_values(void **state)
         "[rpc]\nbody_limit = \"64K\"\n"
         "[cvm]\nplatform = \"amd-sev-snp\"\nkms_urls = [\"https://a\", \"https://b\"]\n"
         "[cvm.port_mapping]\nrange = [\n  { protocol = \"udp\", from = 1, to = 20000 },\n"
-        "  { from = 30000, to = 30010 },\n]\n";
+        "  { from = 30000, to = 30010 },\n]\n"
+        "[cvm.network_filter]\nparameters = { IP = \"10.0.0.2\", \"a b\" = 'c\"d' }\n"
+        "[netd]\nallowed_uids = [1000, 1001]\n"
+        "[core.proxy.tcp_splice]\nafter_duration = \"0s\"\n";
     struct t_cfg cfg = {0}, again = {0};
     struct ds_config_err err;
     int r = ds_config_load_text(&t_schema, text, strlen(text), "kms.toml", &cfg, &err);
@@ -713,6 +729,12 @@ static void test_schema_values(void **state)
     assert_string_equal(rg[1].protocol, "tcp"); /* element default */
     assert_int_equal(rg[1].from, 30000);
     assert_string_equal(cfg.token, "s3cret-token");
+    assert_int_equal(cfg.uids.count, 2);
+    assert_int_equal(cfg.uids.items[1], 1001);
+    assert_int_equal(cfg.params.count, 2);
+    assert_string_equal(cfg.params.keys[1], "a b");
+    assert_string_equal(cfg.params.values[1], "c\"d");
+    assert_true(cfg.splice_after_ms == 0);
 
     /* the dump: secrets never appear, and it reads back to the same struct */
     char *dump = NULL;
@@ -753,6 +775,15 @@ static void test_schema_values(void **state)
         assert_int_equal(rg2[i].to, rg[i].to);
     }
     assert_string_equal(again.unset, "set");
+    assert_non_null(strstr(dump, "parameters = { \"IP\" = \"10.0.0.2\", \"a b\" = \"c\\\"d\" }"));
+    assert_non_null(strstr(dump, "allowed_uids = [1000, 1001]"));
+    assert_non_null(strstr(dump, "after_duration = \"0s\""));
+    assert_int_equal(again.uids.count, 2);
+    assert_int_equal(again.uids.items[0], 1000);
+    assert_int_equal(again.params.count, 2);
+    assert_string_equal(again.params.keys[0], "IP");
+    assert_string_equal(again.params.values[1], "c\"d");
+    assert_true(again.splice_after_ms == 0);
     /* secrets come back as their defaults */
     assert_string_equal(again.token, "");
     assert_int_equal(again.secret_list.count, 0);
@@ -767,9 +798,12 @@ static void test_schema_values(void **state)
     assert_int_equal(ds_config_dump(&t_schema, &cfg, f), 0);
     fclose(f);
     assert_non_null(strstr(dump, "# optional = (unset)"));
+    assert_non_null(strstr(dump, "# after_duration = (unset)"));
+    assert_non_null(strstr(dump, "parameters = {}"));
     memset(&again, 0, sizeof(again));
     assert_int_equal(ds_config_load_text(&t_schema, dump, dlen, "dump", &again, &err), 0);
     assert_null(again.unset);
+    assert_true(again.splice_after_ms == DS_CONFIG_UNSET);
     assert_int_equal(again.port, 8000);
     free(dump);
     ds_config_free(&t_schema, &again);
@@ -855,6 +889,21 @@ static void test_schema_errors(void **state)
              "kms.toml:4:10: cvm.port_mapping.range[0]: expected table, got integer");
     load_bad("[core]\ncert_dir = \"/x\"\n[cvm.port_mapping]\nrange = [{ from = 0, to = 1 }]\n", F,
              4, 19, "kms.toml:4:19: cvm.port_mapping.range[0].from: 0 is out of range 1..65535");
+    /* integer arrays and string maps */
+    load_bad("[core]\ncert_dir = \"/x\"\n[netd]\nallowed_uids = [1, 70000]\n", F, 4, 20,
+             "kms.toml:4:20: netd.allowed_uids[1]: 70000 is out of range 0..65535");
+    load_bad("[core]\ncert_dir = \"/x\"\n[netd]\nallowed_uids = [1, \"2\"]\n", F, 4, 20,
+             "kms.toml:4:20: netd.allowed_uids[1]: expected integer, got string");
+    load_bad("[core]\ncert_dir = \"/x\"\n[cvm.network_filter.parameters]\nIP = 1\n", F, 4, 6,
+             "kms.toml:4:6: cvm.network_filter.parameters.IP: expected string, got integer");
+    load_bad("[core]\ncert_dir = \"/x\"\n[cvm.network_filter]\nparameters = []\n", F, 4, 14,
+             "kms.toml:4:14: cvm.network_filter.parameters: expected table of strings, got array");
+    load_bad("[core]\ncert_dir = \"/x\"\n[core.proxy.tcp_splice]\n"
+             "after_duration = \"18446744073709551615ms\"\n",
+             F, 4, 18,
+             "kms.toml:4:18: core.proxy.tcp_splice.after_duration: \"18446744073709551615ms\" is "
+             "not a duration (expected e.g. \"500ms\", \"30s\", \"2m\", \"5h\", \"10d\", "
+             "\"1h 30m\")");
     /* syntax errors come through with the file name */
     load_bad("[core]\ncert_dir \"/x\"\n", F, 2, 10,
              "kms.toml:2:10: expected '=' after key \"cert_dir\", found '\"'");
@@ -1005,6 +1054,9 @@ static void test_schema_doc_tables(void **state)
     assert_non_null(strstr(doc, "| `core.cert_dir` | path | (required) | certificate dir |"));
     assert_non_null(strstr(doc, "| `workers` | integer, 1..1024 | `8` | worker threads |"));
     assert_non_null(strstr(doc, "request body limit \\| bytes"));
+    assert_non_null(strstr(doc, "| `netd.allowed_uids` | array of integers, 0..65535 | `[0]` |"));
+    assert_non_null(strstr(doc, "| `core.proxy.tcp_splice.after_duration` | duration (`30s`) | "
+                                "`unset` |"));
     assert_non_null(strstr(doc, "Each element of `cvm.port_mapping.range`:"));
     assert_non_null(
         strstr(doc, "| `cvm.port_mapping.range[].from` | port, 1..65535 | (required) |"));
