@@ -62,12 +62,18 @@ struct agent_config {
     bool check;
     bool dump;
     int verbose;
+    unsigned keep_alive_s; /* HTTP keep-alive idle timeout (TOML default.keep_alive) */
+    char http_buf[128];    /* external ADDR:PORT composed from the TOML [external] table */
+    void *toml;            /* the loaded TOML config (owns the strings above that came from it) */
 };
 
-/* Parse argv into cfg (defaults first). Returns 0, 1 for --help/--version (already printed),
- * or -1 after logging a usage error. */
+/* Parse argv into cfg: defaults, then --config FILE (upstream's dstack.toml layout), then the
+ * other command-line options. Returns 0, 1 for --help/--version (already printed), or -1
+ * after logging a usage or configuration error. */
 int agent_config_parse(struct agent_config *cfg, int argc, char **argv);
+/* Print the effective configuration as a TOML file --config reads back. */
 void agent_config_dump(const struct agent_config *cfg);
+void agent_config_free(struct agent_config *cfg);
 
 /* ---- state ----------------------------------------------------------------------------------- */
 

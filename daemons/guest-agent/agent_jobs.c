@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <event2/event.h>
@@ -85,7 +86,13 @@ static void *worker_main(void *arg)
         w->pending_count--;
         pthread_mutex_unlock(&w->mu);
 
+        struct timespec t0, t1;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
         j->rc = j->fn(w->a, j);
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        log_debug("TEE job done in %.1f ms%s%s",
+                  (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e6,
+                  j->rc < 0 ? ": " : "", j->rc < 0 ? j->msg : "");
 
         pthread_mutex_lock(&w->mu);
         j->next = w->done_head;

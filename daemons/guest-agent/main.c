@@ -123,7 +123,12 @@ static int start_listeners(struct agent *a, struct ds_rpc_server *srv, struct ds
             0) {
         return -1;
     }
-    if (*a->cfg.http) {
+    if (strncmp(a->cfg.http, "unix:", 5) == 0) {
+        /* The upstream simulator puts the external listener on a Unix socket too. */
+        if (listen_unix(srv, a->cfg.http + 5, &sites[2], -1) < 0) {
+            return -1;
+        }
+    } else if (*a->cfg.http) {
         char addr[64];
         uint16_t port = 0, bound = 0;
         if (parse_addr(a->cfg.http, addr, sizeof(addr), &port) < 0) {
@@ -154,11 +159,13 @@ int main(int argc, char **argv)
     /* 1. configuration */
     int r = agent_config_parse(&a.cfg, argc, argv);
     if (r != 0) {
+        agent_config_free(&a.cfg);
         return r > 0 ? 0 : 2;
     }
     log_set_verbose(a.cfg.verbose);
     if (a.cfg.dump) {
         agent_config_dump(&a.cfg);
+        agent_config_free(&a.cfg);
         return 0;
     }
     signal(SIGPIPE, SIG_IGN);
@@ -196,7 +203,10 @@ int main(int argc, char **argv)
              AGENT_REV);
     const char *const headers[] = {a.version_header, NULL};
     base = event_base_new();
-    if (!base || ds_rpc_server_new(base, NULL, &srv) < 0) {
+    struct ds_rpc_limits limits;
+    ds_rpc_limits_default(&limits);
+    limits.idle_timeout_ms = a.cfg.keep_alive_s * 1000u;
+    if (!base || ds_rpc_server_new(base, &limits, &srv) < 0) {
         log_warnx("cannot create the event loop");
         goto out;
     }
@@ -229,6 +239,7 @@ out:
     if (base) {
         event_base_free(base);
     }
+    agent_config_free(&a.cfg); /* before agent_state_free, which clears all of a */
     agent_state_free(&a);
     return rc;
 }

@@ -259,7 +259,77 @@ fi
 kill "$TEESIM_PID" 2>/dev/null
 wait "$TEESIM_PID" 2>/dev/null
 
-# ---- 5. configuration errors --------------------------------------------------------------------
+# ---- 5. --config in upstream's dstack.toml layout ----------------------------------------------
+C="$TMP/cfg"
+mkdir -p "$C"
+cat >"$C/dstack.toml" <<EOF
+[default]
+workers = 8
+max_blocking = 64
+ident = "dstack guest agent"
+temp_dir = "/tmp"
+keep_alive = 10
+log_level = "debug"
+
+[default.core]
+keys_file = "/dstack/.host-shared/.appkeys.json"
+compose_file = "/dstack/.host-shared/app-compose.json"
+sys_config_file = "/dstack/.host-shared/.sys-config.json"
+data_disks = ["/"]
+
+[default.core.simulator]
+enabled = true
+
+[internal-v0]
+address = "unix:$C/tappd.sock"
+reuse = true
+
+[internal]
+address = "unix:$C/dstack.sock"
+reuse = true
+
+[external]
+address = "unix:$C/external.sock"
+port = 8090
+
+[guest-api]
+address = "vsock:0xffffffff"
+port = 8000
+EOF
+start_agent "$TMP/agent6.log" --config "$C/dstack.toml" || exit 1
+v1="$(curl -s --unix-socket "$C/dstack.sock" http://localhost/Version | jq -r .version)"
+v2="$(curl -s --unix-socket "$C/tappd.sock" http://localhost/prpc/Tappd.Version | jq -r .version)"
+hdr="$(curl -s -D - -o "$TMP/dash.html" --unix-socket "$C/external.sock" http://localhost/ |
+    tr -d '\r' | sed -n 's/^[Xx]-[Aa]pp-[Vv]ersion: //p')"
+if [ -n "$v1" ] && [ "$v1" = "$v2" ] && [ "$hdr" = "v$v1 (unknown)" ] &&
+    grep -q "dstack-dev-app" "$TMP/dash.html" && grep -q "debug:" "$TMP/agent6.log"; then
+    pass "--config with upstream's dstack.toml layout (unix listeners, simulator, log_level)"
+else
+    fail "--config dstack.toml: version '$v1' / '$v2', header '$hdr'"
+fi
+stop_agent
+# The command line overrides the file.
+start_agent "$TMP/agent7.log" --config "$C/dstack.toml" --socket "$C/other.sock" --tappd-socket "" \
+    --http "" || exit 1
+if [ -S "$C/other.sock" ] && [ ! -e "$C/dstack.sock" ] && [ ! -e "$C/tappd.sock" ]; then
+    pass "command-line options override --config"
+else
+    fail "command-line options did not override --config"
+fi
+stop_agent
+sanitizer_clean "$TMP/agent6.log"
+sanitizer_clean "$TMP/agent7.log"
+"$AGENT" --config "$C/dstack.toml" --socket "$C/x.sock" --dump-config >"$C/dump.toml" 2>/dev/null
+if "$AGENT" --config "$C/dump.toml" --dump-config 2>/dev/null | cmp -s - "$C/dump.toml" &&
+    grep -q "^address = \"unix:$C/x.sock\"" "$C/dump.toml"; then
+    pass "--dump-config prints TOML that --config reads back"
+else
+    fail "--dump-config round trip"
+fi
+printf '[default.core]\nkeys_fil = "/x"\n' >"$C/bad.toml"
+printf '[internal]\naddress = "127.0.0.1:1"\n' >"$C/bad2.toml"
+
+# ---- 6. configuration errors --------------------------------------------------------------------
 cfg_err() { # cfg_err RC NAME EXPECTED-MESSAGE ARGS...
     local want="$1" name="$2" msg="$3"
     shift 3
@@ -272,8 +342,10 @@ cfg_err() { # cfg_err RC NAME EXPECTED-MESSAGE ARGS...
     fi
 }
 cfg_err 2 "unknown option" 'unknown option "--bogus"' --bogus
-cfg_err 2 "--config is refused until TOML lands" "TOML configuration files are not supported yet" \
-    --config /etc/dstack.toml
+cfg_err 2 "unknown TOML key names file, line and column" "bad.toml:2:1" --config "$C/bad.toml"
+cfg_err 2 "internal listener must be unix:" 'internal.address = "127.0.0.1:1": expected unix:<path>' \
+    --config "$C/bad2.toml"
+cfg_err 2 "missing config file" "/nonexistent.toml" --config /nonexistent.toml
 cfg_err 2 "--simulator needs --socket" "--simulator needs --socket PATH" --simulator
 cfg_err 2 "option without value" "option --socket needs a value" --simulator --socket
 cfg_err 1 "bad --http" 'expected ADDR:PORT' --simulator --socket "$TMP/x.sock" --http nonsense
@@ -286,7 +358,7 @@ if "$AGENT" --simulator --socket "$TMP/z.sock" --check 2>"$TMP/check.err" | grep
 else
     fail "--check: $(cat "$TMP/check.err")"
 fi
-if "$AGENT" --simulator --socket "$TMP/y.sock" --dump-config | grep -q '^simulator = true$'; then
+if "$AGENT" --simulator --socket "$TMP/y.sock" --dump-config | grep -q '^enabled = true$'; then
     pass "--dump-config"
 else
     fail "--dump-config"
