@@ -32,6 +32,7 @@
 #define CLIENT_RESP_MAX  (4 * 1024 * 1024)
 #define CLIENT_HOST_MAX  256
 #define TEMP_CERT_CN     "RA-TLS TEMP Cert"
+#define FINISH_DELAY_US  200000 /* Finish: reply first, then leave the loop */
 
 /* ---- a minimal HTTP(S) client ------------------------------------------------------------- */
 
@@ -584,8 +585,10 @@ static int ob_attestation_info(struct ds_rpc_call *call, const json_t *params, j
 
 static void finish(struct kms *k)
 {
+    /* leave the loop a moment later, so the reply to Finish is still written */
+    struct timeval tv = {.tv_sec = 0, .tv_usec = FINISH_DELAY_US};
     k->onboard_finished = true;
-    event_base_loopexit(k->base, NULL);
+    event_base_loopexit(k->base, &tv);
 }
 
 static int ob_finish(struct ds_rpc_call *call, const json_t *params, json_t **out, void *ctx)
