@@ -710,8 +710,59 @@ static void test_mac_derive(void **state)
     assert_int_equal(ds_qemu_mac_derive(id, 0, "52:", mac), -DS_E_FORMAT);
 }
 
-int main(void)
+/*
+ * Helper mode for tests/integration/test_qemu_smoke.sh: print the no-TEE TCG command line for
+ *   --smoke-argv QEMU_PATH QEMU_VERSION KERNEL INITRD WORKDIR CMDLINE
+ * as NUL-terminated arguments, so the smoke boot runs exactly what the builder produces.
+ */
+static int smoke_argv(char **args)
 {
+    char share[4096], sock[4096], log[4096], qmp[4096];
+    snprintf(share, sizeof(share), "%s/shared", args[4]);
+    snprintf(sock, sizeof(sock), "%s/host-api.sock", args[4]);
+    snprintf(log, sizeof(log), "%s/serial.log", args[4]);
+    snprintf(qmp, sizeof(qmp), "%s/qmp.sock", args[4]);
+    struct ds_qemu_nic nic = user_nic("02:00:00:00:00:01");
+    struct ds_qemu_config cfg = {
+        .qemu_path = args[0],
+        .qemu_version = args[1],
+        .platform = DS_QEMU_PLATFORM_NONE,
+        .accel = DS_QEMU_ACCEL_TCG,
+        .vcpus = 1,
+        .memory_mb = 512,
+        .kernel = args[2],
+        .initrd = args[3],
+        .cmdline = args[5],
+        .share_mode = DS_QEMU_SHARE_9P,
+        .share_path = share,
+        .nics = &nic,
+        .nic_count = 1,
+        .host_api = DS_QEMU_HOST_API_SERIAL,
+        .host_api_socket = sock,
+        .serial_log = log,
+        .qmp_socket = qmp,
+        .smbios = {.sys_manufacturer = "dstack", .sys_product = "dstack"},
+    };
+    char **argv = NULL;
+    size_t argc = 0;
+    struct ds_qemu_error err = {{0}};
+    int r = ds_qemu_build_argv(&cfg, &argv, &argc, &err);
+    if (r < 0) {
+        fprintf(stderr, "smoke-argv: %s (%s)\n", err.msg, ds_strerror(r));
+        return 1;
+    }
+    for (size_t i = 0; i < argc; i++) {
+        fwrite(argv[i], 1, strlen(argv[i]) + 1, stdout);
+    }
+    ds_qemu_argv_free(argv);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc == 8 && strcmp(argv[1], "--smoke-argv") == 0) {
+        return smoke_argv(argv + 2);
+    }
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_golden_tdx),          cmocka_unit_test(test_golden_no_tee_tcg),
         cmocka_unit_test(test_golden_no_tee_kvm),   cmocka_unit_test(test_golden_gpu),

@@ -1,0 +1,115 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
+# Build the minimal guest used by the QEMU smoke boot (tests/integration/test_qemu_smoke.sh):
+# a Debian kernel (from /boot, normally linux-image-cloud-amd64 installed by install-deps.sh,
+# or $DS_TEST_KERNEL) and a busybox-static initramfs whose /init mounts /proc, /sys and /dev,
+# loads the virtio modules, writes one JSON boot notification line to the host-API
+# virtio-serial port (named org.dstack.host-api, see include/dstack/vmm_qemu.h) and powers off.
+#
+# Usage: build-test-guest.sh OUT_DIR
+# Writes OUT_DIR/vmlinuz and OUT_DIR/initramfs.cpio.gz. Exit 2 = no kernel found, 3 = missing
+# build tool (busybox-static, cpio, gzip); messages on stderr.
+set -euo pipefail
+
+out=${1:?usage: build-test-guest.sh OUT_DIR}
+mkdir -p "$out"
+
+# ---- kernel -----------------------------------------------------------------------------------
+kernel=${DS_TEST_KERNEL:-}
+if [ -z "$kernel" ]; then
+  # Newest readable /boot/vmlinuz-* (version sort).
+  kernel=$(ls -1 /boot/vmlinuz-* 2>/dev/null | sort -V | tail -n 1 || true)
+fi
+if [ -z "$kernel" ] || [ ! -r "$kernel" ]; then
+  echo "build-test-guest: no kernel (install linux-image-cloud-amd64 or set DS_TEST_KERNEL)" >&2
+  exit 2
+fi
+kver=${DS_TEST_KERNEL_VERSION:-$(basename "$kernel" | sed 's/^vmlinuz-//')}
+moddir=/lib/modules/$kver
+
+for tool in busybox cpio gzip; do
+  command -v "$tool" >/dev/null || { echo "build-test-guest: $tool missing" >&2; exit 3; }
+done
+bb=$(command -v busybox)
+# A dynamically linked busybox would need its libraries inside the initramfs.
+ldd_out=$(LC_ALL=C ldd "$bb" 2>&1 || true) # ldd exits 1 on static binaries
+if ! grep -q "not a dynamic" <<<"$ldd_out"; then
+  echo "build-test-guest: $bb is not static (install busybox-static)" >&2
+  exit 3
+fi
+
+# ---- initramfs tree -------------------------------------------------------------------------
+root=$(mktemp -d)
+trap 'rm -rf "$root"' EXIT
+mkdir -p "$root"/{bin,dev,proc,sys,lib/modules}
+cp "$bb" "$root/bin/busybox"
+
+# Modules the guest needs when they are not built in: virtio PCI transport and virtio-console.
+# Dependencies come from modules.dep (each line: module: deps, deps to be loaded first).
+declare -a order=()
+add_mod() {
+  local m=$1 line deps d i
+  for d in "${order[@]+"${order[@]}"}"; do [ "$d" = "$m" ] && return 0; done
+  line=$(grep -E "^${m//./\\.}:" "$moddir/modules.dep" || true)
+  [ -n "$line" ] || { echo "build-test-guest: $m not in modules.dep" >&2; exit 2; }
+  deps=${line#*:}
+  # modules.dep lists the deepest dependency last: load in reverse.
+  local -a arr=($deps)
+  for ((i = ${#arr[@]} - 1; i >= 0; i--)); do add_mod "${arr[$i]}"; done
+  order+=("$m")
+}
+if [ -f "$moddir/modules.dep" ]; then
+  for want in virtio_pci virtio_console; do
+    if ! grep -qE "/${want}\.ko" "$moddir/modules.builtin" 2>/dev/null; then
+      path=$(grep -oE "^[^:]*/${want}\.ko(\.[a-z]+)?:" "$moddir/modules.dep" | tr -d : || true)
+      [ -n "$path" ] && add_mod "$path"
+    fi
+  done
+fi
+: >"$root/modules.order"
+for m in "${order[@]+"${order[@]}"}"; do
+  case $m in
+    *.ko) cp "$moddir/$m" "$root/lib/modules/" ;;
+    *.ko.xz) xz -dc "$moddir/$m" >"$root/lib/modules/$(basename "${m%.xz}")"; m=${m%.xz} ;;
+    *.ko.zst) zstd -qdc "$moddir/$m" >"$root/lib/modules/$(basename "${m%.zst}")"; m=${m%.zst} ;;
+    *) echo "build-test-guest: unsupported module $m" >&2; exit 3 ;;
+  esac
+  basename "$m" >>"$root/modules.order"
+done
+
+cat >"$root/init" <<'EOF'
+#!/bin/busybox sh
+# dstack-c smoke-test guest: report boot over the host-API virtio-serial port, then power off.
+/bin/busybox --install -s /bin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+for m in $(cat /modules.order); do insmod "/lib/modules/$m" || echo "smoke: insmod $m failed"; done
+port=""
+i=0
+while [ -z "$port" ] && [ $i -lt 100 ]; do
+  for d in /sys/class/virtio-ports/*; do
+    [ -r "$d/name" ] || continue
+    if [ "$(cat "$d/name")" = "org.dstack.host-api" ] && [ -e "/dev/$(basename "$d")" ]; then
+      port="/dev/$(basename "$d")"
+    fi
+  done
+  [ -n "$port" ] || { sleep 0.1; i=$((i + 1)); }
+done
+up=$(cut -d' ' -f1 /proc/uptime)
+if [ -n "$port" ]; then
+  echo "smoke: reporting on $port at uptime $up"
+  printf '{"event":"boot.progress","payload":"smoke-ok","uptime":%s,"kernel":"%s","port":"%s"}\n' \
+    "$up" "$(uname -r)" "$port" >"$port"
+  sleep 1
+else
+  echo "smoke: host-api port not found"
+fi
+sync
+poweroff -f
+EOF
+chmod 755 "$root/init"
+
+(cd "$root" && find . -print0 | cpio --null -o -H newc --quiet | gzip -9) >"$out/initramfs.cpio.gz"
+cp "$kernel" "$out/vmlinuz"
+echo "build-test-guest: kernel $kernel ($kver), modules: ${order[*]:-none}" >&2
