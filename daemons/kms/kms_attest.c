@@ -44,6 +44,21 @@ static int emit(struct kms *k, const char *name, const void *payload, size_t len
     return ds_tee_extend_rtmr(k->tee, 3, digest, name, payload, len);
 }
 
+/* Whether the TD already has boot-time runtime events (a tee-sim TD after a restart). */
+static bool already_booted(struct kms *k)
+{
+    char *json = NULL;
+    struct ds_event_log *log = NULL;
+    bool booted = false;
+    if (ds_tee_get_event_log(k->tee, &json) == 0 &&
+        ds_eventlog_parse_json(json, strlen(json), &log) == 0) {
+        booted = ds_eventlog_find_event(log, DS_EVENT_APP_ID) != NULL;
+    }
+    free(json);
+    ds_eventlog_free(log);
+    return booted;
+}
+
 /* dstack-util's boot order (§4.1) for a development KMS "CVM". */
 static int dev_boot_events(struct kms *k)
 {
@@ -65,6 +80,10 @@ static int dev_boot_events(struct kms *k)
         }
     }
     static const char kp[] = "{\"name\":\"none\",\"id\":\"\"}";
+    if (already_booted(k)) {
+        log_info("the TD already has boot-time runtime events; not emitting them again");
+        return 0;
+    }
     DS_TRY(emit(k, DS_EVENT_SYSTEM_PREPARING, "", 0));
     DS_TRY(emit(k, DS_EVENT_APP_ID, app_id, sizeof(app_id)));
     DS_TRY(emit(k, DS_EVENT_COMPOSE_HASH, compose, sizeof(compose)));
