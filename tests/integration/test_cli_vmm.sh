@@ -162,8 +162,10 @@ sha256sum "$IMG/sha256sum.txt" | cut -d' ' -f1 >"$IMG/digest.txt"
 
 TOKEN=cli-vmm-test-token-0123456789
 SOCK="$WORK/vmm.sock"
+HTTP_PORT=$(node -e 'const s=require("net").createServer().listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})')
 cat >"$WORK/vmm.toml" <<EOF
 address = "unix:$SOCK"
+listen = ["tcp:127.0.0.1:$HTTP_PORT"]
 run_path = "$WORK/run"
 kms_url = "$KMS_URL"
 
@@ -427,9 +429,31 @@ run 0 "$CLI" ls --json
 run 1 "$CLI" info "$ID"
 ok "rm --wait removes the VMs; ls is empty again"
 
-# ---- http URL form ---------------------------------------------------------------------------------
-# The same daemon over TCP when it can also listen there is covered by the VMM's own test; here the
-# http URL parser and a refused connection give a clear exit 1.
+# ---- deploy --wait: progress display, and a clear end whatever the backend does ----------------
+rc=0
+"$CLI" deploy --name wait-test "${D[@]}" --wait --timeout 20 --json >"$WORK/out" 2>"$WORK/err" || rc=$?
+grep -q "^waiting for the guest to boot" "$WORK/err" || grep -q "CreateVm: ." "$WORK/err" ||
+    fail "deploy --wait: no progress lines: $(cat "$WORK/err")"
+if [ "$rc" = 0 ]; then
+    grep -q "boot: booted" "$WORK/err" || fail "deploy --wait succeeded without 'booted'"
+else
+    [ "$rc" = 1 ] || fail "deploy --wait exited $rc"
+    grep -Eq "failed to boot|before it booted|no result after 20 s|CreateVm: ." "$WORK/err" ||
+        fail "deploy --wait: unclear failure: $(cat "$WORK/err")"
+fi
+WAIT_MSG=$(tail -1 "$WORK/err" | head -c 160)
+WAIT_ID=$(jq -r '.id // empty' "$WORK/out")
+[ -z "$WAIT_ID" ] || run 0 "$CLI" rm "$WAIT_ID" --wait --timeout 60
+ok "deploy --wait: exit $rc, $WAIT_MSG"
+
+# ---- http URL form and Basic auth -------------------------------------------------------------
+run 0 env -u DSTACK_VMM_URL "$CLI" ls --url "http://127.0.0.1:$HTTP_PORT/" --json
+[ "$(jqo '.vms | length')" = 0 ] || fail "ls over http"
+run 0 env -u DSTACK_VMM_TOKEN DSTACK_VMM_AUTH_USER=admin DSTACK_VMM_AUTH_PASSWORD="$TOKEN" \
+    "$CLI" ls --url "http://127.0.0.1:$HTTP_PORT" --json
+run 1 env -u DSTACK_VMM_TOKEN DSTACK_VMM_AUTH_USER=admin DSTACK_VMM_AUTH_PASSWORD=wrong \
+    "$CLI" ls --url "http://127.0.0.1:$HTTP_PORT"
+ok "http:// URL with Bearer token and with Basic auth (wrong password refused)"
 run 1 "$CLI" ls --url http://127.0.0.1:9
 grep -q "cannot reach the VMM at http://127.0.0.1:9" "$WORK/err" || fail "unreachable VMM message"
 ok "unreachable VMM: exit 1, named"
