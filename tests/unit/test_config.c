@@ -388,9 +388,12 @@ static const char tomllib_script[] =
     "else '%.17g' % v\n"
     "        return {'type': 'float', 'value': s}\n"
     "    if isinstance(v, str): return {'type': 'string', 'value': v}\n"
-    "    raise TypeError(type(v))\n"
+    "    return {'type': 'datetime', 'value': str(v)}\n"
     "for p in sys.argv[1:]:\n"
-    "    with open(p, 'rb') as f: print(json.dumps(conv(tomllib.load(f))))\n";
+    "    try:\n"
+    "        with open(p, 'rb') as f: print(json.dumps(conv(tomllib.load(f))))\n"
+    "    except tomllib.TOMLDecodeError:\n"
+    "        print('ERR')\n";
 
 static void write_file(const char *path, const char *data, size_t len)
 {
@@ -438,6 +441,9 @@ static void test_crosscheck_tomllib(void **state)
         if (n <= 0) {
             fail_msg("tomllib gave no output for document %zu (is python3 >= 3.11 there?)", i);
         }
+        if (strncmp(line, "ERR", 3) == 0) {
+            fail_msg("tomllib rejects valid document %zu", i);
+        }
         json_error_t jerr;
         json_t *want = json_loads(line, JSON_ALLOW_NUL, &jerr);
         assert_non_null(want);
@@ -471,6 +477,149 @@ static void test_crosscheck_tomllib(void **state)
     rmdir(dir);
     free(texts);
     free(lens);
+}
+
+/*
+ * Generated documents: random lines from pools of headers, keys and values (valid and invalid,
+ * chosen to hit TOML's table-definition rules), fixed seed. Each must be accepted by both
+ * parsers with the same tree, or rejected by both (datetimes: we say unsupported).
+ */
+#define GEN_DOCS 600
+
+static const char *const gen_keys[] = {"a",     "b",       "c",   "\"a\"", "a.b",  "b.c",
+                                       "a.b.c", "\"x.y\"", "'b'", "c.a",   "a . b"};
+static const char *const gen_vals[] = {"1",
+                                       "-0",
+                                       "0x1F",
+                                       "1_000",
+                                       "1.5",
+                                       "-inf",
+                                       "nan",
+                                       "true",
+                                       "\"s\"",
+                                       "'l'",
+                                       "\"\"\"m\nl\"\"\"",
+                                       "'''r\n'''",
+                                       "[]",
+                                       "[1, \"a\", [2]]",
+                                       "[\n1,\n# c\n2,\n]",
+                                       "{}",
+                                       "{ x = 1 }",
+                                       "{ x.y = 1, z = [] }",
+                                       "{ a = { b = 1 } }",
+                                       "[{ x = 1 }, { y = 2 }]",
+                                       "\"\\u00e9\\t\"",
+                                       "1e3",
+                                       "0.1",
+                                       "+1",
+                                       "07",
+                                       "1__2",
+                                       "\"\\x\"",
+                                       "{ x = 1, }",
+                                       "[1 2]",
+                                       "1979-01-01"};
+static const char *const gen_hdrs[] = {"[a]",     "[b]",   "[a.b]", "[a.b.c]",   "[[a]]",
+                                       "[[a.b]]", "[[b]]", "[c.a]", "[\"a\".b]", "[ a . c ]",
+                                       "[[ c ]]", "[x.y]", "[a.c]"};
+
+static uint32_t gen_next(uint64_t *st)
+{
+    *st = *st * 6364136223846793005ull + 1442695040888963407ull;
+    return (uint32_t)(*st >> 33);
+}
+
+static void test_crosscheck_generated(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/ds-config-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char script[256];
+    snprintf(script, sizeof(script), "%s/conv.py", dir);
+    write_file(script, tomllib_script, strlen(tomllib_script));
+    char **texts = calloc(GEN_DOCS, sizeof(char *));
+    assert_non_null(texts);
+    uint64_t st = 42;
+    size_t cmd_size = 64 + GEN_DOCS * 48;
+    char *cmd = malloc(cmd_size);
+    assert_non_null(cmd);
+    int o = snprintf(cmd, cmd_size, "/usr/bin/python3 %s", script);
+    for (size_t i = 0; i < GEN_DOCS; i++) {
+        struct ds_buf b;
+        ds_buf_init(&b, 4096);
+        unsigned lines = 1 + gen_next(&st) % 8;
+        for (unsigned l = 0; l < lines; l++) {
+            int r;
+            if (gen_next(&st) % 10 < 3) {
+                r = ds_buf_printf(&b, "%s\n", gen_hdrs[gen_next(&st) % DS_ARRAY_SIZE(gen_hdrs)]);
+            } else {
+                const char *k = gen_keys[gen_next(&st) % DS_ARRAY_SIZE(gen_keys)];
+                const char *v = gen_vals[gen_next(&st) % DS_ARRAY_SIZE(gen_vals)];
+                r = ds_buf_printf(&b, "%s = %s\n", k, v);
+            }
+            assert_int_equal(r, 0);
+        }
+        uint8_t *d;
+        size_t n;
+        ds_buf_steal(&b, &d, &n);
+        assert_non_null(d);
+        texts[i] = (char *)d;
+        char path[256];
+        snprintf(path, sizeof(path), "%s/g%zu.toml", dir, i);
+        write_file(path, texts[i], n);
+        o += snprintf(cmd + o, cmd_size - (size_t)o, " %s", path);
+    }
+    FILE *py = popen(cmd, "r");
+    assert_non_null(py);
+    char *line = NULL;
+    size_t cap = 0, accepted = 0, rejected = 0;
+    for (size_t i = 0; i < GEN_DOCS; i++) {
+        if (getline(&line, &cap, py) <= 0) {
+            fail_msg("tomllib gave no output for generated document %zu", i);
+        }
+        struct ds_toml_value *root = NULL;
+        struct ds_config_err err;
+        int r = ds_toml_parse(texts[i], strlen(texts[i]), "g", &root, &err);
+        bool py_ok = strncmp(line, "ERR", 3) != 0;
+        if (r == -DS_E_UNSUPPORTED && strstr(err.msg, "datetime")) {
+            continue;
+        }
+        if (py_ok != (r == 0)) {
+            fail_msg("generated document %zu: tomllib %s, we %s (%s)\n%s", i,
+                     py_ok ? "accepts" : "rejects", r == 0 ? "accept" : "reject", err.msg,
+                     texts[i]);
+        }
+        if (py_ok) {
+            json_t *want = json_loads(line, JSON_ALLOW_NUL, NULL);
+            json_t *got = ds_toml_to_json(root);
+            assert_non_null(want);
+            if (!json_equal(got, want)) {
+                fail_msg("generated document %zu: trees differ\n%s", i, texts[i]);
+            }
+            json_decref(want);
+            json_decref(got);
+            accepted++;
+        } else {
+            rejected++;
+        }
+        ds_toml_free(root);
+    }
+    assert_int_equal(pclose(py), 0);
+    print_message("generated documents: %zu accepted and %zu rejected by both parsers\n",
+                  accepted, rejected);
+    /* the pools must exercise both outcomes substantially */
+    assert_true(accepted > GEN_DOCS / 10);
+    assert_true(rejected > GEN_DOCS / 10);
+    free(line);
+    for (size_t i = 0; i < GEN_DOCS; i++) {
+        char path[256];
+        snprintf(path, sizeof(path), "%s/g%zu.toml", dir, i);
+        unlink(path);
+        free(texts[i]);
+    }
+    unlink(script);
+    rmdir(dir);
+    free(texts);
+    free(cmd);
 }
 
 /* Documents we reject must be rejected by tomllib too (except datetimes, which it supports). */
@@ -1087,21 +1236,14 @@ static void test_schema_bad_default(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_valid_constructs),
-        cmocka_unit_test(test_valid_edges),
-        cmocka_unit_test(test_invalid_semantics),
-        cmocka_unit_test(test_invalid_strings),
-        cmocka_unit_test(test_invalid_numbers),
-        cmocka_unit_test(test_invalid_structure),
-        cmocka_unit_test(test_crosscheck_tomllib),
-        cmocka_unit_test(test_crosscheck_rejections),
-        cmocka_unit_test(test_units),
-        cmocka_unit_test(test_schema_defaults),
-        cmocka_unit_test(test_schema_values),
-        cmocka_unit_test(test_schema_errors),
-        cmocka_unit_test(test_schema_file),
-        cmocka_unit_test(test_schema_kms_sample),
-        cmocka_unit_test(test_schema_doc_tables),
+        cmocka_unit_test(test_valid_constructs),      cmocka_unit_test(test_valid_edges),
+        cmocka_unit_test(test_invalid_semantics),     cmocka_unit_test(test_invalid_strings),
+        cmocka_unit_test(test_invalid_numbers),       cmocka_unit_test(test_invalid_structure),
+        cmocka_unit_test(test_crosscheck_tomllib),    cmocka_unit_test(test_crosscheck_generated),
+        cmocka_unit_test(test_crosscheck_rejections), cmocka_unit_test(test_units),
+        cmocka_unit_test(test_schema_defaults),       cmocka_unit_test(test_schema_values),
+        cmocka_unit_test(test_schema_errors),         cmocka_unit_test(test_schema_file),
+        cmocka_unit_test(test_schema_kms_sample),     cmocka_unit_test(test_schema_doc_tables),
         cmocka_unit_test(test_schema_bad_default),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
