@@ -179,7 +179,8 @@ int vmm_wait(const char *prog, struct vmm_client *c, const char *id, enum vmm_wa
                                          "waiting for the VM to stop",
                                          "waiting for the VM to be removed"};
     struct progress p;
-    char state[PROGRESS_STATE_MAX + 64], result[PROGRESS_STATE_MAX + 64];
+    char state[PROGRESS_STATE_MAX + 64] = "", result[PROGRESS_STATE_MAX + 64] = "";
+    char msg[VMM_ERR_MAX] = ""; /* printed after the progress line is finished */
     int rc = CLI_EXIT_FAIL;
     progress_begin(&p, labels[goal], quiet);
     for (;;) {
@@ -194,7 +195,7 @@ int vmm_wait(const char *prog, struct vmm_client *c, const char *id, enum vmm_wa
                 rc = CLI_EXIT_OK;
             } else {
                 snprintf(result, sizeof(result), "failed: the VM disappeared");
-                cli_errx("%s: VM '%s' no longer exists", prog, id);
+                snprintf(msg, sizeof(msg), "VM '%s' no longer exists", id);
             }
             break;
         }
@@ -207,7 +208,7 @@ int vmm_wait(const char *prog, struct vmm_client *c, const char *id, enum vmm_wa
         if (goal == VMM_WAIT_BOOTED) {
             if (boot_err[0] != '\0') {
                 snprintf(result, sizeof(result), "boot failed");
-                cli_errx("%s: VM '%s' failed to boot: %s", prog, id, boot_err);
+                snprintf(msg, sizeof(msg), "VM '%s' failed to boot: %s", id, boot_err);
                 finished = true;
             } else if (boot_done(boot)) {
                 snprintf(result, sizeof(result), "booted");
@@ -215,8 +216,8 @@ int vmm_wait(const char *prog, struct vmm_client *c, const char *id, enum vmm_wa
                 finished = true;
             } else if (strcmp(status, "stopped") == 0 || strcmp(status, "exited") == 0) {
                 snprintf(result, sizeof(result), "failed: %s", status);
-                cli_errx("%s: VM '%s' is %s before it booted (see `dstack logs %s`)", prog, id,
-                         status, id);
+                snprintf(msg, sizeof(msg),
+                         "VM '%s' went %s before it booted (see `dstack logs %s`)", id, status, id);
                 finished = true;
             }
         } else if (goal == VMM_WAIT_STOPPED &&
@@ -231,7 +232,7 @@ int vmm_wait(const char *prog, struct vmm_client *c, const char *id, enum vmm_wa
         }
         if (progress_elapsed(&p) >= (double)timeout_s) {
             snprintf(result, sizeof(result), "timed out");
-            cli_errx("%s: VM '%s': %s: no result after %u s (last state: %s)", prog, id,
+            snprintf(msg, sizeof(msg), "VM '%s': %s: no result after %u s (last state: %s)", id,
                      labels[goal], timeout_s, state);
             break;
         }
@@ -239,6 +240,9 @@ int vmm_wait(const char *prog, struct vmm_client *c, const char *id, enum vmm_wa
         nanosleep(&ts, NULL);
     }
     progress_end(&p, result);
+    if (msg[0] != '\0') {
+        cli_errx("%s: %s", prog, msg);
+    }
     return rc;
 }
 

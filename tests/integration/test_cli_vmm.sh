@@ -29,6 +29,12 @@ WORK=$(mktemp -d /tmp/test_cli_vmm.XXXXXX)
 VMM_PID=""
 KMS_PID=""
 cleanup() {
+    # The VMM leaves VMs running when it exits: stop whatever a failed run left behind.
+    if [ -n "$VMM_PID" ] && [ -n "${DSTACK_VMM_TOKEN:-}" ]; then
+        for v in $("$CLI" ls --json 2>/dev/null | jq -r '.vms[].id' 2>/dev/null); do
+            "$CLI" stop "$v" --force >/dev/null 2>&1 || true
+        done
+    fi
     for p in "$VMM_PID" "$KMS_PID"; do
         if [ -n "$p" ]; then kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; fi
     done
