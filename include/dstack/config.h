@@ -202,12 +202,15 @@ struct ds_config_schema {
 };
 
 /*
- * Fill cfg (a struct of schema->size bytes, zeroed or previously freed) from defaults, then
- * the TOML text, then validate (ranges, enums, required keys). `name` prefixes errors.
- * On failure cfg is left unchanged and err explains: unknown keys (with a suggestion), type
- * mismatches (key, expected type, got type), out-of-range/enum values, missing required keys.
+ * Fill cfg from defaults, then the TOML text, then validate (ranges, enums, required keys).
+ * `name` prefixes errors. cfg is a struct of schema->size bytes that owns nothing (zeroed, or
+ * released with ds_config_free): on success all schema->size bytes are overwritten, so keep
+ * non-config members elsewhere. On failure cfg is left unchanged and err explains: unknown
+ * keys (with a suggestion), type mismatches (key, expected type, got type), out-of-range/enum
+ * values, missing required keys.
  * Returns 0, -DS_E_FORMAT, -DS_E_UNSUPPORTED, -DS_E_LIMIT, -DS_E_NOT_FOUND (required key
- * missing), -ENOMEM. Release with ds_config_free().
+ * missing), -EINVAL (a default in the schema does not parse: a programming error), -ENOMEM.
+ * Release with ds_config_free().
  */
 DS_MUST_USE int ds_config_load_text(const struct ds_config_schema *schema, const char *text,
                                     size_t len, const char *name, void *cfg,
