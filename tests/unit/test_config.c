@@ -604,8 +604,8 @@ static void test_crosscheck_generated(void **state)
         ds_toml_free(root);
     }
     assert_int_equal(pclose(py), 0);
-    print_message("generated documents: %zu accepted and %zu rejected by both parsers\n",
-                  accepted, rejected);
+    print_message("generated documents: %zu accepted and %zu rejected by both parsers\n", accepted,
+                  rejected);
     /* the pools must exercise both outcomes substantially */
     assert_true(accepted > GEN_DOCS / 10);
     assert_true(rejected > GEN_DOCS / 10);
@@ -1192,6 +1192,409 @@ static void test_schema_kms_sample(void **state)
     ds_config_free(&schema, &cfg);
 }
 
+/*
+ * Whole-file schemas for the vmm.toml and gateway.toml samples (host-side.md §1.2, §4.7), built
+ * at run time from "key:type" lines into a generic struct, so that every key of both files goes
+ * through a schema type: the reader and the types cover what those daemons need.
+ */
+#define G_SLOTS 128
+
+struct g_cfg {
+    char *s[G_SLOTS];
+    bool b[G_SLOTS];
+    int64_t i[G_SLOTS];
+    uint16_t p[G_SLOTS];
+    uint64_t u[G_SLOTS]; /* sizes and durations */
+    int e[G_SLOTS];
+    struct ds_config_strv l[G_SLOTS];
+    struct ds_config_intv n[G_SLOTS];
+    struct ds_config_strmap m[G_SLOTS];
+    struct ds_config_tables t[4];
+};
+
+struct g_schema {
+    struct ds_config_key keys[256];
+    const char *choices[32][8];
+    char names[256][96];
+    struct ds_config_schema schema;
+};
+
+static const char *const vmm_spec[] = {"workers:i",
+                                       "max_blocking:i",
+                                       "ident:s",
+                                       "temp_dir:s",
+                                       "keep_alive:i",
+                                       "log_level:s",
+                                       "address:s",
+                                       "reuse:b",
+                                       "kms_url:s",
+                                       "event_buffer_size:i",
+                                       "node_name:s",
+                                       "run_path:s",
+                                       "image.path:s",
+                                       "image.registry:s",
+                                       "cvm.platform:e=auto|tdx|amd-sev-snp",
+                                       "cvm.qemu_path:s",
+                                       "cvm.kms_urls:l",
+                                       "cvm.gateway_urls:l",
+                                       "cvm.pccs_url:s",
+                                       "cvm.docker_registry:s",
+                                       "cvm.cid_start:i",
+                                       "cvm.cid_pool_size:i",
+                                       "cvm.max_allocable_vcpu:i",
+                                       "cvm.max_allocable_memory_in_mb:i",
+                                       "cvm.qmp_socket:b",
+                                       "cvm.user:s",
+                                       "cvm.use_mrconfigid:b",
+                                       "cvm.qemu_single_pass_add_pages:b",
+                                       "cvm.qemu_pic:b",
+                                       "cvm.qemu_pci_hole64_size:z",
+                                       "cvm.qemu_hotplug_off:b",
+                                       "cvm.tdx_attestation_variant:e=auto|legacy|lite",
+                                       "cvm.host_share_mode:e=9p|vhd|vvfat",
+                                       "cvm.qgs_port:p",
+                                       "cvm.tee_simulator.mock_attestation_seed:s",
+                                       "cvm.tee_simulator.collateral_base_url:s",
+                                       "cvm.product.sys_vendor:s",
+                                       "cvm.product.product_name:s",
+                                       "cvm.networking.mode:e=user|bridge|custom",
+                                       "cvm.networking.net:s",
+                                       "cvm.networking.dhcp_start:s",
+                                       "cvm.networking.restrict:b",
+                                       "cvm.network_filter.mode:e=none|libvirt",
+                                       "cvm.network_filter.filter:s",
+                                       "cvm.network_filter.parameters:m",
+                                       "cvm.port_mapping.enabled:b",
+                                       "cvm.port_mapping.address:s",
+                                       "cvm.port_mapping.range:t",
+                                       "cvm.auto_restart.enabled:b",
+                                       "cvm.auto_restart.interval:i",
+                                       "cvm.auto_restart.max_retries:i",
+                                       "cvm.auto_restart.initial_backoff:i",
+                                       "cvm.auto_restart.max_backoff:i",
+                                       "cvm.auto_restart.reset_window:i",
+                                       "cvm.log.max_bytes:z",
+                                       "cvm.log.max_backups:i",
+                                       "cvm.log.check_interval_secs:i",
+                                       "cvm.gpu.enabled:b",
+                                       "cvm.gpu.listing:l",
+                                       "cvm.gpu.exclude:l",
+                                       "cvm.gpu.include:l",
+                                       "cvm.gpu.allow_attach_all:b",
+                                       "netd.socket:s",
+                                       "netd.allowed_uids:n",
+                                       "netd.libvirt_uri:s",
+                                       "gateway.base_domain:s",
+                                       "gateway.port:p",
+                                       "gateway.agent_port:p",
+                                       "auth.enabled:b",
+                                       "auth.tokens:L",
+                                       "auth.htpasswd_file:s",
+                                       "supervisor.exe:s",
+                                       "supervisor.sock:s",
+                                       "supervisor.pid_file:s",
+                                       "supervisor.log_file:s",
+                                       "supervisor.detached:b",
+                                       "supervisor.auto_start:b",
+                                       "host_api.ident:s",
+                                       "host_api.address:s",
+                                       "host_api.port:p",
+                                       "key_provider.enabled:b",
+                                       "key_provider.address:s",
+                                       "key_provider.port:p",
+                                       NULL};
+
+static const char *const gateway_spec[] = {
+    "workers:i",
+    "max_blocking:i",
+    "ident:s",
+    "temp_dir:s",
+    "keep_alive:i",
+    "log_level:s",
+    "address:s",
+    "port:p",
+    "tls.key:s",
+    "tls.certs:s",
+    "tls.mutual.ca_certs:s",
+    "tls.mutual.mandatory:b",
+    "core.kms_url:s",
+    "core.set_ulimit:b",
+    "core.rpc_domain:s",
+    "core.attestation.insecure_allow_external_trust_anchors:b",
+    "core.attestation.urls.pccs:s",
+    "core.attestation.urls.amd_kds:s",
+    "core.auth.enabled:b",
+    "core.auth.url:s",
+    "core.auth.timeout:d",
+    "core.admin.enabled:b",
+    "core.admin.address:s",
+    "core.admin.auth_token:S",
+    "core.admin.insecure_no_auth:b",
+    "core.debug.insecure_enable_debug_rpc:b",
+    "core.debug.insecure_skip_attestation:b",
+    "core.debug.insecure_localhost_backend:b",
+    "core.debug.address:s",
+    "core.wg.public_key:s",
+    "core.wg.private_key:S",
+    "core.wg.listen_port:p",
+    "core.wg.ip:s",
+    "core.wg.reserved_net:l",
+    "core.wg.client_ip_range:s",
+    "core.wg.config_path:s",
+    "core.wg.interface:s",
+    "core.wg.endpoint:s",
+    "core.proxy.tls_crypto_provider:s",
+    "core.proxy.tls_versions:l",
+    "core.proxy.listen_addr:s",
+    "core.proxy.listen_port:p",
+    "core.proxy.agent_port:p",
+    "core.proxy.buffer_size:z",
+    "core.proxy.connect_top_n:i",
+    "core.proxy.app_address_ns_prefix:s",
+    "core.proxy.app_address_ns_compat:b",
+    "core.proxy.app_address_dns_servers:l",
+    "core.proxy.workers:i",
+    "core.proxy.thread_per_core:b",
+    "core.proxy.connection_rebalance:b",
+    "core.proxy.external_port:p",
+    "core.proxy.max_connections_per_app:i",
+    "core.proxy.inbound_pp_enabled:b",
+    "core.proxy.tcp_splice.after_bytes:Z",
+    "core.proxy.tcp_splice.after_duration:D",
+    "core.proxy.port_policy_fetch.timeout:d",
+    "core.proxy.port_policy_fetch.max_retries:i",
+    "core.proxy.port_policy_fetch.backoff_initial:d",
+    "core.proxy.port_policy_fetch.backoff_max:d",
+    "core.proxy.timeouts.connect:d",
+    "core.proxy.timeouts.handshake:d",
+    "core.proxy.timeouts.cache_top_n:d",
+    "core.proxy.timeouts.handshake_stale:d",
+    "core.proxy.timeouts.dns_resolve:d",
+    "core.proxy.timeouts.data_timeout_enabled:b",
+    "core.proxy.timeouts.idle:d",
+    "core.proxy.timeouts.write:d",
+    "core.proxy.timeouts.shutdown:d",
+    "core.proxy.timeouts.total:d",
+    "core.proxy.timeouts.pp_header:d",
+    "core.recycle.enabled:b",
+    "core.recycle.interval:d",
+    "core.recycle.timeout:d",
+    "core.recycle.node_timeout:d",
+    "core.sync.enabled:b",
+    "core.sync.node_id:i",
+    "core.sync.my_url:s",
+    "core.sync.interval:d",
+    "core.sync.timeout:d",
+    "core.sync.bootnode:s",
+    "core.sync.data_dir:s",
+    "core.sync.persist_interval:d",
+    "core.sync.sync_connections_enabled:b",
+    "core.sync.sync_connections_interval:d",
+    NULL};
+
+static const struct ds_config_key g_range_keys[] = {
+    {"protocol", DS_CFG_ENUM, 0, "tcp", 0, 0, (const char *const[]){"tcp", "udp", NULL}, NULL,
+     "protocol", 0},
+    {"from", DS_CFG_PORT, 0, NULL, 1, 65535, NULL, NULL, "first port", DS_CFG_REQUIRED},
+    {"to", DS_CFG_PORT, 0, NULL, 1, 65535, NULL, NULL, "last port", DS_CFG_REQUIRED},
+};
+
+struct g_range {
+    int protocol;
+    uint16_t from, to;
+};
+
+static struct ds_config_key g_range_fixed[3];
+static struct ds_config_schema g_range_schema;
+
+static void g_build(struct g_schema *g, const char *const *spec)
+{
+    unsigned counts[10] = {0};
+    static const char slot_types[] = "sSbipzZdDelLnmt";
+    static const unsigned slot_of[] = {0, 0, 1, 2, 3, 4, 4, 4, 4, 5, 6, 6, 7, 8, 9};
+    size_t n = 0;
+    memcpy(g_range_fixed, g_range_keys, sizeof(g_range_keys));
+    g_range_fixed[0].offset = offsetof(struct g_range, protocol);
+    g_range_fixed[1].offset = offsetof(struct g_range, from);
+    g_range_fixed[2].offset = offsetof(struct g_range, to);
+    g_range_schema = (struct ds_config_schema){"range", g_range_fixed, 3, sizeof(struct g_range)};
+    for (; spec[n]; n++) {
+        const char *colon = strchr(spec[n], ':');
+        assert_non_null(colon);
+        snprintf(g->names[n], sizeof(g->names[n]), "%.*s", (int)(colon - spec[n]), spec[n]);
+        struct ds_config_key *k = &g->keys[n];
+        memset(k, 0, sizeof(*k));
+        k->key = g->names[n];
+        k->help = g->names[n];
+        char t = colon[1];
+        const char *ts = strchr(slot_types, t);
+        assert_non_null(ts);
+        unsigned c = counts[slot_of[ts - slot_types]]++;
+        assert_true(c < (t == 't' ? 4 : G_SLOTS));
+        switch (t) {
+        case 's':
+        case 'S':
+            k->type = DS_CFG_STRING;
+            k->offset = offsetof(struct g_cfg, s) + c * sizeof(char *);
+            k->flags = t == 'S' ? DS_CFG_SECRET : 0;
+            break;
+        case 'b':
+            k->type = DS_CFG_BOOL;
+            k->offset = offsetof(struct g_cfg, b) + c * sizeof(bool);
+            break;
+        case 'i':
+            k->type = DS_CFG_INT;
+            k->offset = offsetof(struct g_cfg, i) + c * sizeof(int64_t);
+            break;
+        case 'p':
+            k->type = DS_CFG_PORT;
+            k->offset = offsetof(struct g_cfg, p) + c * sizeof(uint16_t);
+            break;
+        case 'z':
+        case 'Z':
+        case 'd':
+        case 'D':
+            k->type = (t == 'z' || t == 'Z') ? DS_CFG_SIZE : DS_CFG_DURATION;
+            k->offset = offsetof(struct g_cfg, u) + c * sizeof(uint64_t);
+            k->def = (t == 'Z' || t == 'D') ? "unset" : NULL;
+            break;
+        case 'e': {
+            k->type = DS_CFG_ENUM;
+            k->offset = offsetof(struct g_cfg, e) + c * sizeof(int);
+            const char *v = colon + 3; /* after "e=" */
+            static char words[32][8][24];
+            unsigned w = 0;
+            while (*v && w < 7) {
+                size_t len = strcspn(v, "|");
+                snprintf(words[c][w], sizeof(words[c][w]), "%.*s", (int)len, v);
+                g->choices[c][w] = words[c][w];
+                w++;
+                v += len + (v[len] == '|');
+            }
+            g->choices[c][w] = NULL;
+            k->choices = g->choices[c];
+            break;
+        }
+        case 'l':
+        case 'L':
+            k->type = DS_CFG_STRINGS;
+            k->offset = offsetof(struct g_cfg, l) + c * sizeof(struct ds_config_strv);
+            k->flags = t == 'L' ? DS_CFG_SECRET : 0;
+            break;
+        case 'n':
+            k->type = DS_CFG_INTS;
+            k->offset = offsetof(struct g_cfg, n) + c * sizeof(struct ds_config_intv);
+            break;
+        case 'm':
+            k->type = DS_CFG_STRMAP;
+            k->offset = offsetof(struct g_cfg, m) + c * sizeof(struct ds_config_strmap);
+            break;
+        case 't':
+            k->type = DS_CFG_TABLES;
+            k->offset = offsetof(struct g_cfg, t) + c * sizeof(struct ds_config_tables);
+            k->sub = &g_range_schema;
+            break;
+        default:
+            fail_msg("bad spec %s", spec[n]);
+        }
+    }
+    g->schema = (struct ds_config_schema){"sample", g->keys, n, sizeof(struct g_cfg)};
+}
+
+/* The member behind a key of the generated schema. */
+static void *g_get(const struct g_schema *g, struct g_cfg *cfg, const char *key)
+{
+    for (size_t i = 0; i < g->schema.count; i++) {
+        if (strcmp(g->keys[i].key, key) == 0) {
+            return (char *)cfg + g->keys[i].offset;
+        }
+    }
+    fail_msg("no key %s", key);
+    return NULL;
+}
+
+static char *g_dump(const struct ds_config_schema *s, const struct g_cfg *c, size_t *len)
+{
+    char *d = NULL;
+    FILE *f = open_memstream(&d, len);
+    assert_non_null(f);
+    assert_int_equal(ds_config_dump(s, c, f), 0);
+    fclose(f);
+    return d;
+}
+
+static void g_load_sample(const char *file, const char *const *spec, struct g_schema *g,
+                          struct g_cfg *cfg)
+{
+    g_build(g, spec);
+    char path[512];
+    snprintf(path, sizeof(path), "%s/tests/fuzz/corpus/toml/%s", src_dir(), file);
+    struct ds_config_err err;
+    memset(cfg, 0, sizeof(*cfg));
+    int r = ds_config_load(&g->schema, path, cfg, &err);
+    if (r) {
+        fail_msg("%s", err.msg);
+    }
+    /* dump -> load -> dump is a fixed point */
+    size_t l1, l2;
+    char *d1 = g_dump(&g->schema, cfg, &l1);
+    struct g_cfg *again = calloc(1, sizeof(*again));
+    assert_non_null(again);
+    r = ds_config_load_text(&g->schema, d1, l1, "dump", again, &err);
+    if (r) {
+        fail_msg("dump of %s does not load: %s\n%s", file, err.msg, d1);
+    }
+    char *d2 = g_dump(&g->schema, again, &l2);
+    assert_int_equal(l1, l2);
+    assert_memory_equal(d1, d2, l1);
+    free(d1);
+    free(d2);
+    ds_config_free(&g->schema, again);
+    free(again);
+}
+
+static void test_schema_vmm_gateway_samples(void **state)
+{
+    (void)state;
+    struct g_schema *g = calloc(1, sizeof(*g));
+    struct g_cfg *cfg = calloc(1, sizeof(*cfg));
+    assert_non_null(g);
+    assert_non_null(cfg);
+
+    g_load_sample("vmm.toml", vmm_spec, g, cfg);
+    /* the constructs that need the richer types */
+    const struct ds_config_tables *range = g_get(g, cfg, "cvm.port_mapping.range");
+    assert_int_equal(range->count, 2);
+    assert_int_equal(((struct g_range *)range->items)[1].protocol, 1); /* udp */
+    assert_int_equal(((struct g_range *)range->items)[1].to, 20000);
+    assert_int_equal(
+        ((struct ds_config_strmap *)g_get(g, cfg, "cvm.network_filter.parameters"))->count, 0);
+    assert_int_equal(((struct ds_config_intv *)g_get(g, cfg, "netd.allowed_uids"))->count, 0);
+    assert_true(*(uint64_t *)g_get(g, cfg, "cvm.log.max_bytes") == 4ull << 20);
+    const struct ds_config_strv *listing = g_get(g, cfg, "cvm.gpu.listing");
+    assert_int_equal(listing->count, 1);
+    assert_string_equal(listing->items[0], "10de:2335");
+    assert_int_equal(*(int64_t *)g_get(g, cfg, "cvm.max_allocable_memory_in_mb"), 100000);
+    assert_int_equal(*(int *)g_get(g, cfg, "cvm.host_share_mode"), 0); /* 9p */
+    assert_int_equal(*(uint16_t *)g_get(g, cfg, "host_api.port"), 10000);
+    ds_config_free(&g->schema, cfg);
+
+    memset(g, 0, sizeof(*g));
+    g_load_sample("gateway.toml", gateway_spec, g, cfg);
+    assert_true(*(uint64_t *)g_get(g, cfg, "core.auth.timeout") == 5000);
+    assert_true(*(uint64_t *)g_get(g, cfg, "core.proxy.tcp_splice.after_bytes") == 64 * 1024);
+    assert_true(*(uint64_t *)g_get(g, cfg, "core.proxy.tcp_splice.after_duration") ==
+                DS_CONFIG_UNSET); /* absent = off */
+    assert_true(*(uint64_t *)g_get(g, cfg, "core.proxy.timeouts.total") == 5 * 3600000ull);
+    assert_true(*(uint64_t *)g_get(g, cfg, "core.proxy.timeouts.handshake_stale") == 1800000);
+    assert_false(*(bool *)g_get(g, cfg, "core.debug.insecure_enable_debug_rpc"));
+    assert_string_equal(((struct ds_config_strv *)g_get(g, cfg, "core.wg.reserved_net"))->items[0],
+                        "10.0.0.1/32");
+    ds_config_free(&g->schema, cfg);
+    free(cfg);
+    free(g);
+}
+
 static void test_schema_doc_tables(void **state)
 {
     (void)state;
@@ -1236,15 +1639,24 @@ static void test_schema_bad_default(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_valid_constructs),      cmocka_unit_test(test_valid_edges),
-        cmocka_unit_test(test_invalid_semantics),     cmocka_unit_test(test_invalid_strings),
-        cmocka_unit_test(test_invalid_numbers),       cmocka_unit_test(test_invalid_structure),
-        cmocka_unit_test(test_crosscheck_tomllib),    cmocka_unit_test(test_crosscheck_generated),
-        cmocka_unit_test(test_crosscheck_rejections), cmocka_unit_test(test_units),
-        cmocka_unit_test(test_schema_defaults),       cmocka_unit_test(test_schema_values),
-        cmocka_unit_test(test_schema_errors),         cmocka_unit_test(test_schema_file),
-        cmocka_unit_test(test_schema_kms_sample),     cmocka_unit_test(test_schema_doc_tables),
+        cmocka_unit_test(test_valid_constructs),
+        cmocka_unit_test(test_valid_edges),
+        cmocka_unit_test(test_invalid_semantics),
+        cmocka_unit_test(test_invalid_strings),
+        cmocka_unit_test(test_invalid_numbers),
+        cmocka_unit_test(test_invalid_structure),
+        cmocka_unit_test(test_crosscheck_tomllib),
+        cmocka_unit_test(test_crosscheck_generated),
+        cmocka_unit_test(test_crosscheck_rejections),
+        cmocka_unit_test(test_units),
+        cmocka_unit_test(test_schema_defaults),
+        cmocka_unit_test(test_schema_values),
+        cmocka_unit_test(test_schema_errors),
+        cmocka_unit_test(test_schema_file),
+        cmocka_unit_test(test_schema_kms_sample),
+        cmocka_unit_test(test_schema_doc_tables),
         cmocka_unit_test(test_schema_bad_default),
+        cmocka_unit_test(test_schema_vmm_gateway_samples),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
