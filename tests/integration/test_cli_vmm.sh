@@ -56,6 +56,9 @@ run() {
     local want=$1 rc=0
     shift
     "$@" >"$WORK/out" 2>"$WORK/err" || rc=$?
+    # Sanitizer builds: a report must fail the test even when exit code 1 was expected.
+    ! grep -qE "ERROR: (Address|Leak)Sanitizer|runtime error:" "$WORK/err" ||
+        fail "'$*': sanitizer report"
     [ "$rc" = "$want" ] || fail "'$*' exited $rc, expected $want: $(head -c 600 "$WORK/err")"
 }
 # usage_err OPTION_TEXT CMD...: exit 2 and the message names the option.
