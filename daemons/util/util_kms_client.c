@@ -236,11 +236,21 @@ static CURLcode on_ssl_ctx(CURL *curl, void *sslctx, void *parm)
 
 /* ---- pRPC over HTTPS ----------------------------------------------------------------------- */
 
+/* A response body with a hard cap; overflow is remembered to report it as such. */
+struct body {
+    struct ds_buf buf;
+    bool overflow;
+};
+
 static size_t on_body(char *ptr, size_t size, size_t nmemb, void *ud)
 {
-    struct ds_buf *b = ud;
+    struct body *b = ud;
     size_t n = size * nmemb;
-    return ds_buf_append(b, ptr, n) < 0 ? 0 : n;
+    if (ds_buf_append(&b->buf, ptr, n) < 0) {
+        b->overflow = true;
+        return 0;
+    }
+    return n;
 }
 
 /* The "error" of a pRPC failure body, or NULL. */
@@ -259,13 +269,13 @@ static int kms_call(const struct util_kms_client *c, const char *method, const c
 {
     char url[UTIL_KMS_URL_MAX + 64];
     char curl_err[CURL_ERROR_SIZE] = "";
-    struct ds_buf resp;
+    struct body resp = {.overflow = false};
     struct curl_slist *hdrs = NULL;
     json_t *j = NULL;
     long status = 0;
     int r = -ENOMEM;
-    ds_buf_init(&resp, UTIL_KMS_RESPONSE_MAX);
-    resp.secret = true;
+    ds_buf_init(&resp.buf, UTIL_KMS_RESPONSE_MAX);
+    resp.buf.secret = true;
     snprintf(url, sizeof(url), "%s/%s?json", c->base, method);
     CURL *h = curl_easy_init();
     if (!h) {
@@ -306,7 +316,7 @@ static int kms_call(const struct util_kms_client *c, const char *method, const c
         if (tls->why[0]) {
             set_err(err, err_size, "%s", tls->why);
             r = -DS_E_CERT;
-        } else if (cc == CURLE_WRITE_ERROR && resp.len >= UTIL_KMS_RESPONSE_MAX / 2) {
+        } else if (resp.overflow) {
             set_err(err, err_size, "response larger than %d bytes", UTIL_KMS_RESPONSE_MAX);
             r = -DS_E_LIMIT;
         } else {
@@ -316,7 +326,7 @@ static int kms_call(const struct util_kms_client *c, const char *method, const c
         goto out;
     }
     curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
-    j = json_loadb((const char *)resp.data, resp.len, JSON_REJECT_DUPLICATES, NULL);
+    j = json_loadb((const char *)resp.buf.data, resp.buf.len, JSON_REJECT_DUPLICATES, NULL);
     if (status != 200) {
         const char *e = prpc_error(j);
         if (e) {
@@ -342,7 +352,7 @@ out:
     if (h) {
         curl_easy_cleanup(h);
     }
-    ds_buf_done(&resp);
+    ds_buf_done(&resp.buf);
     return r;
 }
 
@@ -687,10 +697,10 @@ int util_make_verifier(const char *pccs_url, bool allow_simulated, struct ds_ver
     }
     char url[UTIL_KMS_URL_MAX + 64];
     char curl_err[CURL_ERROR_SIZE] = "";
-    struct ds_buf der;
+    struct body der = {.overflow = false};
     long status = 0;
     int r = -DS_E_NETWORK;
-    ds_buf_init(&der, ROOT_CA_DER_MAX);
+    ds_buf_init(&der.buf, ROOT_CA_DER_MAX);
     sim_root_url(pccs_url, url, sizeof(url));
     CURL *h = curl_easy_init();
     if (!h) {
@@ -711,18 +721,18 @@ int util_make_verifier(const char *pccs_url, bool allow_simulated, struct ds_ver
         goto out;
     }
     curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
-    if (status != 200 || der.len == 0) {
+    if (status != 200 || der.buf.len == 0) {
         set_err(err, err_size, "fetching the mock root CA from %s: HTTP status %ld", url, status);
         goto out;
     }
-    r = ds_verifier_new(der.data, der.len, out);
+    r = ds_verifier_new(der.buf.data, der.buf.len, out);
     if (r < 0) {
         set_err(err, err_size, "mock root CA from %s: %s", url, ds_strerror(r));
         goto out;
     }
     uint8_t fp[DS_SHA256_LEN];
     char fp_hex[2 * DS_SHA256_LEN + 1];
-    ds_sha256(der.data, der.len, fp);
+    ds_sha256(der.buf.data, der.buf.len, fp);
     ds_hex_encode(fp, sizeof(fp), fp_hex);
     log_warnx("WARNING: --insecure-allow-simulated: trusting the MOCK root CA sha256:%s from %s; "
               "simulated attestations prove nothing about hardware",
@@ -731,6 +741,6 @@ out:
     if (h) {
         curl_easy_cleanup(h);
     }
-    ds_buf_done(&der);
+    ds_buf_done(&der.buf);
     return r;
 }

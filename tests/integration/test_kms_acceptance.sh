@@ -259,8 +259,8 @@ expect_denied() {
         fail "$what: keys were released"
     elif [[ -e $T/$name.keys ]]; then
         fail "$what: a keys file was written"
-    elif grep -Eq "$re" "$T/$name.out"; then
-        pass "$what: $(grep -Eo "$re" "$T/$name.out" | head -1)"
+    elif grep -Eq -- "$re" "$T/$name.out"; then
+        pass "$what: $(grep -Eo -- "$re" "$T/$name.out" | head -1)"
     else
         fail "$what: error does not match /$re/: $(tail -n 1 "$T/$name.out")"
     fi
@@ -350,6 +350,33 @@ print(k.public_key().public_bytes(s.Encoding.Raw, s.PublicFormat.Raw).hex())")
 else
     fail "allowed app: get-keys failed: $(tail -n 1 "$T/app1A.out")"
 fi
+
+# ---- 1b. the client's own checks of the KMS (§6.5) -------------------------------------------
+# expect_util_fail WHAT REGEX ARGS... : dstack-util get-keys must fail (exit 1) naming the reason
+expect_util_fail() {
+    local what=$1 re=$2 rc=0
+    shift 2
+    "$BIN/dstack-util" get-keys --vm-config "$T/vm.json" --tee "sim:$TD1" \
+        --output "$T/client-check.keys" "$@" >"$T/client-check.out" 2>&1 || rc=$?
+    if [[ $rc -ne 1 ]]; then
+        fail "$what: exit $rc, expected 1"
+    elif [[ -e $T/client-check.keys ]]; then
+        fail "$what: a keys file was written"
+    elif grep -Eq -- "$re" "$T/client-check.out"; then
+        pass "$what: $(grep -Eo -- "$re" "$T/client-check.out" | head -1)"
+    else
+        fail "$what: error does not match /$re/: $(tail -n 1 "$T/client-check.out")"
+    fi
+}
+expect_util_fail "KMS host name not in its certificate" \
+    "GetAppKey: .*no alternative certificate subject name matches target host name 'localhost'" \
+    --kms-url "https://localhost:$PA" --pccs-url "$PCCS" --insecure-allow-simulated --app-id "$APP1"
+expect_util_fail "simulated KMS attestation without --insecure-allow-simulated" \
+    'GetAppKey: KMS server attestation does not verify \(step quote\)' \
+    --kms-url "$URLA" --pccs-url "$PCCS" --app-id "$APP1"
+expect_util_fail "--app-id differing from the measured app-id" \
+    "--app-id does not match the TEE's measured 'app-id' event" \
+    --kms-url "$URLA" --pccs-url "$PCCS" --insecure-allow-simulated --app-id "$APP2"
 
 # ---- 2. policy denials with the reason ---------------------------------------------------------
 expect_denied "compose hash not in the policy" badcompose "$URLA" "$TDBAD" "$APP1" "$T/vm.json" \
