@@ -210,7 +210,12 @@ static void put_value(FILE *out, const struct ds_config_key *k, const void *base
 static void put_key(FILE *out, const struct ds_config_key *k, const void *cfg)
 {
     if (k->help) {
-        fprintf(out, "# %s\n", k->help);
+        /* one comment line, whatever the help text holds */
+        fputs("# ", out);
+        for (const char *h = k->help; *h; h++) {
+            fputc(*h == '\n' || *h == '\r' ? ' ' : *h, out);
+        }
+        fputc('\n', out);
     }
     if (k->flags & DS_CFG_SECRET) {
         fprintf(out, "# %s = (secret, not shown)\n", leaf(k->key));
@@ -263,6 +268,8 @@ static void md_text(FILE *out, const char *s)
     for (; s && *s; s++) {
         if (*s == '|') {
             fputs("\\|", out);
+        } else if (*s == '\n' || *s == '\r') {
+            fputc(' ', out); /* a row is one line */
         } else {
             fputc(*s, out);
         }

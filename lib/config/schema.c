@@ -581,6 +581,11 @@ static int apply_default(struct loader *l, const struct ds_config_key *k, void *
         if (d && strcmp(d, "true") != 0 && strcmp(d, "false") != 0) {
             break;
         }
+        if (d && strcmp(d, "true") == 0 && strstr(k->key, "insecure")) {
+            /* STYLE.md rule 7: insecure switches exist, but are never on by default */
+            return lerr(l, NO_POS, -EINVAL, "schema: insecure switch %s must default to false",
+                        k->key);
+        }
         *(bool *)fp = d && strcmp(d, "true") == 0;
         return 0;
     case DS_CFG_INT:

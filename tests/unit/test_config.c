@@ -779,7 +779,8 @@ static const struct ds_config_key t_keys[] = {
      DS_CFG_SECRET},
     {"core.admin.tokens", DS_CFG_STRINGS, TF(secret_list), NULL, 0, 0, NULL, NULL, "more tokens",
      DS_CFG_SECRET},
-    {"core.optional", DS_CFG_STRING, TF(unset), NULL, 0, 0, NULL, NULL, "unset by default", 0},
+    {"core.optional", DS_CFG_STRING, TF(unset), NULL, 0, 0, NULL, NULL,
+     "unset by default\n(a second help line stays in the comment)", 0},
     {"netd.allowed_uids", DS_CFG_INTS, TF(uids), "[0]", 0, 65535, NULL, NULL, "uids", 0},
     {"cvm.network_filter.parameters", DS_CFG_STRMAP, TF(params), NULL, 0, 0, NULL, NULL,
      "filter parameters", 0},
@@ -946,7 +947,8 @@ static void test_schema_values(void **state)
     f = open_memstream(&dump, &dlen);
     assert_int_equal(ds_config_dump(&t_schema, &cfg, f), 0);
     fclose(f);
-    assert_non_null(strstr(dump, "# optional = (unset)"));
+    assert_non_null(strstr(dump, "# unset by default (a second help line stays in the "
+                                 "comment)\n# optional = (unset)"));
     assert_non_null(strstr(dump, "# after_duration = (unset)"));
     assert_non_null(strstr(dump, "parameters = {}"));
     memset(&again, 0, sizeof(again));
@@ -1606,6 +1608,7 @@ static void test_schema_doc_tables(void **state)
     assert_non_null(strstr(doc, "| `core.cert_dir` | path | (required) | certificate dir |"));
     assert_non_null(strstr(doc, "| `workers` | integer, 1..1024 | `8` | worker threads |"));
     assert_non_null(strstr(doc, "request body limit \\| bytes"));
+    assert_non_null(strstr(doc, "| unset by default (a second help line stays in the comment) |"));
     assert_non_null(strstr(doc, "| `netd.allowed_uids` | array of integers, 0..65535 | `[0]` |"));
     assert_non_null(strstr(doc, "| `core.proxy.tcp_splice.after_duration` | duration (`30s`) | "
                                 "`unset` |"));
@@ -1626,6 +1629,22 @@ static void test_schema_bad_default(void **state)
     struct ds_config_schema s = {"x.toml", keys, 1, sizeof(struct t_cfg)};
     assert_int_equal(ds_config_defaults(&s, &cfg, &err), -EINVAL);
     assert_string_equal(err.msg, "x.toml: schema: bad default \"99999\" for key port");
+    keys[0] = (struct ds_config_key){"core.debug.insecure_skip_attestation",
+                                     DS_CFG_BOOL,
+                                     TF(verify),
+                                     "true",
+                                     0,
+                                     0,
+                                     NULL,
+                                     NULL,
+                                     "",
+                                     0};
+    assert_int_equal(ds_config_defaults(&s, &cfg, &err), -EINVAL);
+    assert_string_equal(err.msg, "x.toml: schema: insecure switch "
+                                 "core.debug.insecure_skip_attestation must default to false");
+    keys[0].def = "false";
+    assert_int_equal(ds_config_defaults(&s, &cfg, &err), 0);
+    assert_false(cfg.verify);
     keys[0] =
         (struct ds_config_key){"d", DS_CFG_DURATION, TF(timeout_ms), "5", 0, 0, NULL, NULL, "", 0};
     assert_int_equal(ds_config_defaults(&s, &cfg, &err), -EINVAL);
