@@ -2,8 +2,8 @@
 /*
  * dstack-guest-agent, shared declarations: the configuration (one schema table in
  * agent_config.c), the state every service reads (inputs loaded by agent_state.c, the TEE,
- * the app keys held by agent_keys.c), certificates (agent_tls.c), the TEE worker thread
- * (agent_jobs.c), simulator mode (agent_sim.c), the request decoders (agent_decode.c, also
+ * the app keys held by agent_keys.c), certificates (agent_tls.c, agent_kms.c), the TEE worker
+ * thread (agent_jobs.c), simulator mode (agent_sim.c), the request decoders (agent_decode.c, also
  * used by the fuzz harness) and the service tables of each listener (agent_dstack.c,
  * agent_tappd.c, agent_worker.c).
  *
@@ -159,6 +159,11 @@ int agent_keys_key_pem(const uint8_t scalar[32], char **out);
 void agent_keys_free_pem(char *pem);
 /* The local CA (key provider None/Local/Tpm): its scalar and certificate PEM (borrowed). */
 int agent_keys_ca(struct agent *a, uint8_t out_scalar[32], const char **out_cert_pem);
+/* Key provider Kms: the SignCert endpoint, the temp CA (scalar + certificate, for the client
+ * certificate) and the root CA the KMS server must chain to. -DS_E_NOT_FOUND for other
+ * providers. Strings are borrowed from the keys file. */
+int agent_keys_kms(struct agent *a, const char **out_url, uint8_t out_tmp_ca[32],
+                   const char **out_tmp_ca_cert, const char **out_root_ca);
 /* Public key of GetKey("vms", "", alg) for Worker.GetAttestationForAppKey. */
 int agent_keys_app_pubkey(struct agent *a, const char *alg, uint8_t out[33], size_t *out_len,
                           bool *out_ed25519, char *msg, size_t msg_size);
@@ -183,6 +188,10 @@ struct agent_cert_opts {
 /* Issue a certificate for the P-256 scalar signed by the local CA; *out = [leaf, ca] PEMs. */
 int agent_tls_issue(struct agent *a, const uint8_t scalar[32], const struct agent_cert_opts *o,
                     json_t **out_chain, char *msg, size_t msg_size);
+/* KMS SignCert (agent_kms.c, spec kms-ratls.md §6.6): a certificate for key (an EVP_PKEY *)
+ * issued by the KMS; *out_chain = [leaf, app CA, root CA] PEMs. */
+int agent_kms_sign_cert(struct agent *a, void *key, const struct agent_cert_opts *o,
+                        json_t **out_chain, char *msg, size_t msg_size);
 /* Self-signed development CA certificate (simulator). *out malloc'd PEM. */
 int agent_tls_dev_ca(const uint8_t ca_scalar[32], char **out_pem);
 

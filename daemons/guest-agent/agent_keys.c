@@ -3,7 +3,8 @@
  * The guest agent's key holder: the only file that sees the app's secret keys
  * (.appkeys.json, spec guest-agent-api.md §4.1) and turns lib/keys derivations into RPC
  * results: GetKey / DeriveK256Key (§4.2-4.3), Sign / Verify (§4.4), the P-256 TLS keys of
- * GetTlsKey / DeriveKey (§4.6) and the local CA key. Every secret copied out of lib/keys is
+ * GetTlsKey / DeriveKey (§4.6), the local CA key and the temp CA key of the Kms provider
+ * (parsed here, used by agent_kms.c). Every secret copied out of lib/keys is
  * wiped here before returning. Simulator mode gets development keys derived from fixed,
  * PUBLIC development KMS roots, so GetKey results are stable across restarts (and worthless).
  */
@@ -187,13 +188,29 @@ void agent_keys_free_pem(char *pem)
 int agent_keys_ca(struct agent *a, uint8_t out_scalar[32], const char **out_cert_pem)
 {
     const struct ds_appkeys *k = a->appkeys;
+    if (k->provider == DS_KEY_PROVIDER_KMS) {
+        return -DS_E_NOT_FOUND; /* certificates come from the KMS (agent_kms.c) */
+    }
     if (!k->key || !k->ca_cert) {
-        /* Key provider Kms: certificates are signed by the KMS (SignCert), which this agent
-         * does not call yet. */
         return -DS_E_UNSUPPORTED;
     }
     DS_TRY(ds_p256_scalar_from_pem(k->key, strlen(k->key), out_scalar));
     *out_cert_pem = k->ca_cert;
+    return 0;
+}
+
+int agent_keys_kms(struct agent *a, const char **out_url, uint8_t out_tmp_ca[32],
+                   const char **out_tmp_ca_cert, const char **out_root_ca)
+{
+    const struct ds_appkeys *k = a->appkeys;
+    if (k->provider != DS_KEY_PROVIDER_KMS || !k->url || !k->tmp_ca_key || !k->tmp_ca_cert ||
+        !k->ca_cert) {
+        return -DS_E_NOT_FOUND;
+    }
+    DS_TRY(ds_p256_scalar_from_pem(k->tmp_ca_key, strlen(k->tmp_ca_key), out_tmp_ca));
+    *out_url = k->url;
+    *out_tmp_ca_cert = k->tmp_ca_cert;
+    *out_root_ca = k->ca_cert;
     return 0;
 }
 

@@ -88,6 +88,16 @@ int agent_tls_issue(struct agent *a, const uint8_t scalar[32], const struct agen
     size_t att_len = 0, app_info_len = 0;
     char *leaf_pem = NULL;
     int r = agent_keys_ca(a, ca_scalar, &ca_pem);
+    if (r == -DS_E_NOT_FOUND) {
+        /* Key provider Kms: the KMS issues the certificate (SignCert). */
+        r = ds_ratls_key_from_scalar(scalar, &key);
+        if (r == 0) {
+            r = agent_kms_sign_cert(a, key, o, out_chain, msg, msg_size);
+        } else {
+            snprintf(msg, msg_size, "failed to load keys: %s", ds_strerror(r));
+        }
+        goto out;
+    }
     if (r < 0) {
         snprintf(msg, msg_size, "failed to load the app CA key: %s", ds_strerror(r));
         goto out;

@@ -13,6 +13,9 @@
 #    spec's GetKey vectors (§4.3) from the upstream simulator's k256_key;
 #  - on a dstack-tee-sim TD the boot-time runtime events are emitted once and quotes verify
 #    with the daemon's seed;
+#  - key provider Kms (keys from dstack-util get-keys against dstack-kms --dev): GetTlsKey goes
+#    through KMS SignCert and returns [leaf, app CA, root CA];
+#  - --config with upstream's dstack.toml layout;
 #  - configuration errors exit 2 (usage) or 1 (start-up) with a message.
 set -u
 
@@ -329,7 +332,83 @@ fi
 printf '[default.core]\nkeys_fil = "/x"\n' >"$C/bad.toml"
 printf '[internal]\naddress = "127.0.0.1:1"\n' >"$C/bad2.toml"
 
-# ---- 6. configuration errors --------------------------------------------------------------------
+# ---- 6. key provider Kms: GetTlsKey through KMS SignCert ---------------------------------------
+# dstack-tee-sim with a KMS TD and an app TD (boot events as dstack-util measures them),
+# dstack-kms --dev, dstack-util get-keys writing the Kms-provider keys file, then the agent on
+# the app TD: the certificate comes back as [leaf, app CA, root CA] from the KMS.
+KMSBIN="$DS_BIN/dstack-kms"
+UTILBIN="$DS_BIN/dstack-util"
+if [ -x "$KMSBIN" ] && [ -x "$UTILBIN" ]; then
+    K="$TMP/kms"
+    mkdir -p "$K"
+    KSEED=6167656e742d6b6d732d746573742d736565642d303030303030303030303031
+    "$TEESIM" serve --seed "$KSEED" --state-dir "$K/sim" --pccs-listen 127.0.0.1:0 \
+        >"$K/sim.log" 2>&1 &
+    KSIM_PID=$!
+    for _ in $(seq 1 100); do [ -S "$K/sim/control.sock" ] && [ -s "$K/sim/pccs.addr" ] && break; sleep 0.1; done
+    PCCS="http://$(cat "$K/sim/pccs.addr")"
+    KS="$("$TEESIM" create-td --state-dir "$K/sim" --name kms)"
+    AS="$("$TEESIM" create-td --state-dir "$K/sim" --name app)"
+    KAPP=$(printf 'ab%.0s' $(seq 20))
+    KINST=$(printf 'ef%.0s' $(seq 20))
+    printf '{"manifest_version":2,"name":"kms-app","public_tcbinfo":true}' >"$K/app-compose.json"
+    KCOMPOSE="$(sha256sum "$K/app-compose.json" | cut -d' ' -f1)"
+    for ev in "system-preparing" "app-id $KAPP" "compose-hash $KCOMPOSE" "instance-id $KINST" \
+        "boot-mr-done"; do
+        set -- $ev
+        "$TEESIM" extend --socket "$AS" --index 3 --event "$1" ${2:+--payload "$2"} >/dev/null
+    done
+    "$KMSBIN" --dev --tee "sim:$KS" --pccs-url "$PCCS" --state-dir "$K/state" \
+        --listen 127.0.0.1:0 >"$K/kms.log" 2>&1 &
+    KMS_PID=$!
+    for _ in $(seq 1 300); do grep -qs 'KMS listening on' "$K/kms.log" && break; sleep 0.1; done
+    KPORT="$(grep -o 'KMS listening on [^ ]*' "$K/kms.log" | tail -1 | sed 's/.*://')"
+    KOS="$(grep -o 'own boot info: .*' "$K/kms.log" | head -1 | sed 's/own boot info: //' |
+        jq -r .osImageHash)"
+    KVM="{\"os_image_hash\":\"$KOS\",\"cpu_count\":1,\"memory_size\":1073741824}"
+    printf '%s' "$KVM" >"$K/vm.json"
+    jq -n --arg vm "$KVM" '{vm_config: $vm}' >"$K/sys-config.json"
+    if [ -n "$KPORT" ] && "$UTILBIN" get-keys --kms-url "https://localhost:$KPORT" \
+        --app-id "$KAPP" --instance-id "$KINST" --vm-config "$K/vm.json" --tee "sim:$AS" \
+        --pccs-url "$PCCS" --insecure-allow-simulated --output "$K/appkeys.json" \
+        >"$K/util.out" 2>&1; then
+        start_agent "$TMP/agent8.log" --tee "sim:$AS" --socket "$K/dstack.sock" --tappd-socket "" \
+            --http "" --keys-file "$K/appkeys.json" --compose-file "$K/app-compose.json" \
+            --sys-config-file "$K/sys-config.json" --instance-info-file "" || exit 1
+        curl -s --unix-socket "$K/dstack.sock" -H 'Content-Type: application/json' \
+            -d '{"subject":"kms-leaf","alt_names":["app.example"],"usage_server_auth":true,"usage_ra_tls":true}' \
+            http://localhost/GetTlsKey >"$K/tls.json"
+        n="$(jq '.certificate_chain | length' "$K/tls.json" 2>/dev/null)"
+        jq -r '.certificate_chain[0]' "$K/tls.json" >"$K/leaf.pem" 2>/dev/null
+        jq -r '.certificate_chain[1]' "$K/tls.json" >"$K/appca.pem" 2>/dev/null
+        jq -r '.certificate_chain[2]' "$K/tls.json" >"$K/root.pem" 2>/dev/null
+        jq -r '.ca_cert' "$K/appkeys.json" >"$K/keys-root.pem"
+        text="$(openssl x509 -in "$K/leaf.pem" -noout -text 2>/dev/null)"
+        if [ "$n" = 3 ] && cmp -s <(openssl x509 -in "$K/root.pem" -outform DER 2>/dev/null) \
+            <(openssl x509 -in "$K/keys-root.pem" -outform DER 2>/dev/null) &&
+            openssl verify -CAfile "$K/root.pem" -untrusted "$K/appca.pem" "$K/leaf.pem" >/dev/null 2>&1 &&
+            grep -q "DNS:app.example" <<<"$text" && grep -q "1.3.6.1.4.1.62397.1.3" <<<"$text" &&
+            grep -q "1.3.6.1.4.1.62397.1.8" <<<"$text"; then
+            pass "key provider Kms: GetTlsKey via SignCert, chain [leaf, app CA, root] verifies"
+        else
+            fail "key provider Kms: $(head -c 400 "$K/tls.json")"
+        fi
+        [ "$(openssl x509 -in "$K/leaf.pem" -noout -pubkey 2>/dev/null)" = \
+            "$(jq -r .key "$K/tls.json" | openssl pkey -pubout 2>/dev/null)" ] &&
+            pass "key provider Kms: the KMS certified the returned key" ||
+            fail "key provider Kms: certificate is not for the returned key"
+        stop_agent
+        sanitizer_clean "$TMP/agent8.log"
+    else
+        fail "dstack-util get-keys against dstack-kms: $(tail -n 3 "$K/util.out"; tail -n 3 "$K/kms.log")"
+    fi
+    kill "$KMS_PID" "$KSIM_PID" 2>/dev/null
+    wait "$KMS_PID" "$KSIM_PID" 2>/dev/null
+else
+    echo "skip - dstack-kms / dstack-util not built: key provider Kms not exercised"
+fi
+
+# ---- 7. configuration errors --------------------------------------------------------------------
 cfg_err() { # cfg_err RC NAME EXPECTED-MESSAGE ARGS...
     local want="$1" name="$2" msg="$3"
     shift 3
