@@ -447,11 +447,51 @@ out:
 
 /* ---- logs ------------------------------------------------------------------------------------ */
 
+/*
+ * Log output filter: passes the text through but drops the VMM's idle keep-alive lines
+ * ("[vmm heartbeat]\n" at the start of a line), which may arrive split across chunks.
+ */
+struct log_sink {
+    bool mid_line;   /* the last byte written was not '\n' */
+    size_t held;     /* bytes of a possible heartbeat line held back */
+    bool write_fail; /* stdout closed (e.g. piped into head) */
+};
+
+static const char heartbeat[] = "[vmm heartbeat]\n";
+
+static bool emit(struct log_sink *s, const char *p, size_t n)
+{
+    if (n > 0 && fwrite(p, 1, n, stdout) != n) {
+        s->write_fail = true;
+        return false;
+    }
+    return true;
+}
+
 static bool write_out(const char *data, size_t len, void *ctx)
 {
-    (void)ctx;
-    if (fwrite(data, 1, len, stdout) != len) {
-        return false; /* e.g. `dstack logs -f ID | head` closed the pipe */
+    struct log_sink *s = ctx;
+    const size_t hb = sizeof(heartbeat) - 1;
+    for (size_t i = 0; i < len; i++) {
+        char ch = data[i];
+        if (!s->mid_line || s->held > 0) {
+            if (ch == heartbeat[s->held]) {
+                if (++s->held == hb) {
+                    s->held = 0; /* a whole heartbeat line: dropped */
+                    s->mid_line = false;
+                }
+                continue;
+            }
+            /* Not a heartbeat after all: release what was held. */
+            if (!emit(s, heartbeat, s->held)) {
+                return false;
+            }
+            s->held = 0;
+        }
+        if (!emit(s, &ch, 1)) {
+            return false;
+        }
+        s->mid_line = ch != '\n';
     }
     fflush(stdout);
     return true;
@@ -507,8 +547,34 @@ int cmd_logs(int argc, char **argv)
     snprintf(path, sizeof(path), "/logs?id=%s&follow=%s&ansi=%s&lines=%lu&ch=%s", id,
              a.wait ? "true" : "false", ansi ? "true" : "false", n, channel ? channel : "serial");
     signal(SIGPIPE, SIG_IGN);
-    int r = vmm_get_stream(&c, path, write_out, NULL, err, sizeof(err));
-    if (r == -DS_E_NOT_FOUND) {
+    struct log_sink sink = {0};
+    int r = vmm_get_stream(&c, path, write_out, &sink, err, sizeof(err));
+    /*
+     * A VMM may answer a follow request as a long poll (the reply ends after an idle period
+     * while the VM still runs): ask again for what is new (lines=0) until the VM stops.
+     */
+    while (r == 0 && a.wait && !sink.write_fail) {
+        json_t *info = NULL;
+        if (get_info(prog, &c, id, &info) != 0) {
+            rc = CLI_EXIT_FAIL;
+            goto out;
+        }
+        bool running = info != NULL && strcmp(vmm_json_str(info, "status"), "running") == 0;
+        json_decref(info);
+        if (!running) {
+            break;
+        }
+        snprintf(path, sizeof(path), "/logs?id=%s&follow=true&ansi=%s&lines=0&ch=%s", id,
+                 ansi ? "true" : "false", channel ? channel : "serial");
+        r = vmm_get_stream(&c, path, write_out, &sink, err, sizeof(err));
+    }
+    if (sink.held > 0) {
+        (void)emit(&sink, heartbeat, sink.held);
+    }
+    fflush(stdout);
+    if (sink.write_fail) {
+        rc = CLI_EXIT_OK; /* the reader went away: not an error of ours */
+    } else if (r == -DS_E_NOT_FOUND) {
         cli_errx("%s: no VM with id '%s' (see `dstack ls`)%s%s", prog, id, err[0] ? ": " : "", err);
         rc = CLI_EXIT_FAIL;
     } else if (r < 0) {

@@ -412,6 +412,12 @@ if [ "$rc" = 0 ]; then
     "$CLI" logs "$ID" -n 5 >"$WORK/out" 2>"$WORK/err" || rc=$?
     [ "$rc" = 0 ] || grep -q "^dstack: logs: " "$WORK/err" || fail "logs: unclear failure"
     ok "logs -n 5: exit $rc"
+    # -f follows until the VM stops (exit 0) or, while it runs, until interrupted.
+    rc=0
+    timeout -s INT 5 "$CLI" logs "$ID" -f -n 5 >"$WORK/out" 2>"$WORK/err" || rc=$?
+    [ "$rc" = 0 ] || [ "$rc" = 124 ] || fail "logs -f exited $rc: $(cat "$WORK/err")"
+    ! grep -q "^\[vmm heartbeat\]$" "$WORK/out" || fail "logs -f printed a heartbeat line"
+    ok "logs -f: exit $rc (0: VM ended, 124: still following when interrupted)"
     run 0 "$CLI" stop "$ID" --force --wait --timeout 60 --json
     [ "$(jqo .action)" = StopVm ] || fail "stop --force --json"
     run 0 "$CLI" info "$ID" --json
@@ -454,6 +460,19 @@ WAIT_MSG=$(tail -1 "$WORK/err" | head -c 160)
 WAIT_ID=$(jq -r '.id // empty' "$WORK/out")
 [ -z "$WAIT_ID" ] || run 0 "$CLI" rm "$WAIT_ID" --wait --timeout 60
 ok "deploy --wait: exit $rc, $WAIT_MSG"
+
+# On a terminal the progress line is redrawn in place ('\r', spinner); `script` gives a pty.
+if command -v script >/dev/null; then
+    script -qec "'$CLI' deploy --name tty-test --image dstack-test-0.5.9 \
+        --compose '$WORK/app-compose.json' --wait --timeout 10 --json" /dev/null \
+        >"$WORK/tty.out" 2>&1 || true
+    grep -q $'\r. waiting for the guest to boot: ' "$WORK/tty.out" ||
+        fail "no spinner line on a tty: $(od -c "$WORK/tty.out" | head -5)"
+    TTY_ID=$(tr -d '\r' <"$WORK/tty.out" | sed -n 's/^ *"id": "\([^"]*\)".*/\1/p')
+    [ -n "$TTY_ID" ] || fail "deploy on a tty: no id"
+    run 0 "$CLI" rm "$TTY_ID" --wait --timeout 60
+    ok "progress on a tty: spinner line redrawn with \\r"
+fi
 
 # ---- http URL form and Basic auth -------------------------------------------------------------
 run 0 env -u DSTACK_VMM_URL "$CLI" ls --url "http://127.0.0.1:$HTTP_PORT/" --json
