@@ -26,6 +26,8 @@
 #define QEMU_DEFAULT_BINARY "qemu-system-x86_64"
 #define QEMU_VERSION_MAX    64
 #define PROC_STAT_MAX       4096
+#define PID_WAIT_STEPS      2000 /* x 1 ms */
+#define PID_WAIT_STEP_US    1000
 
 struct qemu_priv {
     char path[PATH_MAX]; /* "" when not found */
@@ -417,16 +419,36 @@ static int qemu_start(struct vmm_backend *b, struct vmm_vm *vm, pid_t *out_pid, 
         if (chdir(vm->workdir) < 0) {
             _exit(126);
         }
+        /* the child records itself before exec: a VMM killed right after fork() still
+         * finds this process at restart instead of starting a second one */
+        if (write_pid_file(vm, getpid()) < 0) {
+            _exit(125);
+        }
         execv(argv[0], argv);
         dprintf(2, "exec %s: %s\n", argv[0], strerror(errno));
         _exit(127);
     }
     close(out_fd);
     close(err_fd);
-    if ((r = write_pid_file(vm, pid)) < 0) {
+    /* wait (briefly) for the child's pid file */
+    bool recorded = false;
+    for (int i = 0; i < PID_WAIT_STEPS && !recorded; i++) {
+        unsigned long long st = 0;
+        if (read_pid_file(vm, &st) == pid) {
+            recorded = true;
+            break;
+        }
+        int status;
+        if (waitpid(pid, &status, WNOHANG) == pid) {
+            break;
+        }
+        usleep(PID_WAIT_STEP_US);
+    }
+    if (!recorded) {
         (void)kill(pid, SIGKILL);
         (void)waitpid(pid, NULL, 0);
-        snprintf(err, err_size, "cannot write the pid file: %s", ds_strerror(r));
+        snprintf(err, err_size, "QEMU process did not start (pid file not written)");
+        r = -DS_E_IO;
         goto out;
     }
     *out_pid = pid;
