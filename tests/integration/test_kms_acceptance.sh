@@ -400,6 +400,19 @@ fi
 
 # ---- 4. forged client certificates ---------------------------------------------------------------
 craft temp-ca "$URLA" "$T"
+# `dstack kms --ca-cert` pins the TLS root: the KMS root CA verifies, another CA does not.
+if "$BIN/dstack" kms meta "$URLA" --ca-cert "$T/root.pem" >/dev/null 2>"$T/pin.err"; then
+    pass "dstack kms meta --ca-cert <KMS root CA>: server verified"
+else
+    fail "dstack kms meta --ca-cert <KMS root CA>: $(cat "$T/pin.err")"
+fi
+rc=0
+"$BIN/dstack" kms meta "$URLA" --ca-cert "$T/tmp.pem" >/dev/null 2>"$T/pin.err" || rc=$?
+if [[ $rc -eq 1 ]] && grep -q 'SSL certificate problem' "$T/pin.err"; then
+    pass "dstack kms meta --ca-cert <other CA>: refused ($(grep -o 'SSL certificate problem: [^"]*' "$T/pin.err" | head -1))"
+else
+    fail "dstack kms meta --ca-cert <other CA>: exit $rc: $(cat "$T/pin.err")"
+fi
 "$BIN/dstack-util" ratls-cert --tee "sim:$TD1" --ca-cert "$T/tmp.pem" --ca-key "$T/tmp.key" \
     --vm-config "$T/vm.json" --out-key "$T/good.key" --out-cert "$T/good.pem" 2>>"$T/craft.log"
 BODY=$(python3 -c "import json; print(json.dumps({'api_version': 1, 'vm_config': open('$T/vm.json').read()}))")
