@@ -710,7 +710,7 @@ int cmd_update(int argc, char **argv)
     bool client_ready = false;
     const char *id = NULL;
     char err[VMM_ERR_MAX], hash_hex[2 * DS_COMPOSE_HASH_SIZE + 1] = "";
-    char *compose_text = NULL, *env_hex = NULL, *cur_text = NULL;
+    char *compose_text = NULL, *env_hex = NULL;
     size_t compose_len = 0;
     uint8_t *ucfg = NULL;
     size_t ucfg_len = 0;
@@ -871,7 +871,6 @@ out:
     json_decref(info);
     json_decref(ports);
     free(compose_text);
-    free(cur_text);
     free(env_hex);
     free(ucfg);
     ds_app_compose_free(compose);

@@ -182,6 +182,8 @@ static size_t on_body(char *p, size_t size, size_t nmemb, void *ud)
     return ds_buf_append(b, p, n) < 0 ? 0 : n;
 }
 
+/* (For unix: URLs libcurl's own message names "localhost port 80"; the generic text is used.) */
+
 /* A configured easy handle for url (common options: timeouts, auth, socket, TLS). */
 static CURL *make_handle(const struct vmm_client *c, const char *url, struct curl_slist *hdrs,
                          char *curl_err)
@@ -300,9 +302,9 @@ int vmm_call(struct vmm_client *c, const char *method, json_t *req, json_t **out
             errf(err, err_size, "answer larger than %u bytes", VMM_RESPONSE_MAX);
             r = -DS_E_LIMIT;
         } else {
-            errf(err, err_size, "cannot reach the %s at %s%s%s: %s", c->what,
-                 c->unix_path ? "unix:" : c->base, c->unix_path ? c->unix_path : "", "",
-                 curl_err[0] ? curl_err : curl_easy_strerror(cc));
+            errf(err, err_size, "cannot reach the %s at %s%s: %s", c->what,
+                 c->unix_path ? "unix:" : c->base, c->unix_path ? c->unix_path : "",
+                 curl_err[0] && !c->unix_path ? curl_err : curl_easy_strerror(cc));
         }
         goto out;
     }
@@ -410,7 +412,7 @@ int vmm_get_stream(struct vmm_client *c, const char *path_query, vmm_sink_fn sin
         } else {
             errf(err, err_size, "cannot reach the %s at %s%s: %s", c->what,
                  c->unix_path ? "unix:" : c->base, c->unix_path ? c->unix_path : "",
-                 curl_err[0] ? curl_err : curl_easy_strerror(cc));
+                 curl_err[0] && !c->unix_path ? curl_err : curl_easy_strerror(cc));
             r = -DS_E_NETWORK;
         }
         goto out;
