@@ -120,8 +120,9 @@ const server = http.createServer((req, res) => {
                           is_dev: true, allow_any_upgrade: true });
     }
     if (m[1] === 'GetAppEnvEncryptPubKey') {
-      const appId = Buffer.from(JSON.parse(body || '{}').app_id || '', 'hex');
+      let appId = Buffer.from(JSON.parse(body || '{}').app_id || '', 'hex');
       if (appId.length !== 20) return reply(400, { error: 'app_id must be 20 bytes' });
+      if (mode === 'otherapp') appId = Buffer.alloc(20, 0x42); // another app's key and signature
       const pub = Buffer.from(x25519.getPublicKey(envSecret));
       const key = mode === 'wrongkey' ? other : root;
       const ts = Math.floor(Date.now() / 1000) - (mode === 'stale' ? 3600 : 0);
@@ -312,6 +313,27 @@ run 1 "$CLI" info nonexistent-vm --json
 grep -q "no VM with id 'nonexistent-vm'" "$WORK/err" || fail "info unknown id message"
 ok "info --json: name, status, app id, compose hash, resources, ports, compose bytes"
 
+# vmm-cli's port form, memory/disk units, a pinned app id, URLs and user config reach the VMM.
+PIN=00112233445566778899aabbccddeeff00112233
+echo '{"dstack": {"note": "user config"}}' >"$WORK/user-config.json"
+run 0 "$CLI" deploy --name opts "${D[@]}" --port tcp:127.0.0.1:20081:81 --memory 512M --disk 3G \
+    --app-id "0x${PIN^^}" --kms-url https://kms.example:8000 --kms-url https://kms2.example:8000 \
+    --gateway-url https://gw.example:9000 --user-config "$WORK/user-config.json" --stopped --json
+OPTS_ID=$(jqo .id)
+[ "$(jqo .app_id)" = "$PIN" ] || fail "deploy --app-id output"
+run 0 "$CLI" info "$OPTS_ID" --json
+[ "$(jqo .app_id)" = "$PIN" ] || fail "pinned app id not kept: $(jqo .app_id)"
+[ "$(jqo .configuration.memory)" = 512 ] && [ "$(jqo .configuration.disk_size)" = 3 ] ||
+    fail "512M / 3G"
+[ "$(jqo '.configuration.ports[0].host_address'):$(jqo '.configuration.ports[0].host_port'):$(jqo '.configuration.ports[0].vm_port')" = 127.0.0.1:20081:81 ] ||
+    fail "vmm-cli port form: $(jq -c .configuration.ports "$WORK/out")"
+[ "$(jq -c .configuration.kms_urls "$WORK/out")" = '["https://kms.example:8000","https://kms2.example:8000"]' ] ||
+    fail "kms_urls: $(jq -c .configuration.kms_urls "$WORK/out")"
+[ "$(jq -c .configuration.gateway_urls "$WORK/out")" = '["https://gw.example:9000"]' ] || fail "gateway_urls"
+cmp -s <(jq -j .configuration.user_config "$WORK/out") "$WORK/user-config.json" || fail "user_config"
+run 0 "$CLI" rm "$OPTS_ID" --wait --timeout 60
+ok "deploy: vmm-cli port form, 512M/3G, pinned --app-id, kms/gateway URLs, user config"
+
 # ---- API errors carry the server's text ----------------------------------------------------------
 run 1 "$CLI" deploy --name dup "${D[@]}" --port tcp:20080:8080 --stopped
 grep -q "CreateVm: ." "$WORK/err" || fail "no server text for a port conflict"
@@ -383,6 +405,11 @@ start_kms stale
 run 1 "$CLI" deploy --name env-stale "${D[@]}" --env-file "$WORK/app.env" --kms-url "$KMS_URL" \
     --kms-pubkey "$KMS_PUB" --stopped
 grep -q "does not verify" "$WORK/err" || fail "stale signature accepted: $(cat "$WORK/err")"
+stop_kms
+start_kms otherapp
+run 1 "$CLI" deploy --name env-otherapp "${D[@]}" --env-file "$WORK/app.env" --kms-url "$KMS_URL" \
+    --kms-pubkey "$KMS_PUB" --stopped
+grep -q "not by the trusted KMS key" "$WORK/err" || fail "other app's key accepted: $(cat "$WORK/err")"
 run 0 "$CLI" deploy --name env-insecure "${D[@]}" --env-file "$WORK/app.env" --kms-url "$KMS_URL" \
     --insecure-skip-kms-signature-check --stopped --json
 grep -q "unverified key" "$WORK/err" || fail "--insecure-skip: no warning"
@@ -390,9 +417,9 @@ ENV3_ID=$(jqo .id)
 stop_kms
 start_kms good
 run 0 "$CLI" ls --json
-[ "$(jq '[.vms[] | select(.name == "env-wrong" or .name == "env-forged" or .name == "env-stale")] | length' "$WORK/out")" = 0 ] ||
+[ "$(jq '[.vms[] | select(.name | test("^env-(wrong|forged|stale|otherapp)$"))] | length' "$WORK/out")" = 0 ] ||
     fail "a refused deploy created a VM"
-ok "env key refused when signed by another key, stale, or unanchored; no VM created"
+ok "env key refused when signed by another key, for another app, stale, or unanchored; no VM created"
 printf 'FOO=updated\n' >"$WORK/new.env"
 run 0 "$CLI" update "$ENV2_ID" --env-file "$WORK/new.env" --kms-url "$KMS_URL" \
     --kms-pubkey "$KMS_PUB" --json
