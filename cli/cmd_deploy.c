@@ -21,9 +21,6 @@
 #include "dstack/keys.h"
 #include "vmm_client.h"
 
-#define DEPLOY_VCPU_MAX       1024
-#define DEPLOY_MEMORY_MAX_MB  (16u * 1024 * 1024) /* 16 TiB */
-#define DEPLOY_DISK_MAX_GB    (1024u * 1024)      /* 1 PiB */
 #define DEPLOY_DEFAULT_VCPU   1
 #define DEPLOY_DEFAULT_MEM_MB 1024
 #define DEPLOY_DEFAULT_DISK   20
@@ -71,7 +68,7 @@ void cmd_deploy_usage(FILE *out)
 /* ---- value parsers --------------------------------------------------------------------------- */
 
 /* Decimal 1..max, nothing else. */
-static int parse_uint(const char *s, uint64_t max, uint64_t *out)
+int vmm_parse_uint(const char *s, uint64_t max, uint64_t *out)
 {
     uint64_t v = 0;
     if (s[0] == '\0') {
@@ -94,7 +91,7 @@ static int parse_uint(const char *s, uint64_t max, uint64_t *out)
 }
 
 /* "<N>[unit]" with unit M/MB (default), G/GB, T/TB (any case), whole MB; 0 or -1. */
-static int parse_size_mb(const char *s, uint64_t *out)
+int vmm_parse_memory_mb(const char *s, uint64_t *out)
 {
     static const struct {
         const char *unit;
@@ -117,8 +114,8 @@ static int parse_size_mb(const char *s, uint64_t *out)
     }
     for (size_t k = 0; k < DS_ARRAY_SIZE(units); k++) {
         uint64_t v;
-        if (strcmp(unit, units[k].unit) == 0 && parse_uint(num, DEPLOY_MEMORY_MAX_MB, &v) == 0 &&
-            v <= DEPLOY_MEMORY_MAX_MB / units[k].factor) {
+        if (strcmp(unit, units[k].unit) == 0 && vmm_parse_uint(num, VMM_MEMORY_MAX_MB, &v) == 0 &&
+            v <= VMM_MEMORY_MAX_MB / units[k].factor) {
             *out = v * units[k].factor;
             return 0;
         }
@@ -126,7 +123,7 @@ static int parse_size_mb(const char *s, uint64_t *out)
     return -1;
 }
 
-static int parse_disk_gb(const char *s, uint64_t *out)
+int vmm_parse_disk_gb(const char *s, uint64_t *out)
 {
     char buf[32];
     size_t len = strlen(s);
@@ -139,13 +136,13 @@ static int parse_disk_gb(const char *s, uint64_t *out)
     } else if (len > 1 && (buf[len - 1] == 'G' || buf[len - 1] == 'g')) {
         buf[len - 1] = '\0';
     }
-    return parse_uint(buf, DEPLOY_DISK_MAX_GB, out);
+    return vmm_parse_uint(buf, VMM_DISK_MAX_GB, out);
 }
 
 static bool is_port_number(const char *s)
 {
     uint64_t v;
-    return parse_uint(s, 65535, &v) == 0;
+    return vmm_parse_uint(s, 65535, &v) == 0;
 }
 
 json_t *vmm_parse_port(const char *prog, const char *spec)
@@ -194,7 +191,7 @@ json_t *vmm_parse_port(const char *prog, const char *spec)
         cli_errx("%s: --port: expected protocol tcp or udp, got '%s' in '%s'", prog, proto, spec);
         return NULL;
     }
-    if (parse_uint(host, 65535, &hp) != 0 || parse_uint(vm, 65535, &vp) != 0) {
+    if (vmm_parse_uint(host, 65535, &hp) != 0 || vmm_parse_uint(vm, 65535, &vp) != 0) {
         cli_errx("%s: --port: expected ports 1..65535, got '%s'", prog, spec);
         return NULL;
     }
@@ -553,17 +550,17 @@ int cmd_deploy(int argc, char **argv)
         cli_errx("%s: --compose: expected an app-compose.json file (see `dstack compose`)", prog);
         goto out;
     }
-    if (a.vcpu && parse_uint(a.vcpu, DEPLOY_VCPU_MAX, &vcpu) != 0) {
-        cli_errx("%s: --vcpu: expected 1..%d, got '%s'", prog, DEPLOY_VCPU_MAX, a.vcpu);
+    if (a.vcpu && vmm_parse_uint(a.vcpu, VMM_VCPU_MAX, &vcpu) != 0) {
+        cli_errx("%s: --vcpu: expected 1..%d, got '%s'", prog, VMM_VCPU_MAX, a.vcpu);
         goto out;
     }
-    if (a.memory && parse_size_mb(a.memory, &mem) != 0) {
+    if (a.memory && vmm_parse_memory_mb(a.memory, &mem) != 0) {
         cli_errx("%s: --memory: expected a size in MB or with a unit (e.g. 2048, 512M, 2G), got "
                  "'%s'",
                  prog, a.memory);
         goto out;
     }
-    if (a.disk && parse_disk_gb(a.disk, &disk) != 0) {
+    if (a.disk && vmm_parse_disk_gb(a.disk, &disk) != 0) {
         cli_errx("%s: --disk: expected a size in GB (e.g. 20 or 20G), got '%s'", prog, a.disk);
         goto out;
     }

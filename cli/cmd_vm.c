@@ -93,7 +93,8 @@ void cmd_update_usage(FILE *out)
             "usage: dstack update ID [--compose FILE] [--env-file FILE] [--port SPEC]...\n"
             "                    [--no-ports] [--kms-url URL]... [--kms-pubkey HEX]\n"
             "                    [--insecure-skip-kms-signature-check] [--gateway-url URL]...\n"
-            "                    [--user-config FILE] [--json] [--url URL] [--token TOKEN]\n"
+            "                    [--user-config FILE] [--vcpu N] [--memory SIZE] [--disk GB]\n"
+            "                    [--image IMAGE] [--json] [--url URL] [--token TOKEN]\n"
             "  Change a VM (UpdateVm); changes take effect at its next start. The app id never\n"
             "  changes; a new compose changes the compose hash (printed).\n"
             "  --compose FILE     new app-compose.json, sent byte for byte\n"
@@ -102,7 +103,9 @@ void cmd_update_usage(FILE *out)
             "  --no-ports         remove all port mappings\n"
             "  --kms-url URL      replace the VM's KMS URLs (the first is also asked for the env\n"
             "                     key when --env-file is given)\n"
-            "  --gateway-url URL  replace the VM's gateway URLs\n" COMMON_USAGE_TAIL);
+            "  --gateway-url URL  replace the VM's gateway URLs\n"
+            "  --vcpu/--memory/--disk/--image  resources (the VM must be stopped; disks only\n"
+            "                     grow)\n" COMMON_USAGE_TAIL);
 }
 
 /* ---- shared ---------------------------------------------------------------------------------- */
@@ -693,6 +696,8 @@ int cmd_update(int argc, char **argv)
     const char *prog = "update";
     struct vm_args a = {0};
     const char *compose_path = NULL, *env_file = NULL, *kms_pubkey = NULL, *user_config = NULL;
+    const char *vcpu_s = NULL, *memory_s = NULL, *disk_s = NULL, *image = NULL;
+    uint64_t vcpu = 0, memory = 0, disk = 0;
     bool no_ports = false, insecure_skip = false;
     struct vmm_multi multi[] = {{.name = "port", .metavar = "tcp:HOST_PORT:VM_PORT[:HOST_ADDR]"},
                                 {.name = "kms-url", .metavar = "URL"},
@@ -702,6 +707,10 @@ int cmd_update(int argc, char **argv)
         {"env-file", CLI_OPT_STRING, &env_file, "FILE"},
         {"kms-pubkey", CLI_OPT_STRING, &kms_pubkey, "HEX"},
         {"user-config", CLI_OPT_STRING, &user_config, "FILE"},
+        {"vcpu", CLI_OPT_STRING, &vcpu_s, "N"},
+        {"memory", CLI_OPT_STRING, &memory_s, "SIZE"},
+        {"disk", CLI_OPT_STRING, &disk_s, "GB"},
+        {"image", CLI_OPT_STRING, &image, "IMAGE"},
         {"no-ports", CLI_OPT_FLAG, &no_ports, NULL},
         {"insecure-skip-kms-signature-check", CLI_OPT_FLAG, &insecure_skip, NULL},
         {NULL, 0, NULL, NULL},
@@ -727,10 +736,24 @@ int cmd_update(int argc, char **argv)
     client_ready = true;
     rc = CLI_EXIT_USAGE;
     if (!compose_path && !env_file && !user_config && !no_ports && multi[0].count == 0 &&
-        multi[1].count == 0 && multi[2].count == 0) {
+        multi[1].count == 0 && multi[2].count == 0 && !vcpu_s && !memory_s && !disk_s && !image) {
         cli_errx("%s: expected at least one of --compose, --env-file, --port, --no-ports, "
-                 "--kms-url, --gateway-url, --user-config",
+                 "--kms-url, --gateway-url, --user-config, --vcpu, --memory, --disk, --image",
                  prog);
+        goto out;
+    }
+    if (vcpu_s && vmm_parse_uint(vcpu_s, VMM_VCPU_MAX, &vcpu) != 0) {
+        cli_errx("%s: --vcpu: expected 1..%d, got '%s'", prog, VMM_VCPU_MAX, vcpu_s);
+        goto out;
+    }
+    if (memory_s && vmm_parse_memory_mb(memory_s, &memory) != 0) {
+        cli_errx("%s: --memory: expected a size in MB or with a unit (e.g. 2048, 512M, 2G), got "
+                 "'%s'",
+                 prog, memory_s);
+        goto out;
+    }
+    if (disk_s && vmm_parse_disk_gb(disk_s, &disk) != 0) {
+        cli_errx("%s: --disk: expected a size in GB (e.g. 20 or 20G), got '%s'", prog, disk_s);
         goto out;
     }
     if (no_ports && multi[0].count > 0) {
@@ -831,7 +854,11 @@ int cmd_update(int argc, char **argv)
         json_object_set_new(req, "update_kms_urls", json_boolean(multi[1].count > 0)) != 0 ||
         set_string_array(req, "kms_urls", &multi[1]) != 0 ||
         json_object_set_new(req, "update_gateway_urls", json_boolean(multi[2].count > 0)) != 0 ||
-        set_string_array(req, "gateway_urls", &multi[2]) != 0) {
+        set_string_array(req, "gateway_urls", &multi[2]) != 0 ||
+        (vcpu_s && json_object_set_new(req, "vcpu", json_integer((json_int_t)vcpu)) != 0) ||
+        (memory_s && json_object_set_new(req, "memory", json_integer((json_int_t)memory)) != 0) ||
+        (disk_s && json_object_set_new(req, "disk_size", json_integer((json_int_t)disk)) != 0) ||
+        (image && json_object_set_new(req, "image", json_string(image)) != 0)) {
         cli_errx("%s: cannot build the request (is every file UTF-8 text?)", prog);
         goto out;
     }

@@ -94,6 +94,17 @@ int vmm_take_multi(const char *prog, int *argc, char **argv, struct vmm_multi *m
 
 /* ---- deploy/update helpers (cmd_deploy.c) -------------------------------------------------- */
 
+#define VMM_VCPU_MAX      1024
+#define VMM_MEMORY_MAX_MB (16u * 1024 * 1024) /* 16 TiB */
+#define VMM_DISK_MAX_GB   (1024u * 1024)      /* 1 PiB */
+
+/* Decimal 1..max and nothing else. 0 or -1. */
+int vmm_parse_uint(const char *s, uint64_t max, uint64_t *out);
+/* --memory: "<N>[M|MB|G|GB|T|TB]" (any case, default MB) into MB, 1..VMM_MEMORY_MAX_MB. 0/-1. */
+int vmm_parse_memory_mb(const char *s, uint64_t *out);
+/* --disk: "<N>[G|GB]" into GB, 1..VMM_DISK_MAX_GB. 0 or -1. */
+int vmm_parse_disk_gb(const char *s, uint64_t *out);
+
 /*
  * Parse a --port value into a PortMapping JSON object: tcp:HOST_PORT:VM_PORT[:HOST_ADDR]
  * (also vmm-cli's PROTO:HOST_ADDR:HOST_PORT:VM_PORT); protocol tcp or udp; ports 1..65535;

@@ -354,9 +354,17 @@ run 0 "$CLI" info "$ID" --json
 run 0 "$CLI" update "$ID" --no-ports --json
 run 0 "$CLI" info "$ID" --json
 [ "$(jqo '.configuration.ports | length')" = 0 ] || fail "update --no-ports"
+run 0 "$CLI" update "$ID" --vcpu 3 --memory 3G --disk 9 --json
+run 0 "$CLI" info "$ID" --json
+[ "$(jqo .configuration.vcpu)/$(jqo .configuration.memory)/$(jqo .configuration.disk_size)" = 3/3072/9 ] ||
+    fail "update resources: $(jq -c .configuration "$WORK/out" | head -c 300)"
+usage_err "--vcpu" "$CLI" update "$ID" --vcpu many
+usage_err "--memory" "$CLI" update "$ID" --memory 1.5Q
+run 1 "$CLI" update "$ID" --disk 1 # disks only grow (host-side.md §1.3)
+grep -q "UpdateVm: ." "$WORK/err" || fail "disk shrink: no server text"
 run 1 "$CLI" update nonexistent-vm --compose "$WORK/app-compose-v2.json"
 grep -q "UpdateVm: ." "$WORK/err" || fail "update unknown VM: no server text"
-ok "update: new compose hash $HASH2 (app id kept), ports replaced and cleared"
+ok "update: new compose hash $HASH2 (app id kept), ports replaced and cleared, resources"
 
 # ---- env encryption ------------------------------------------------------------------------------
 printf 'FOO=bar\n# comment\nBAR=two words\n' >"$WORK/app.env"
