@@ -41,7 +41,8 @@ static bool curl_ready(void)
 /* Copy an http(s) URL into c->base without trailing slashes (and without strip_suffix). */
 static int set_base(struct vmm_client *c, const char *url, const char *strip_suffix)
 {
-    if (strncmp(url, "http://", 7) != 0 && strncmp(url, "https://", 8) != 0) {
+    size_t scheme = strncmp(url, "http://", 7) == 0 ? 7 : strncmp(url, "https://", 8) == 0 ? 8 : 0;
+    if (scheme == 0) {
         return -1;
     }
     size_t n = strlen(url);
@@ -52,7 +53,9 @@ static int set_base(struct vmm_client *c, const char *url, const char *strip_suf
     if (sl > 0 && n >= sl && memcmp(url + n - sl, strip_suffix, sl) == 0) {
         n -= sl;
     }
-    if (n >= sizeof(c->base) || n <= 8 || memchr(url, '?', n) || memchr(url, '#', n)) {
+    /* A host must follow the scheme; no query or fragment (paths are appended). */
+    if (n >= sizeof(c->base) || n <= scheme || url[scheme] == '/' || memchr(url, '?', n) ||
+        memchr(url, '#', n)) {
         return -1;
     }
     memcpy(c->base, url, n);
