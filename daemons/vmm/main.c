@@ -37,6 +37,7 @@ static void usage(FILE *out)
                  "  -c FILE        configuration (default: defaults only)\n"
                  "  --check        load and validate the configuration, then exit\n"
                  "  --dump-config  print the effective configuration\n"
+                 "  --config-doc   print the vmm.toml key reference (Markdown)\n"
                  "  -v             debug logging\n");
 }
 
@@ -105,6 +106,8 @@ int main(int argc, char **argv)
             check = true;
         } else if (strcmp(argv[i], "--dump-config") == 0) {
             dump = true;
+        } else if (strcmp(argv[i], "--config-doc") == 0) {
+            return ds_config_doc(&vmm_config_schema, stdout) < 0 ? 1 : 0;
         } else if (strcmp(argv[i], "-v") == 0) {
             verbose++;
         } else if (strcmp(argv[i], "serve") == 0) {
@@ -148,10 +151,14 @@ int main(int argc, char **argv)
     }
     signal(SIGPIPE, SIG_IGN);
     curl_global_init(CURL_GLOBAL_DEFAULT);
-    if (v.cfg.backend == VMM_BACKEND_SANDBOX) {
-        log_warnx("cvm.backend = \"sandbox\" is not built into this dstack-vmm; using qemu");
-    }
     v.backend.ops = &vmm_qemu_backend;
+    if (v.cfg.backend == VMM_BACKEND_SANDBOX) {
+        if (&vmm_sandbox_backend == NULL) {
+            log_warnx("cvm.backend = \"sandbox\" is not built into this dstack-vmm");
+            goto out;
+        }
+        v.backend.ops = &vmm_sandbox_backend;
+    }
     v.backend.cfg = &v.cfg;
     if (v.backend.ops->init && v.backend.ops->init(&v.backend) < 0) {
         log_warnx("backend %s: init failed", v.backend.ops->name);

@@ -191,6 +191,7 @@ struct vmm_vm_rec {
     char *stderr_log;
     char *pid_file;
     char *host_api_socket;
+    char *tee_socket;        /* <workdir>/tee-device.sock (simulated TEE) */
     json_t *manifest;        /* vm-manifest.json as loaded/written */
     struct vmm_image *image; /* NULL when the image is missing (start then fails) */
     struct vmm_ports ports;

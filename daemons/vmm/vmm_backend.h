@@ -128,7 +128,9 @@ struct vmm_backend_ops {
     void (*destroy)(struct vmm_backend *b, struct vmm_vm *vm);
 };
 
-/* Backends compiled into dstack-vmm. */
+/* Backends compiled into dstack-vmm. The sandbox backend is weak: dstack-vmm refuses
+ * `cvm.backend = "sandbox"` when vmm_sandbox*.c is not part of the build. */
 extern const struct vmm_backend_ops vmm_qemu_backend;
+extern const struct vmm_backend_ops vmm_sandbox_backend __attribute__((weak));
 
 #endif /* DSTACK_VMM_BACKEND_H */

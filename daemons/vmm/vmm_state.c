@@ -106,6 +106,7 @@ static void rec_free(struct vmm_vm_rec *vm)
     free(vm->stderr_log);
     free(vm->pid_file);
     free(vm->host_api_socket);
+    free(vm->tee_socket);
     json_decref(vm->manifest);
     vmm_image_free(vm->image);
     vmm_ports_free(&vm->ports);
@@ -182,6 +183,7 @@ static int rec_apply_manifest(struct vmm *v, struct vmm_vm_rec *vm, json_t *mani
     b->no_tee = json_is_true(json_object_get(manifest, "no_tee"));
     const json_t *sim = json_object_get(manifest, "simulated_tee");
     b->simulated_tee = json_is_string(sim) ? json_string_value(sim) : NULL;
+    b->tee_device_socket = b->simulated_tee ? vm->tee_socket : NULL;
     b->image = vm->image;
     b->ports = vm->ports.items;
     b->port_count = vm->ports.count;
@@ -206,6 +208,7 @@ static int rec_new(struct vmm *v, const char *id, json_t *manifest, struct vmm_v
     vm->stderr_log = path_join(vm->workdir, "stderr.log");
     vm->pid_file = path_join(vm->workdir, "vm.pid");
     vm->host_api_socket = path_join(vm->workdir, "host-api.sock");
+    vm->tee_socket = path_join(vm->workdir, "tee-device.sock");
     vm->boot_progress = strdup("");
     vm->boot_error = strdup("");
     vm->shutdown_progress = strdup("");
