@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * libdstack crypto: hashes (SHA-2 via OpenSSL, Keccak-256 by hand because OpenSSL 3.0 lacks
- * it), HKDF-SHA256, ECDSA P-256/P-384 with the raw r||s signature form DCAP uses,
+ * libdstack crypto: hashes (SHA-2 via OpenSSL, Keccak-256/384/512 by hand because OpenSSL 3.0
+ * lacks them), HKDF-SHA256, ECDSA P-256/P-384 with the raw r||s signature form DCAP uses,
  * secp256k1 recoverable signatures (libsecp256k1), Ed25519 and X25519 (OpenSSL).
  *
  * Keys are passed as raw bytes: private scalars big-endian (32 or 48 bytes), public keys
@@ -17,6 +17,8 @@
 #define DS_SHA384_LEN 48
 #define DS_SHA512_LEN 64
 #define DS_KECCAK256_LEN 32
+#define DS_KECCAK384_LEN 48
+#define DS_KECCAK512_LEN 64
 
 void ds_sha256(const void *data, size_t len, uint8_t out[DS_SHA256_LEN]);
 void ds_sha384(const void *data, size_t len, uint8_t out[DS_SHA384_LEN]);
@@ -36,10 +38,23 @@ void ds_keccak256(const void *data, size_t len, uint8_t out[DS_KECCAK256_LEN]);
 struct ds_keccak {
     uint64_t st[25];
     size_t pos;
+    size_t rate;       /* bytes per block: 200 - 2 * digest_len (set by the init functions) */
+    size_t digest_len; /* DS_KECCAK256_LEN, DS_KECCAK384_LEN or DS_KECCAK512_LEN */
 };
 void ds_keccak256_init(struct ds_keccak *k);
 void ds_keccak256_update(struct ds_keccak *k, const void *data, size_t len);
 void ds_keccak256_final(struct ds_keccak *k, uint8_t out[DS_KECCAK256_LEN]);
+
+/* Keccak-384 and Keccak-512 (original padding 0x01; rates 104 and 72 bytes), the variants the
+ * SDK's report-data hash algorithms "keccak384" / "keccak512" name (pycryptodome
+ * keccak.new(digest_bits=384/512), not SHA3-384/512). */
+void ds_keccak384(const void *data, size_t len, uint8_t out[DS_KECCAK384_LEN]);
+void ds_keccak512(const void *data, size_t len, uint8_t out[DS_KECCAK512_LEN]);
+/* Streaming form for any of the three sizes: digest_len is 32, 48 or 64 (else -EINVAL).
+ * ds_keccak_final writes k->digest_len bytes to out and wipes the state. */
+DS_MUST_USE int ds_keccak_init(struct ds_keccak *k, size_t digest_len);
+void ds_keccak_update(struct ds_keccak *k, const void *data, size_t len);
+void ds_keccak_final(struct ds_keccak *k, uint8_t *out);
 
 /* HKDF-SHA256 (RFC 5869). salt may be NULL/0. Returns 0 or -DS_E_CRYPTO. */
 DS_MUST_USE int ds_hkdf_sha256(const void *salt, size_t salt_len, const void *ikm, size_t ikm_len,

@@ -348,6 +348,8 @@ enum ds_report_hash {
     DS_REPORT_HASH_SHA3_512,
     DS_REPORT_HASH_KECCAK256,
     DS_REPORT_HASH_RAW, /* content is the 64-byte report_data itself; tag ignored */
+    DS_REPORT_HASH_KECCAK384,
+    DS_REPORT_HASH_KECCAK512,
 };
 
 /* Tags the stack uses. */
@@ -357,8 +359,8 @@ enum ds_report_hash {
 
 /*
  * Parse a hash name: "" or "sha512" (default), "sha256", "sha384", "sha3-256", "sha3-384",
- * "sha3-512", "keccak256", "raw". Returns 0 or -DS_E_UNSUPPORTED (including keccak384/512,
- * which the SDK defines but OpenSSL 3.0 cannot compute).
+ * "sha3-512", "keccak256", "keccak384", "keccak512" (original Keccak padding, spec
+ * guest-agent-api.md §4.7), "raw". Names are case-sensitive. Returns 0 or -DS_E_UNSUPPORTED.
  */
 DS_MUST_USE int ds_report_hash_parse(const char *name, enum ds_report_hash *out);
 

@@ -342,12 +342,33 @@ static const struct {
     const char *name;
     enum ds_report_hash hash;
 } report_hash_names[] = {
-    {"", DS_REPORT_HASH_SHA512},           {"sha512", DS_REPORT_HASH_SHA512},
-    {"sha256", DS_REPORT_HASH_SHA256},     {"sha384", DS_REPORT_HASH_SHA384},
-    {"sha3-256", DS_REPORT_HASH_SHA3_256}, {"sha3-384", DS_REPORT_HASH_SHA3_384},
-    {"sha3-512", DS_REPORT_HASH_SHA3_512}, {"keccak256", DS_REPORT_HASH_KECCAK256},
+    {"", DS_REPORT_HASH_SHA512},
+    {"sha512", DS_REPORT_HASH_SHA512},
+    {"sha256", DS_REPORT_HASH_SHA256},
+    {"sha384", DS_REPORT_HASH_SHA384},
+    {"sha3-256", DS_REPORT_HASH_SHA3_256},
+    {"sha3-384", DS_REPORT_HASH_SHA3_384},
+    {"sha3-512", DS_REPORT_HASH_SHA3_512},
+    {"keccak256", DS_REPORT_HASH_KECCAK256},
+    {"keccak384", DS_REPORT_HASH_KECCAK384},
+    {"keccak512", DS_REPORT_HASH_KECCAK512},
     {"raw", DS_REPORT_HASH_RAW},
 };
+
+/* Digest size of the Keccak variants (original padding, lib/crypto/keccak.c); 0 for others. */
+static size_t report_keccak_len(enum ds_report_hash hash)
+{
+    switch (hash) {
+    case DS_REPORT_HASH_KECCAK256:
+        return DS_KECCAK256_LEN;
+    case DS_REPORT_HASH_KECCAK384:
+        return DS_KECCAK384_LEN;
+    case DS_REPORT_HASH_KECCAK512:
+        return DS_KECCAK512_LEN;
+    default:
+        return 0;
+    }
+}
 
 int ds_report_hash_parse(const char *name, enum ds_report_hash *out)
 {
@@ -405,15 +426,16 @@ int ds_report_data_build(enum ds_report_hash hash, const char *tag, const void *
         return -DS_E_FORMAT;
     }
     memset(h, 0, sizeof(h));
-    if (hash == DS_REPORT_HASH_KECCAK256) {
+    size_t keccak_len = report_keccak_len(hash);
+    if (keccak_len) {
         struct ds_keccak k;
-        ds_keccak256_init(&k);
-        ds_keccak256_update(&k, tag, strlen(tag));
-        ds_keccak256_update(&k, ":", 1);
+        DS_TRY(ds_keccak_init(&k, keccak_len));
+        ds_keccak_update(&k, tag, strlen(tag));
+        ds_keccak_update(&k, ":", 1);
         if (content_len) {
-            ds_keccak256_update(&k, content, content_len);
+            ds_keccak_update(&k, content, content_len);
         }
-        ds_keccak256_final(&k, h);
+        ds_keccak_final(&k, h);
         memcpy(out, h, sizeof(h));
         return 0;
     }

@@ -355,6 +355,8 @@ static const char *oracle_py =
     "for n in ('sha512','sha256','sha384','sha3_256','sha3_384','sha3_512'):\n"
     "    print(hashlib.new(n, c).hexdigest())\n"
     "print(k(c))\n"
+    "print(keccak.new(digest_bits=384, data=c).hexdigest())\n"
+    "print(keccak.new(digest_bits=512, data=c).hexdigest())\n"
     "print(hashlib.sha512(b'ratls-cert:' + bytes(range(91))).hexdigest())\n";
 
 static void read_hex_line(FILE *p, uint8_t *out, size_t n)
@@ -414,8 +416,9 @@ static void test_mr_config_and_report_data(void **state)
     static const struct {
         const char *name;
         size_t len;
-    } hashes[] = {{"sha512", 64},   {"sha256", 32},   {"sha384", 48},   {"sha3-256", 32},
-                  {"sha3-384", 48}, {"sha3-512", 64}, {"keccak256", 32}};
+    } hashes[] = {{"sha512", 64},    {"sha256", 32},    {"sha384", 48},
+                  {"sha3-256", 32},  {"sha3-384", 48},  {"sha3-512", 64},
+                  {"keccak256", 32}, {"keccak384", 48}, {"keccak512", 64}};
     for (size_t i = 0; i < DS_ARRAY_SIZE(hashes); i++) {
         enum ds_report_hash h;
         read_hex_line(p, exp, hashes[i].len);
@@ -441,7 +444,21 @@ static void test_mr_config_and_report_data(void **state)
     assert_int_equal(h, DS_REPORT_HASH_SHA512);
     assert_int_equal(ds_report_hash_parse("raw", &h), 0);
     assert_int_equal(h, DS_REPORT_HASH_RAW);
-    assert_int_equal(ds_report_hash_parse("keccak384", &h), -DS_E_UNSUPPORTED);
+    assert_int_equal(ds_report_hash_parse("keccak384", &h), 0);
+    assert_int_equal(h, DS_REPORT_HASH_KECCAK384);
+    assert_int_equal(ds_report_hash_parse("keccak512", &h), 0);
+    assert_int_equal(h, DS_REPORT_HASH_KECCAK512);
+    /* Keccak-512 is not SHA3-512: the same content gives different report data. */
+    uint8_t rd_sha3[64];
+    assert_int_equal(ds_report_data_build(DS_REPORT_HASH_SHA3_512, "app-data", "x", 1, rd_sha3), 0);
+    assert_int_equal(ds_report_data_build(DS_REPORT_HASH_KECCAK512, "app-data", "x", 1, rd), 0);
+    assert_memory_not_equal(rd, rd_sha3, 64);
+    assert_int_equal(ds_report_data_build(DS_REPORT_HASH_KECCAK384, NULL, spki, 1, rd),
+                     -DS_E_FORMAT);
+    /* Negative: only the exact names; keccak224 and a misspelling are unsupported. */
+    assert_int_equal(ds_report_hash_parse("keccak224", &h), -DS_E_UNSUPPORTED);
+    assert_int_equal(ds_report_hash_parse("keccak-384", &h), -DS_E_UNSUPPORTED);
+    assert_int_equal(ds_report_hash_parse("KECCAK512", &h), -DS_E_UNSUPPORTED);
     assert_int_equal(ds_report_hash_parse("SHA512", &h), -DS_E_UNSUPPORTED);
     assert_int_equal(ds_report_data_build(DS_REPORT_HASH_RAW, NULL, spki, 63, rd), -DS_E_FORMAT);
     assert_int_equal(ds_report_data_build(DS_REPORT_HASH_RAW, NULL, spki, 64, rd), 0);

@@ -1,10 +1,11 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * Unit tests for lib/crypto: SHA-2 and Keccak-256 against published vectors (and Keccak
+ * Unit tests for lib/crypto: SHA-2 and Keccak-256/384/512 against published vectors (and Keccak
  * against pycryptodome as an oracle), HKDF (RFC 5869), ECDSA P-256/P-384 (fixed vectors made
  * with pycryptodome, round trips, malformed keys and signatures, DER conversion), secp256k1,
  * Ed25519 (RFC 8032) and X25519 (RFC 7748). Every function has at least one negative case.
  */
+#include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -94,7 +95,7 @@ static void test_random(void **state)
     assert_int_equal(ds_random(a, 0), 0);
 }
 
-/* ---- Keccak-256 ------------------------------------------------------------------------------ */
+/* ---- Keccak-256/384/512 ---------------------------------------------------------------------- */
 
 static void test_keccak_vectors(void **state)
 {
@@ -157,15 +158,21 @@ static void test_keccak_streaming(void **state)
     assert_memory_not_equal(one, parts, 32);
 }
 
-/* Lengths 0..KECCAK_ORACLE_MAX (so 135, 136, 137 around the rate) plus a few long ones. */
+/* Lengths 0..KECCAK_ORACLE_MAX (so around every rate: 71-73, 103-105, 135-137, and two blocks
+ * of each) plus long ones at multi-block boundaries of each rate (72 * 15, 104 * 10, 136 * 8). */
 #define KECCAK_ORACLE_MAX   300
-#define KECCAK_ORACLE_LONG  4
+#define KECCAK_ORACLE_LONG  10
 #define KECCAK_ORACLE_COUNT (KECCAK_ORACLE_MAX + 1 + KECCAK_ORACLE_LONG)
+#define KECCAK_ORACLE_LINE  (2 * DS_KECCAK512_LEN + 8)
 
-/* Cross-check random inputs against pycryptodome's keccak (one python process for all). */
-static void test_keccak_oracle(void **state)
+/*
+ * Cross-check random inputs against pycryptodome's keccak (one python process for all) for
+ * the digest size `len`: the one-shot function and the streaming API fed in uneven chunks.
+ */
+static void keccak_oracle(size_t len, void (*oneshot)(const void *, size_t, uint8_t *))
 {
-    static const size_t long_lens[KECCAK_ORACLE_LONG] = {1087, 1088, 1089, 5000};
+    static const size_t long_lens[KECCAK_ORACLE_LONG] = {1079, 1080, 1081, 1039, 1040,
+                                                         1041, 1087, 1088, 1089, 5000};
     char path[] = "/tmp/ds-keccak-XXXXXX";
     int fd = mkstemp(path);
     assert_true(fd >= 0);
@@ -185,15 +192,15 @@ static void test_keccak_oracle(void **state)
     }
     assert_int_equal(fclose(f), 0);
 
-    char cmd[256];
+    char cmd[320];
     snprintf(cmd, sizeof(cmd),
              "/usr/bin/python3 -c 'import sys\nfrom Cryptodome.Hash import keccak\n"
-             "for l in open(sys.argv[1]): print(keccak.new(digest_bits=256, "
+             "for l in open(sys.argv[1]): print(keccak.new(digest_bits=%zu, "
              "data=bytes.fromhex(l.strip())).hexdigest())' %s",
-             path);
+             len * 8, path);
     FILE *p = popen(cmd, "r");
     assert_non_null(p);
-    static char lines[KECCAK_ORACLE_COUNT + 1][128];
+    static char lines[KECCAK_ORACLE_COUNT + 1][KECCAK_ORACLE_LINE];
     size_t n = 0;
     while (n <= KECCAK_ORACLE_COUNT && fgets(lines[n], sizeof(lines[n]), p))
         n++;
@@ -203,14 +210,109 @@ static void test_keccak_oracle(void **state)
     /* The oracle answered for every input (a missing pycryptodome is a failure, not a pass). */
     assert_int_equal(n, KECCAK_ORACLE_COUNT);
     for (size_t i = 0; i < KECCAK_ORACLE_COUNT; i++) {
-        uint8_t want[32], got[32];
+        uint8_t want[DS_KECCAK512_LEN], got[DS_KECCAK512_LEN], parts[DS_KECCAK512_LEN];
         lines[i][strcspn(lines[i], "\n")] = 0;
-        hex(lines[i], want, 32);
-        ds_keccak256(inputs[i], lens[i], got);
-        if (memcmp(want, got, 32) != 0)
-            fail_msg("keccak mismatch for length %zu", lens[i]);
+        assert_int_equal(strlen(lines[i]), 2 * len);
+        hex(lines[i], want, len);
+        oneshot(inputs[i], lens[i], got);
+        if (memcmp(want, got, len) != 0)
+            fail_msg("keccak-%zu mismatch for length %zu", len * 8, lens[i]);
+        /* Streaming in chunks of 1 + i % 97 bytes gives the same digest. */
+        struct ds_keccak k;
+        assert_int_equal(ds_keccak_init(&k, len), 0);
+        for (size_t off = 0, chunk = 1 + i % 97; off < lens[i]; off += chunk)
+            ds_keccak_update(&k, inputs[i] + off, lens[i] - off < chunk ? lens[i] - off : chunk);
+        ds_keccak_final(&k, parts);
+        if (memcmp(want, parts, len) != 0)
+            fail_msg("streaming keccak-%zu mismatch for length %zu", len * 8, lens[i]);
         free(inputs[i]);
     }
+}
+
+static void oneshot256(const void *d, size_t n, uint8_t *out)
+{
+    ds_keccak256(d, n, out);
+}
+static void oneshot384(const void *d, size_t n, uint8_t *out)
+{
+    ds_keccak384(d, n, out);
+}
+static void oneshot512(const void *d, size_t n, uint8_t *out)
+{
+    ds_keccak512(d, n, out);
+}
+
+static void test_keccak_oracle(void **state)
+{
+    keccak_oracle(DS_KECCAK256_LEN, oneshot256);
+}
+
+static void test_keccak384_oracle(void **state)
+{
+    keccak_oracle(DS_KECCAK384_LEN, oneshot384);
+}
+
+static void test_keccak512_oracle(void **state)
+{
+    keccak_oracle(DS_KECCAK512_LEN, oneshot512);
+}
+
+/* Keccak-384/512 published vectors, and what separates them from SHA3 and from each other. */
+static void test_keccak384_512_vectors(void **state)
+{
+    uint8_t out[DS_KECCAK512_LEN], sha3[DS_KECCAK512_LEN];
+    ds_keccak384(NULL, 0, out);
+    assert_hex_equal(
+        out, 48,
+        "2c23146a63a29acf99e73b88f8c24eaa7dc60aa771780ccc006afbfa8fe2479b2dd2b21362337441ac1"
+        "2b515911957ff");
+    ds_keccak384("abc", 3, out);
+    assert_hex_equal(
+        out, 48,
+        "f7df1165f033337be098e7d288ad6a2f74409d7a60b49c36642218de161b1f99f8c681e4afaf31a34db"
+        "29fb763e3c28e");
+    ds_keccak512(NULL, 0, out);
+    assert_hex_equal(
+        out, 64,
+        "0eab42de4c3ceb9235fc91acffe746b29c29a8c366b7c60e4e67c466f36a4304c00fa9caf9d87976ba4"
+        "69bcbe06713b435f091ef2769fb160cdab33d3670680e");
+    ds_keccak512("abc", 3, out);
+    assert_hex_equal(
+        out, 64,
+        "18587dc2ea106b9a1563e32b3312421ca164c7f1f07bc922a9c83d77cea3a1e5d0c69910739025372dc"
+        "14ac9642629379540c17e2a65b19d77aa511a9d00bb96");
+    /* Negative: not SHA3-384/512 of "" (padding 0x06). */
+    ds_keccak384(NULL, 0, out);
+    hex("0c63a75b845e4f7d01107d852e4c2485c51a50aaaa94fc61995e71bbee983a2ac3713831264adb47fb6bd1e0"
+        "58d5f004",
+        sha3, 48);
+    assert_memory_not_equal(out, sha3, 48);
+    ds_keccak512(NULL, 0, out);
+    hex("a69f73cca23a9ac5c8b567dc185a756e97c982164fe25859e0d1dcc1475c80a615b2123af1f5f94c11e3e940"
+        "2c3ac558f500199d95b6d3e301758586281dcd26",
+        sha3, 64);
+    assert_memory_not_equal(out, sha3, 64);
+    /* The streaming API writes exactly digest_len bytes and wipes the state. */
+    struct ds_keccak k;
+    memset(out, 0xee, sizeof(out));
+    assert_int_equal(ds_keccak_init(&k, DS_KECCAK384_LEN), 0);
+    ds_keccak_update(&k, "abc", 3);
+    ds_keccak_final(&k, out);
+    assert_hex_equal(
+        out, 48,
+        "f7df1165f033337be098e7d288ad6a2f74409d7a60b49c36642218de161b1f99f8c681e4afaf31a34db"
+        "29fb763e3c28e");
+    assert_int_equal(out[48], 0xee);
+    assert_true(ds_is_zero(&k, sizeof(k)));
+    /* ds_keccak_init with 32 is Keccak-256. */
+    assert_int_equal(ds_keccak_init(&k, DS_KECCAK256_LEN), 0);
+    ds_keccak_update(&k, "abc", 3);
+    ds_keccak_final(&k, out);
+    assert_hex_equal(out, 32, "4e03657aea45a94fc7d47ba826c8d667c0d1e6e33a64a036ec44f58fa12d6c45");
+    /* Negative: unsupported digest sizes are refused. */
+    assert_int_equal(ds_keccak_init(&k, 28), -EINVAL);
+    assert_int_equal(ds_keccak_init(&k, 0), -EINVAL);
+    assert_int_equal(ds_keccak_init(&k, 65), -EINVAL);
 }
 
 /* ---- HKDF -------------------------------------------------------------------------------------
@@ -966,6 +1068,9 @@ int main(void)
         cmocka_unit_test(test_keccak_vectors),
         cmocka_unit_test(test_keccak_streaming),
         cmocka_unit_test(test_keccak_oracle),
+        cmocka_unit_test(test_keccak384_oracle),
+        cmocka_unit_test(test_keccak512_oracle),
+        cmocka_unit_test(test_keccak384_512_vectors),
         cmocka_unit_test(test_hkdf_rfc5869),
         cmocka_unit_test(test_hkdf_limits),
         cmocka_unit_test(test_ecdsa_vectors),
