@@ -1,0 +1,186 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * dstack-gateway data plane: the interface between the control plane (main.c, gateway.toml,
+ * RegisterCvm, WireGuard, persistence, admin API) and the SNI proxy (gw_proxy*.c, gw_certs.c,
+ * gw_routes.c). The control plane fills a routing table (gw_routes) with the registered
+ * instances and their WireGuard handshake times, owns a certificate store (gw_certs) loaded
+ * from the static wildcard cert or from ACME, builds a struct gw_proxy_config from the
+ * [core.proxy] section (spec host-side.md §4.7) and starts the proxy on its event_base.
+ *
+ * Threading: everything here is driven from ONE libevent base. gw_routes_* and gw_certs_* may
+ * be called from other threads too (they take an internal lock); gw_proxy_* must be called on
+ * the thread that runs the event base.
+ */
+#ifndef DSTACK_GW_PROXY_H
+#define DSTACK_GW_PROXY_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <dstack/base.h>
+
+struct event_base;
+struct ssl_ctx_st;
+
+/* ---- routing table (gw_routes.c) ------------------------------------------------------------ */
+
+#define GW_ID_MAX            40 /* hex app_id / instance_id (20 bytes), without NUL */
+#define GW_IP_TEXT_MAX       45 /* INET6_ADDRSTRLEN - 1 */
+#define GW_ROUTES_LOOKUP_MAX 64
+
+struct gw_backend {
+    char app_id[GW_ID_MAX + 1];
+    char instance_id[GW_ID_MAX + 1];
+    char ip[GW_IP_TEXT_MAX + 1]; /* WireGuard address of the CVM, text ("10.0.0.2") */
+    int64_t last_handshake;      /* unix seconds of the latest WG handshake, 0 = never */
+    uint32_t num_connections;    /* live proxied connections (maintained by the proxy) */
+};
+
+struct gw_routes;
+
+DS_MUST_USE int gw_routes_new(struct gw_routes **out);
+void gw_routes_free(struct gw_routes *rt); /* NULL-safe */
+/*
+ * Insert or update an instance (ids lowercase hex; ip an IPv4/IPv6 literal). Updating keeps the
+ * live connection counter. Returns 0, -EINVAL on a malformed id/ip, -ENOMEM.
+ */
+DS_MUST_USE int gw_routes_set_instance(struct gw_routes *rt, const char *app_id,
+                                       const char *instance_id, const char *ip,
+                                       int64_t last_handshake);
+/* Update only the handshake time. Returns 0 or -ENOENT. */
+DS_MUST_USE int gw_routes_set_handshake(struct gw_routes *rt, const char *instance_id,
+                                        int64_t last_handshake);
+/* Remove an instance. Returns 0 or -ENOENT. Live connections keep running. */
+DS_MUST_USE int gw_routes_remove_instance(struct gw_routes *rt, const char *instance_id);
+/*
+ * Backends for an SNI id (spec §4.2 step 5): if `id` is an instance_id, that one instance;
+ * else the app's instances whose handshake is younger than `stale_secs` (0 = no staleness
+ * check) at `now`, freshest first, at most `top_n` (0 = one at random). Copies into out[0..max).
+ * Returns the count (0 = unknown id / no healthy instance) or -EINVAL.
+ */
+DS_MUST_USE int gw_routes_lookup(struct gw_routes *rt, const char *id, int64_t now,
+                                 int64_t stale_secs, unsigned top_n, struct gw_backend *out,
+                                 size_t max);
+/* Snapshot of every instance (admin Status). Returns the count copied. */
+DS_MUST_USE int gw_routes_list(struct gw_routes *rt, struct gw_backend *out, size_t max);
+/* Connection counters, used by the proxy for max_connections_per_app. */
+void gw_routes_conn_inc(struct gw_routes *rt, const char *instance_id);
+void gw_routes_conn_dec(struct gw_routes *rt, const char *instance_id);
+
+/* ---- certificate store (gw_certs.c) --------------------------------------------------------- */
+
+/*
+ * Wildcard certificates per base domain ("*.<base>"). Each (re)load builds a new SSL_CTX for
+ * that domain and swaps it in under the lock; handshakes already running keep the old context
+ * by reference, so reloading never drops connections. ACME later calls gw_certs_set_pem().
+ */
+struct gw_certs;
+
+#define GW_CERT_DOMAIN_MAX 253
+#define GW_CERTS_MAX       256
+
+DS_MUST_USE int gw_certs_new(struct gw_certs **out);
+void gw_certs_free(struct gw_certs *cs); /* NULL-safe */
+/* TLS versions accepted by contexts built from now on: bit 0 = 1.2, bit 1 = 1.3. */
+#define GW_TLS_1_2 1u
+#define GW_TLS_1_3 2u
+void gw_certs_set_versions(struct gw_certs *cs, unsigned tls_versions);
+/*
+ * Add or replace the certificate for base_domain from PEM files (chain: leaf first) /
+ * PEM text. The files are remembered for gw_certs_reload(). Returns 0, -DS_E_CERT (key does
+ * not match / unparsable), -ENOENT, -DS_E_LIMIT.
+ */
+DS_MUST_USE int gw_certs_load_files(struct gw_certs *cs, const char *base_domain,
+                                    const char *chain_path, const char *key_path);
+DS_MUST_USE int gw_certs_set_pem(struct gw_certs *cs, const char *base_domain,
+                                 const char *chain_pem, size_t chain_len, const char *key_pem,
+                                 size_t key_len);
+DS_MUST_USE int gw_certs_remove(struct gw_certs *cs, const char *base_domain);
+/* Re-read every file-backed certificate. Returns the number reloaded or the first error
+ * (entries that fail keep their previous certificate). */
+DS_MUST_USE int gw_certs_reload(struct gw_certs *cs);
+/* true when a certificate for exactly this base domain is loaded. */
+bool gw_certs_has(struct gw_certs *cs, const char *base_domain);
+/*
+ * The SSL_CTX for base_domain with one reference taken (caller SSL_CTX_free()s it), or NULL.
+ * The ALPN callback offers h2 only when `h2` (the `g` suffix), else http/1.1.
+ */
+struct ssl_ctx_st *gw_certs_get_ctx(struct gw_certs *cs, const char *base_domain, bool h2);
+
+/* ---- proxy (gw_proxy*.c) -------------------------------------------------------------------- */
+
+#define GW_LISTEN_MAX               8
+#define GW_DEFAULT_AGENT_PORT       8090
+#define GW_DEFAULT_TERMINATE_PORT   80  /* `<id>` / `<id>-g` without a port */
+#define GW_DEFAULT_PASSTHROUGH_PORT 443 /* `<id>-s` */
+
+struct gw_proxy_timeouts {
+    uint32_t pp_header_ms;      /* inbound PROXY header (default 5 s) */
+    uint32_t handshake_ms;      /* ClientHello up to the SNI, then TLS handshake (default 5 s) */
+    uint32_t connect_ms;        /* backend connect, all candidates together (default 5 s) */
+    uint32_t idle_ms;           /* no data either way (default 10 min; 0 = off) */
+    uint32_t total_ms;          /* whole connection (default 5 h; 0 = off) */
+    uint32_t shutdown_ms;       /* drain after one side closed / proxy shutdown (default 5 s) */
+    uint32_t dns_ms;            /* custom-domain TXT lookup (default 5 s) */
+    uint32_t stale_handshake_s; /* WG handshake older than this = unhealthy (default 1800) */
+};
+
+struct gw_proxy_config {
+    /* "addr:port" or "[v6]:port"; port may be "a-b" (one listener per port). */
+    char *listen[GW_LISTEN_MAX];
+    size_t listen_count;
+    uint32_t tls_versions;       /* GW_TLS_1_2 | GW_TLS_1_3 (default 1.2 only, spec §4.7) */
+    bool inbound_pp;             /* expect a PROXY v1/v2 header from a load balancer */
+    bool outbound_pp;            /* send PROXY v2 to every backend (port policy pp=true) */
+    uint16_t *outbound_pp_ports; /* if non-NULL: only these backend ports get PROXY v2 */
+    size_t outbound_pp_port_count;
+    uint16_t agent_port;               /* proxy.agent_port (8090): returned as internal_port */
+    unsigned connect_top_n;            /* 3 */
+    uint32_t max_connections_per_app;  /* 0 = unlimited */
+    uint32_t max_connections;          /* global cap, 0 = unlimited */
+    size_t buffer_size;                /* relay buffer per direction (65536) */
+    bool splice;                       /* zero-copy relay for passthrough where possible */
+    const char *app_address_ns_prefix; /* "_dstack-app-address" */
+    bool app_address_ns_compat;        /* also try "_tapp-address" */
+    bool insecure_localhost_backend;   /* id "localhost" -> 127.0.0.1 (dev only) */
+    /* Backend address override for tests (e.g. "127.0.0.1"): every backend ip is replaced. */
+    const char *insecure_backend_override;
+    struct gw_proxy_timeouts timeouts;
+};
+
+/* Fill cfg with the §4.7 defaults (no listen addresses). */
+void gw_proxy_config_defaults(struct gw_proxy_config *cfg);
+
+struct gw_proxy_stats {
+    uint64_t accepted, active, refused_no_sni, refused_bad_sni, refused_unknown_app, refused_limit,
+        refused_timeout, backend_fail, terminated, passthrough, spliced_bytes;
+};
+
+struct gw_proxy;
+
+/*
+ * Bind the listeners and start accepting on `base`. Borrows cfg strings only during the call,
+ * borrows `routes` and `certs` for the proxy's lifetime. Returns 0, -errno (bind), -EINVAL.
+ */
+DS_MUST_USE int gw_proxy_new(struct event_base *base, const struct gw_proxy_config *cfg,
+                             struct gw_routes *routes, struct gw_certs *certs,
+                             struct gw_proxy **out);
+/* Stop listening, give live connections timeouts.shutdown_ms, then close them. NULL-safe. */
+void gw_proxy_free(struct gw_proxy *p);
+/* Re-read file-backed certificates; existing connections are not touched. */
+DS_MUST_USE int gw_proxy_reload_certs(struct gw_proxy *p);
+/* Stop accepting (graceful shutdown); live connections drain within shutdown_ms. */
+void gw_proxy_shutdown(struct gw_proxy *p);
+void gw_proxy_get_stats(struct gw_proxy *p, struct gw_proxy_stats *out);
+/* The port actually bound for listener i (useful with port 0). Returns port or -EINVAL. */
+DS_MUST_USE int gw_proxy_listen_port(struct gw_proxy *p, size_t i);
+
+/*
+ * Proxy-only driver for tests/integration (gw_proxy_main.c): the control plane's main.c
+ * dispatches `dstack-gateway proxy-only --config FILE` here. FILE is a small key=value file
+ * (see docs/gateway.md). Returns the process exit code.
+ */
+int gw_proxy_only_main(int argc, char **argv);
+
+#endif /* DSTACK_GW_PROXY_H */
