@@ -10,7 +10,8 @@
  *   4. three listeners on one libevent loop (lib/rpc), with TEE work on one worker thread
  *      (agent_jobs.c) so slow quotes never stall the loop: dstack.sock with the DstackGuest
  *      service (agent_dstack.c), tappd.sock with the legacy Tappd service (agent_tappd.c) and
- *      the external TCP listener with the Worker service and the dashboard (agent_worker.c).
+ *      the external TCP listener with the Worker service and the dashboard (agent_worker.c),
+ *      plus, in simulator mode only, the DstackGuest service at /<Method>.
  * Systemd socket activation is honoured: LISTEN_FDS index 0 is dstack.sock, 1 tappd.sock.
  */
 #include <errno.h>
@@ -36,6 +37,15 @@ static const struct ds_rpc_mount tappd_mounts[] = {
 };
 static const struct ds_rpc_mount worker_mounts[] = {
     {.prefix = "/prpc/", .trim = {"Worker."}, .service = &agent_worker_service},
+};
+/* Simulator mode only: the external listener also serves the DstackGuest service at /<Method>
+ * so SDKs can use DSTACK_SIMULATOR_ENDPOINT=http://ADDR:PORT, as with upstream's simulator.
+ * Raw routes (`/` dashboard, /metrics, /logs/) are tried first and /prpc/Worker.* is mounted
+ * before `/` (a mount only takes a single path segment, so /prpc/X never reaches it). On a
+ * real guest the dstack API stays on dstack.sock: it is the app's private API (spec §1). */
+static const struct ds_rpc_mount sim_external_mounts[] = {
+    {.prefix = "/prpc/", .trim = {"Worker."}, .service = &agent_worker_service},
+    {.prefix = "/", .trim = {NULL}, .service = &agent_dstack_service},
 };
 
 static void on_signal(evutil_socket_t sig, short what, void *arg)
@@ -108,8 +118,10 @@ static int start_listeners(struct agent *a, struct ds_rpc_server *srv, struct ds
     int nfds = a->cfg.simulator ? 0 : listen_fds();
     sites[0] = (struct ds_rpc_site){.mounts = dstack_mounts, .mount_count = 1, .ctx = a};
     sites[1] = (struct ds_rpc_site){.mounts = tappd_mounts, .mount_count = 1, .ctx = a};
-    sites[2] = (struct ds_rpc_site){.mounts = worker_mounts,
-                                    .mount_count = 1,
+    bool sim = a->cfg.simulator;
+    sites[2] = (struct ds_rpc_site){.mounts = sim ? sim_external_mounts : worker_mounts,
+                                    .mount_count = sim ? DS_ARRAY_SIZE(sim_external_mounts)
+                                                       : DS_ARRAY_SIZE(worker_mounts),
                                     .routes = agent_worker_routes,
                                     .route_count = agent_worker_route_count,
                                     .headers = headers,
@@ -140,7 +152,8 @@ static int start_listeners(struct agent *a, struct ds_rpc_server *srv, struct ds
             log_warnx("cannot listen on %s: %s", a->cfg.http, ds_strerror(r));
             return -1;
         }
-        log_info("external listener on http://%s:%u", addr, (unsigned)bound);
+        log_info("external listener on http://%s:%u%s", addr, (unsigned)bound,
+                 sim ? " (simulator: dstack API at /<Method> too)" : "");
     }
     return 0;
 }

@@ -544,6 +544,28 @@ def test_external():
     check(st == 501, "/logs/<container> says not available")
     st, _, _ = request(PORT, "/prpc/GetKey", {}, ctype="application/json")
     check(st == 400, "external: GetKey is not a Worker method")
+    # Simulator mode: the same listener also serves the DstackGuest API at /<Method> (so SDKs
+    # can use DSTACK_SIMULATOR_ENDPOINT=http://...), GET (query) and POST, with the same keys
+    # as dstack.sock; the dashboard above and /prpc/Worker.* still answer.
+    args = {"path": "/test/path", "purpose": "test-purpose"}
+    _, want, _ = call(AGENT, "/GetKey", args)
+    st, got, raw = call(PORT, "/GetKey", args)
+    check(st == 200 and got == want, "simulator external: POST /GetKey = dstack.sock", raw[:200])
+    st, got, raw = call(PORT, "/GetKey?path=/test/path&purpose=test-purpose", method="GET",
+                        ctype=None)
+    check(st == 200 and got == want, "simulator external: GET /GetKey?query = dstack.sock",
+          raw[:200])
+    st, hd_body, h = request(PORT, "/Info", {})
+    check(st == 200 and json.loads(hd_body)["app_id"] == info["app_id"] and
+          h.get("x-app-version", "").startswith("v"), "simulator external: /Info", hd_body[:200])
+    st, q, raw = call(PORT, "/GetQuote", {"report_data": "ab" * 64})
+    check(st == 200 and quote_regs(bytes.fromhex(q["quote"]))["report_data"] == b"\xab" * 64,
+          "simulator external: /GetQuote binds the report data", raw[:200])
+    st, e, _ = call(PORT, "/NoSuchMethod", {})
+    check(st == 400 and e == {"error": "Service not found: NoSuchMethod"},
+          "simulator external: unknown method", e)
+    st, _, _ = request(PORT, "/", {}, method="POST")
+    check(st == 405, "simulator external: POST / is the dashboard route (405), not a method", st)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -592,6 +614,15 @@ def guest_mode():
           "dashboard honours public_tcbinfo = false")
     st, _, _ = request(PORT, "/metrics", method="GET", ctype=None)
     check(st == 404, "/metrics absent without public_sysinfo")
+    # Real guest: the external listener must not expose the dstack API (the app's private API
+    # stays on dstack.sock; only simulator mode serves it over HTTP).
+    for method, path in [("POST", "/GetKey"), ("GET", "/GetKey?path=/test/path"),
+                         ("POST", "/Info"), ("POST", "/GetQuote"), ("POST", "/Sign"),
+                         ("POST", "/GetTlsKey")]:
+        st, e, raw = call(PORT, path, {} if method == "POST" else None, method=method,
+                          ctype="application/json" if method == "POST" else None)
+        check(st == 404 and b"key" not in raw and b"quote" not in raw,
+              "real guest: %s %s on the external listener is 404" % (method, path), raw[:200])
     # event_log_version 2: EmitEvent records a V2 event (canonical JSON preimage) and Attest
     # switches to the V1 MessagePack container (§4.10, §4.12).
     st, q0, _ = call(AGENT, "/GetQuote", {})
