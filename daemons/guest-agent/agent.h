@@ -25,7 +25,12 @@
 #include "dstack/tee.h"
 
 #define AGENT_VERSION "0.5.8"
-#define AGENT_REV     "unknown"
+/* The git revision (CMake passes DS_GIT_REV, "unknown" outside a git checkout). */
+#ifdef DS_GIT_REV
+#define AGENT_REV DS_GIT_REV
+#else
+#define AGENT_REV "unknown"
+#endif
 
 /* Real-guest defaults (spec §1, §4.1). */
 #define AGENT_DEFAULT_SOCKET        "/var/run/dstack/dstack.sock"

@@ -132,6 +132,15 @@ PKCS8_P256_PREFIX = "-----BEGIN PRIVATE KEY-----\nMIGHAgEAMBMGByqGSM49AgEGCCqGSM
 def test_version_and_info():
     st, v, _ = call(AGENT, "/Version", {})
     check(st == 200 and v["version"] and "rev" in v, "Version", v)
+    # rev is the build's git revision (CMake DS_GIT_REV): in a git checkout it names a commit
+    # of this repository (HEAD may have moved since configure, so not compared to HEAD).
+    src = os.environ.get("DS_SRC", "")
+    if src and subprocess.run(["git", "-C", src, "rev-parse", "--git-dir"],
+                              capture_output=True).returncode == 0:
+        ok = v.get("rev", "unknown") != "unknown" and subprocess.run(
+            ["git", "-C", src, "cat-file", "-e", v["rev"] + "^{commit}"],
+            capture_output=True).returncode == 0
+        check(ok, "Version.rev is a commit of this checkout", v.get("rev"))
     st, info, raw = call(AGENT, "/Info", {})
     keys = ["app_id", "instance_id", "app_cert", "tcb_info", "app_name", "device_id",
             "mr_aggregated", "os_image_hash", "key_provider_info", "compose_hash", "vm_config",

@@ -302,13 +302,14 @@ EOF
 start_agent "$TMP/agent6.log" --config "$C/dstack.toml" || exit 1
 v1="$(curl -s --unix-socket "$C/dstack.sock" http://localhost/Version | jq -r .version)"
 v2="$(curl -s --unix-socket "$C/tappd.sock" http://localhost/prpc/Tappd.Version | jq -r .version)"
+rev="$(curl -s --unix-socket "$C/dstack.sock" http://localhost/Version | jq -r .rev)"
 hdr="$(curl -s -D - -o "$TMP/dash.html" --unix-socket "$C/external.sock" http://localhost/ |
     tr -d '\r' | sed -n 's/^[Xx]-[Aa]pp-[Vv]ersion: //p')"
-if [ -n "$v1" ] && [ "$v1" = "$v2" ] && [ "$hdr" = "v$v1 (unknown)" ] &&
+if [ -n "$v1" ] && [ "$v1" = "$v2" ] && [ -n "$rev" ] && [ "$hdr" = "v$v1 ($rev)" ] &&
     grep -q "dstack-dev-app" "$TMP/dash.html" && grep -q "debug:" "$TMP/agent6.log"; then
     pass "--config with upstream's dstack.toml layout (unix listeners, simulator, log_level)"
 else
-    fail "--config dstack.toml: version '$v1' / '$v2', header '$hdr'"
+    fail "--config dstack.toml: version '$v1' / '$v2' rev '$rev', header '$hdr'"
 fi
 stop_agent
 # The command line overrides the file.
