@@ -14,9 +14,18 @@ done
 WORK=$(mktemp -d /tmp/test_kms.XXXXXX)
 PIDS=()
 kms_cleanup() {
+    local rc=$?
     for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
     for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+    # sanitizer builds: a report in any daemon log fails the test
+    if grep -l -E 'ERROR: (Address|Leak|UndefinedBehavior)Sanitizer|runtime error:' \
+        "$WORK"/*.log 2>/dev/null; then
+        echo "FAIL: sanitizer report in a daemon log"
+        grep -h -A20 -E 'ERROR: .*Sanitizer|runtime error:' "$WORK"/*.log | head -60
+        rc=1
+    fi
     rm -rf "$WORK"
+    exit $rc
 }
 trap kms_cleanup EXIT
 
@@ -27,6 +36,10 @@ fail() {
     exit 1
 }
 ok() { echo "ok - $*"; }
+# pipeline matchers that read all their input (grep -q may exit early and, under pipefail,
+# turn the writer's SIGPIPE into a failure)
+has() { grep -F -- "$1" >/dev/null; }
+hasre() { grep -E -- "$1" >/dev/null; }
 
 # start_kms NAME ARGS... : run dstack-kms with its log in $WORK/NAME.log; waits until it
 # listens (main or onboard listener); sets PID_NAME and PORT_NAME (main) or OPORT_NAME.

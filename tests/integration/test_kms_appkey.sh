@@ -54,7 +54,7 @@ for c in disk_ok env_ok k256_ok; do
 done
 [ "$(jget "$R" os_image_hash)" = "$OS" ] || fail "os_image_hash: $R"
 [ "$(jget "$R" gateway_app_id)" = any ] && [ "$(jget "$R" tproxy_app_id)" = any ] || fail "gateway: $R"
-jget "$R" ca_cert | grep -q 'BEGIN CERTIFICATE' || fail "ca_cert: $R"
+jget "$R" ca_cert | hasre 'BEGIN CERTIFICATE' || fail "ca_cert: $R"
 SIGNER=$(node -e '
 const {secp256k1}=require(process.argv[1]+"/node_modules/@noble/curves/secp256k1");
 const {keccak_256}=require(process.argv[1]+"/node_modules/@noble/hashes/sha3");
@@ -78,9 +78,9 @@ ok "GetAppKey: keys equal the spec formulas from the root files; k256_signature 
 
 # --- refusals
 out=$("$PY" "$CLIENT" getappkey-noatt "$URL" "$SIM" "$AS" "$VMC") && fail "no attestation accepted"
-echo "$out" | grep -q 'No attestation provided' || fail "no attestation: $out"
+echo "$out" | hasre 'No attestation provided' || fail "no attestation: $out"
 out=$("$PY" "$CLIENT" getappkey-badquote "$URL" "$SIM" "$AS" "$VMC") && fail "bad quote accepted"
-echo "$out" | grep -q 'invalid quote' || fail "bad quote: $out"
+echo "$out" | hasre 'invalid quote' || fail "bad quote: $out"
 ok "GetAppKey refuses a certificate without attestation and one with a corrupted quote"
 
 # --- SignCert
@@ -89,7 +89,7 @@ for c in leaf_key_is_csr_key chain_verifies leaf_has_attestation app_ca_key_deri
     [ "$(jget "$R" $c)" = True ] || fail "SignCert $c: $R"
 done
 [ "$(jget "$R" leaf_app_id)" = "$APP_ID" ] || fail "leaf app id: $R"
-jget "$R" app_ca_subject | grep -q 'CN=Dstack App CA' || fail "app CA subject: $R"
+jget "$R" app_ca_subject | hasre 'CN=Dstack App CA' || fail "app CA subject: $R"
 ok "SignCert: [leaf, App CA, root] verifies, leaf key = CSR key, app-id ext, App CA key = derive_p256(root, app_id||app-ca)"
 
 # --- dstack-bench kms (numbers for the report)
@@ -119,7 +119,7 @@ app_denied() { # policy reason
     set_policy "$1"
     local out
     out=$("$PY" "$CLIENT" getappkey "$URL" "$SIM" "$AS" "$VMC") && fail "allowed: $1"
-    echo "$out" | grep -qF "Boot denied: $2" || fail "want 'Boot denied: $2', got $out"
+    echo "$out" | has "Boot denied: $2" || fail "want 'Boot denied: $2', got $out"
 }
 app_denied "{$BASE}" "app not registered"
 app_denied "{$BASE,\"apps\":{\"0x$APP_ID\":{\"composeHashes\":[\"00\"]}}}" "compose hash not allowed"
@@ -128,12 +128,12 @@ app_denied "{$BASE,\"apps\":{\"$APP_ID\":{\"composeHashes\":[\"$COMPOSE\"],\"dev
 BADVMC="{\"os_image_hash\":\"$(printf '99%.0s' $(seq 32))\"}"
 set_policy "{$BASE,\"apps\":{\"$APP_ID\":{\"composeHashes\":[\"$COMPOSE\"]}}}"
 out=$("$PY" "$CLIENT" getappkey "$URL" "$SIM" "$AS" "$BADVMC") && fail "foreign OS image allowed"
-echo "$out" | grep -qF "Boot denied: OS image is not allowed" || fail "os image: $out"
+echo "$out" | has "Boot denied: OS image is not allowed" || fail "os image: $out"
 R=$("$PY" "$CLIENT" getappkey "$URL" "$SIM" "$AS" "$VMC" "$S" "$APP_ID" "$INST") ||
     fail "registered app refused: $R"
 [ "$(jget "$R" disk_ok)" = True ] || fail "keys after policy: $R"
 out=$("$PY" "$CLIENT" signcert "$URL" "$SIM" "$AS" "$BADVMC") && fail "SignCert foreign image"
-echo "$out" | grep -qF "Boot denied: OS image is not allowed" || fail "SignCert policy: $out"
+echo "$out" | has "Boot denied: OS image is not allowed" || fail "SignCert policy: $out"
 grep -q 'boot denied for app abab' "$WORK/b.log" || fail "denials not logged"
 ok "policy: app not registered / compose hash / device / OS image denied with reasons; registered app served"
 echo "all dstack-kms app key tests passed"

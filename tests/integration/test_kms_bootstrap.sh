@@ -27,8 +27,8 @@ for f in root-ca.key root-k256.key tmp-ca.key rpc.key; do
 done
 [ "$(stat -c %s "$S/root-k256.key")" = 32 ] || fail "root-k256.key is not 32 raw bytes"
 grep -q 'BEGIN PRIVATE KEY' "$S/root-ca.key" || fail "root-ca.key not PKCS#8 PEM"
-openssl x509 -in "$S/root-ca.crt" -noout -subject | grep -q 'Dstack KMS CA' || fail "root subject"
-openssl x509 -in "$S/tmp-ca.crt" -noout -subject | grep -q 'Dstack Client Temp CA' || fail "tmp subject"
+openssl x509 -in "$S/root-ca.crt" -noout -subject | hasre 'Dstack KMS CA' || fail "root subject"
+openssl x509 -in "$S/tmp-ca.crt" -noout -subject | hasre 'Dstack Client Temp CA' || fail "tmp subject"
 ok "bootstrap files (0600 keys, PEM/raw formats, CA subjects)"
 
 # --- GetMeta and bootstrap info
@@ -91,7 +91,7 @@ check_err() { # port method body expected
     local got
     got=$(rpc "$1" "$2" "$3")
     [ "$(cat "$WORK/status")" = 400 ] || fail "$2 $3: status $(cat "$WORK/status")"
-    echo "$got" | grep -qF "$4" || fail "$2 $3: got $got, want $4"
+    echo "$got" | has "$4" || fail "$2 $3: got $got, want $4"
 }
 check_err "$PORT_a" GetAppEnvEncryptPubKey '{"app_id":"11"}' 'Invalid app id length: 1'
 check_err "$PORT_a" GetAppEnvEncryptPubKey '{"app_id":"zz"}' 'app_id'
@@ -115,9 +115,9 @@ APORT=$(grep -o 'Admin listening on [^ ]*' "$WORK/a.log" | sed 's/.*://')
 code=$(curl -s -o /dev/null -w '%{http_code}' -X POST -d '{}' "http://127.0.0.1:$APORT/prpc/ClearImageCache?json")
 [ "$code" = 401 ] || fail "admin without token: $code"
 out=$(curl -s -H 'X-Admin-Token: s3cret' -X POST -d '{"image_hash":"all"}' "http://127.0.0.1:$APORT/prpc/Admin.ClearImageCache?json")
-echo "$out" | grep -q 'image cache is not implemented' || fail "ClearImageCache: $out"
+echo "$out" | hasre 'image cache is not implemented' || fail "ClearImageCache: $out"
 out=$(curl -s -u 's3cret:' -X POST -d '{"image_hash":"../x"}' "http://127.0.0.1:$APORT/prpc/ClearImageCache?json")
-echo "$out" | grep -q 'Invalid cache key' || fail "ClearImageCache bad key: $out"
+echo "$out" | hasre 'Invalid cache key' || fail "ClearImageCache bad key: $out"
 ok "Admin: 401 without token, token/basic accepted, ClearImageCache answers clearly"
 
 # --- restart from the same state dir: same roots
@@ -143,11 +143,11 @@ cert_dir = "$WORK/other"
 type = "dev"
 EOF
 out=$("$KMS" --config "$WORK/kms.toml" --check 2>&1) || fail "--check rejected a valid file: $out"
-echo "$out" | grep -q 'configuration OK' || fail "--check: $out"
+echo "$out" | hasre 'configuration OK' || fail "--check: $out"
 echo 'bogus_key = 1' >>"$WORK/kms.toml"
 if out=$("$KMS" --config "$WORK/kms.toml" --check 2>&1); then fail "--check accepted an unknown key"; fi
-echo "$out" | grep -q 'bogus_key' || fail "--check error does not name the key: $out"
+echo "$out" | hasre 'bogus_key' || fail "--check error does not name the key: $out"
 if out=$("$KMS" --auth webhook --check 2>&1); then fail "webhook without URL accepted"; fi
-echo "$out" | grep -q 'needs a URL' || fail "webhook check: $out"
+echo "$out" | hasre 'needs a URL' || fail "webhook check: $out"
 ok "--check: valid kms.toml OK, unknown key and missing webhook URL rejected"
 echo "all dstack-kms bootstrap tests passed"

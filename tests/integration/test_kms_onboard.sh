@@ -22,18 +22,18 @@ start_kms d --dev --state-dir "$WORK/d" --listen 127.0.0.1:0 --onboard-listen 12
     fail "D did not start"
 [ -n "${OPORT_d:-}" ] || fail "D has no onboard listener"
 [ "$(curl -s "http://127.0.0.1:$OPORT_d/health")" = OK ] || fail "onboard /health"
-curl -s "http://127.0.0.1:$OPORT_d/" | grep -q 'onboarding' || fail "onboard page"
+curl -s "http://127.0.0.1:$OPORT_d/" | hasre 'onboarding' || fail "onboard page"
 out=$(ob "$OPORT_d" Bootstrap '{"domain":"-bad.example"}')
-echo "$out" | grep -q 'Invalid domain name' || fail "bad domain accepted: $out"
+echo "$out" | hasre 'Invalid domain name' || fail "bad domain accepted: $out"
 out=$(ob "$OPORT_d" Onboard.Bootstrap '{"domain":"kms-d.example"}')
 [ "$(cat "$WORK/status")" = 200 ] || fail "Bootstrap: $out"
 K256_D=$(jget "$out" k256_pubkey)
 [ ${#K256_D} = 66 ] && [ -n "$(jget "$out" attestation)" ] || fail "bootstrap response: $out"
 [ "$(jget "$out" ca_pubkey | wc -c)" = 183 ] || fail "ca_pubkey: $out"
 out=$(ob "$OPORT_d" Bootstrap '{"domain":"kms-d.example"}')
-echo "$out" | grep -q 'Already bootstrapped' || fail "second bootstrap: $out"
+echo "$out" | hasre 'Already bootstrapped' || fail "second bootstrap: $out"
 out=$(ob "$OPORT_d" Onboard '{"source_url":"https://127.0.0.1:1","domain":"x.example"}')
-echo "$out" | grep -q 'Already onboarded' || fail "onboard after bootstrap: $out"
+echo "$out" | hasre 'Already onboarded' || fail "onboard after bootstrap: $out"
 ob "$OPORT_d" Finish '{}' >/dev/null
 for _ in $(seq 100); do grep -qs 'KMS listening on' "$WORK/d.log" && break; sleep 0.1; done
 PORT_d=$(grep -o 'KMS listening on [^ ]*' "$WORK/d.log" | sed 's/.*://')
@@ -42,7 +42,7 @@ META=$(rpc "$PORT_d" GetMeta)
 [ "$(jget "$META" k256_pubkey)" = "$K256_D" ] || fail "GetMeta after bootstrap: $META"
 python3 -c 'import json,sys; m=json.loads(sys.argv[1]); assert m["bootstrap_info"]["k256_pubkey"]==sys.argv[2]' \
     "$META" "$K256_D" || fail "GetMeta.bootstrap_info"
-openssl x509 -in "$WORK/d/rpc.crt" -noout -subject | grep -q 'kms-d.example' || fail "rpc.crt CN"
+openssl x509 -in "$WORK/d/rpc.crt" -noout -subject | hasre 'kms-d.example' || fail "rpc.crt CN"
 ok "Onboard.Bootstrap: domain check, bootstrap info, no second bootstrap, Finish starts the KMS"
 
 # --- A: the source (bootstrapped, then served under a policy)
@@ -66,10 +66,10 @@ INFO=$(ob "$OPORT_b" GetAttestationInfo '{}')
 ok "GetAttestationInfo reports B's mrAggregated for allowlisting"
 
 out=$(ob "$OPORT_b" Onboard "{\"source_url\":\"ftp://x\",\"domain\":\"kms-b.example\"}")
-echo "$out" | grep -q 'Invalid source URL' || fail "bad source URL: $out"
+echo "$out" | hasre 'Invalid source URL' || fail "bad source URL: $out"
 out=$(ob "$OPORT_b" Onboard "{\"source_url\":\"$SRC\",\"domain\":\"kms-b.example\"}")
 [ "$(cat "$WORK/status")" = 400 ] || fail "onboarded although A's policy lacks B: $out"
-echo "$out" | grep -qF 'Boot denied: aggregated MR not allowed' || fail "denial reason: $out"
+echo "$out" | has 'Boot denied: aggregated MR not allowed' || fail "denial reason: $out"
 grep -q 'boot denied for KMS' "$WORK/a.log" || fail "A did not log the denial"
 [ -e "$WORK/b/root-ca.key" ] && fail "B stored keys although denied"
 ok "source KMS denies an unlisted KMS: Boot denied: aggregated MR not allowed"
@@ -78,7 +78,7 @@ ok "source KMS denies an unlisted KMS: Boot denied: aggregated MR not allowed"
 DSTACK_KMS_DEV_INSTANCE=c start_kms c --dev --state-dir "$WORK/c" --listen 127.0.0.1:0 \
     --onboard-listen 127.0.0.1:0 --policy "$WORK/nonexistent.json" || fail "C did not start"
 out=$(ob "$OPORT_c" Onboard "{\"source_url\":\"$SRC\",\"domain\":\"kms-c.example\"}")
-echo "$out" | grep -qF 'the source KMS is not allowed: Boot denied: OS image is not allowed' ||
+echo "$out" | has 'the source KMS is not allowed: Boot denied: OS image is not allowed' ||
     fail "C accepted the source: $out"
 ok "new KMS checks the source with its own backend"
 
@@ -104,7 +104,7 @@ PA=$(jget "$(rpc "$PORT_a" GetAppEnvEncryptPubKey "$APP")" public_key)
 PB=$(jget "$(rpc "$PORT_b" GetAppEnvEncryptPubKey "$APP")" public_key)
 [ -n "$PA" ] && [ "$PA" = "$PB" ] || fail "env public keys differ: $PA vs $PB"
 [ "$(jget "$(rpc "$PORT_b" GetMeta)" k256_pubkey)" = "$K256_A" ] || fail "B GetMeta"
-openssl x509 -in "$WORK/b/rpc.crt" -noout -subject | grep -q 'kms-b.example' || fail "B rpc.crt"
+openssl x509 -in "$WORK/b/rpc.crt" -noout -subject | hasre 'kms-b.example' || fail "B rpc.crt"
 ok "onboarded: identical roots (files, k256_pubkey) and app env keys on A and B"
 
 # --- a client certificate not issued by the temp CA is refused by the TLS layer

@@ -33,7 +33,7 @@ expect_denied() { # reason
     local out
     out=$(rpc "$PORT_a" GetAppEnvEncryptPubKey "$APP")
     [ "$(cat "$WORK/status")" = 400 ] || fail "expected denial ($1), got $out"
-    echo "$out" | grep -qF "KMS is not allowed: $1" || fail "want reason '$1', got $out"
+    echo "$out" | has "KMS is not allowed: $1" || fail "want reason '$1', got $out"
 }
 expect_allowed() {
     local out
@@ -73,7 +73,7 @@ ok "invalid policy file: default policy (denies), reported in the log"
 # the other trusted methods go through the same gate; GetMeta does not
 set_policy '{}'
 out=$(rpc "$PORT_a" GetTempCaCert)
-echo "$out" | grep -qF "KMS is not allowed: OS image is not allowed" || fail "GetTempCaCert: $out"
+echo "$out" | has "KMS is not allowed: OS image is not allowed" || fail "GetTempCaCert: $out"
 set_policy "{\"gatewayAppId\":\"gw-1\",\"kmsContractAddr\":\"0xabc\",\"chainId\":7,\"appImplementation\":\"0xdef\"}"
 META=$(rpc "$PORT_a" GetMeta)
 [ "$(cat "$WORK/status")" = 200 ] || fail "GetMeta under a denying policy: $META"

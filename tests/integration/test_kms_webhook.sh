@@ -92,14 +92,14 @@ denied() { # mode expected
     local out
     out=$(rpc "$PORT_a" GetAppEnvEncryptPubKey "$APP")
     [ "$(cat "$WORK/status")" = 400 ] || fail "$1: not refused: $out"
-    echo "$out" | grep -qF "$2" || fail "$1: want '$2', got $out"
+    echo "$out" | has "$2" || fail "$1: want '$2', got $out"
 }
 denied deny "KMS is not allowed: not on the list"
 denied 500 "auth webhook answered HTTP 500"
 denied nokey "\\\"gatewayAppId\\\" missing"
 denied garbage "invalid auth webhook reply"
 out=$(rpc "$PORT_a" GetTempCaCert)
-echo "$out" | grep -qF "invalid auth webhook reply" || fail "GetTempCaCert not gated: $out"
+echo "$out" | has "invalid auth webhook reply" || fail "GetTempCaCert not gated: $out"
 ok "deny carries the reason; HTTP 500, missing key, non-JSON fail closed"
 
 echo allow >"$MODE"
@@ -108,8 +108,8 @@ rpc "$PORT_a" GetAppEnvEncryptPubKey "$APP" >/dev/null
 kill "${PIDS[0]}"
 wait "${PIDS[0]}" 2>/dev/null || true
 out=$(rpc "$PORT_a" GetAppEnvEncryptPubKey "$APP")
-echo "$out" | grep -qF "auth webhook request failed" || fail "unreachable webhook: $out"
+echo "$out" | has "auth webhook request failed" || fail "unreachable webhook: $out"
 out=$(rpc "$PORT_a" GetMeta)
-echo "$out" | grep -qF "failed to get auth info" || fail "GetMeta with the webhook down: $out"
+echo "$out" | has "failed to get auth info" || fail "GetMeta with the webhook down: $out"
 ok "unreachable webhook: trusted calls and GetMeta fail closed"
 echo "all dstack-kms webhook tests passed"
