@@ -13,6 +13,7 @@
  * Authorization backends (dev, webhook, policy file) live in kms_auth.c.
  */
 #include <errno.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -35,7 +36,10 @@ static const struct ds_rpc_mount kms_mounts[] = {
 static const struct ds_rpc_route kms_routes[] = {
     {"/health", DS_RPC_HTTP_GET, kms_health},
 };
-static const char *const kms_headers[] = {"X-App-Version: dstack-kms " KMS_VERSION, NULL};
+#ifndef DS_GIT_REV
+#define DS_GIT_REV "unknown"
+#endif
+static const char *const kms_headers[] = {"X-App-Version: v" KMS_VERSION " (" DS_GIT_REV ")", NULL};
 
 static const struct ds_rpc_mount onboard_mounts[] = {
     {.prefix = "/prpc/", .trim = {"Onboard."}, .service = &kms_onboard_service},
@@ -49,6 +53,15 @@ static const struct ds_rpc_route onboard_routes[] = {
 static const struct ds_rpc_mount admin_mounts[] = {
     {.prefix = "/prpc/", .trim = {"Admin."}, .service = &kms_admin_service},
 };
+
+/* jansson holds hex key material of replies (GetAppKey, GetKmsKey): wipe every block it frees. */
+static void wiping_free(void *p)
+{
+    if (p) {
+        ds_wipe(p, malloc_usable_size(p));
+        free(p);
+    }
+}
 
 static void on_signal(evutil_socket_t sig, short what, void *arg)
 {
@@ -260,6 +273,7 @@ int main(int argc, char **argv)
     memset(&k, 0, sizeof(k));
     k.kp.fd = -1;
     log_init("dstack-kms", 0);
+    json_set_alloc_funcs(malloc, wiping_free);
     int r = kms_config_parse(&k.cfg, argc, argv);
     if (r != 0) {
         kms_config_done(&k.cfg);
