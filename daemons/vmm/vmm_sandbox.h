@@ -66,8 +66,8 @@ struct sbx_measure {
     char *event_log_json; /* dstack JSON event form, malloc'd */
 };
 /* Compute the sandbox launch measurement (docs/sandbox.md) for the VM and its image. */
-DS_MUST_USE int sbx_measure(const struct vmm_vm *vm, const char *init_path, struct sbx_measure *out,
-                            char *err, size_t err_size);
+DS_MUST_USE int sbx_measure(const struct vmm_vm *vm, const char *init_path, const char *init_guest,
+                            struct sbx_measure *out, char *err, size_t err_size);
 void sbx_measure_free(struct sbx_measure *m);
 /* Path of dstack-tee-sim's control socket, or NULL when none is configured. */
 const char *sbx_tee_control(char *buf, size_t size);
