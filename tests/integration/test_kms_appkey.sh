@@ -102,8 +102,52 @@ if [ -x "$BIN/dstack-bench" ]; then
     ok "dstack-bench kms: releases without errors"
 fi
 
-# --- app policy
+# --- without insecure_allow_simulated only Intel's root is trusted
 stop_kms a
+start_kms n --tee "sim:$KS" --pccs-url "$PCCS" --state-dir "$WORK/n" --listen 127.0.0.1:0 \
+    --domain localhost --auth dev --no-self-authorization || fail "non-dev KMS did not start"
+grep -q 'SIMULATED quotes are ACCEPTED' "$WORK/n.log" && fail "non-dev KMS accepts simulated quotes"
+grep -q "trusting only Intel's SGX root CA" "$WORK/n.log" || fail "no Intel-only notice"
+out=$("$PY" "$CLIENT" getappkey "https://127.0.0.1:$PORT_n" "$SIM" "$AS" "$VMC") &&
+    fail "simulated quote accepted without insecure_allow_simulated"
+echo "$out" | has 'invalid quote' || fail "simulated quote: $out"
+stop_kms n
+ok "without insecure_allow_simulated a simulated quote is an invalid quote"
+
+# --- kms.toml: [core.attestation] insecure_allow_simulated with the root as a file
+cat >"$WORK/kms.toml" <<EOF
+[rpc]
+address = "127.0.0.1"
+port = 0
+
+[core]
+cert_dir = "$WORK/t"
+tee = "sim:$KS"
+enforce_self_authorization = false
+
+[core.attestation]
+insecure_allow_simulated = true
+simulator_root_ca = "$WORK/sim/root-ca.der"
+
+[core.attestation.urls]
+pccs = "$PCCS"
+
+[core.auth_api]
+type = "dev"
+
+[core.onboard]
+auto_bootstrap_domain = "localhost"
+EOF
+start_kms t --config "$WORK/kms.toml" || fail "KMS from kms.toml did not start"
+grep -q 'insecure_allow_simulated = true: SIMULATED quotes are ACCEPTED' "$WORK/t.log" ||
+    fail "no insecure_allow_simulated warning"
+R=$("$PY" "$CLIENT" getappkey "https://127.0.0.1:$PORT_t" "$SIM" "$AS" "$VMC" "$WORK/t" "$APP_ID" "$INST") ||
+    fail "GetAppKey with the file root: $R"
+[ "$(jget "$R" disk_ok)" = True ] || fail "keys (kms.toml KMS): $R"
+stop_kms t
+ok "kms.toml [core.attestation] insecure_allow_simulated + simulator_root_ca: simulated quotes accepted"
+
+# --- app policy
 POL="$WORK/policy.json"
 set_policy() { printf '%s' "$1" >"$POL.tmp" && mv "$POL.tmp" "$POL"; }
 BASE="\"osImages\":[\"$OS\"],\"kms\":{\"mrAggregated\":[\"$MR\"]}"
