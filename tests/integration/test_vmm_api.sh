@@ -135,4 +135,9 @@ if command -v qemu-system-x86_64 >/dev/null; then
 else
     echo "ok - # SKIP real QEMU start (qemu-system-x86_64 not installed)"
 fi
+# sanitizer builds: the daemon's own reports (it exits cleanly on SIGTERM, so leaks show too)
+if grep -E 'ERROR: (Address|Leak)Sanitizer|runtime error:' "$WORK/vmm.log"; then
+    echo "FAIL: sanitizer report in vmm.log"
+    exit 1
+fi
 echo "PASS"

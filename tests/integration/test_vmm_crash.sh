@@ -120,6 +120,7 @@ while True:
             journal({"op": "create", "id": vid, "name": name, "started": not stopped})
         elif op < 0.65:
             vid = rnd.choice(known)
+            journal({"op": "stop-sent", "id": vid})
             rpc("StopVm", {"id": vid}); journal({"op": "stop", "id": vid})
         elif op < 0.8:
             vid = rnd.choice(known)
@@ -193,7 +194,7 @@ for line in open(JOURNAL):
         desired[r["id"]] = False
     elif r["op"] == "start":
         desired[r["id"]] = True
-    elif r["op"] == "start-sent":
+    elif r["op"] in ("start-sent", "stop-sent"):
         desired[r["id"]] = None  # unknown until acknowledged
 for vid in created:
     if vid not in remove_sent and vid not in ids:
@@ -271,6 +272,10 @@ for i in $(seq 1 "$ITER"); do
     fi
     [ "${PIPESTATUS[0]}" = 0 ] || { echo "FAIL: iteration $i"; tail -30 "$WORK/vmm.log"; exit 1; }
 done
+if grep -E 'ERROR: AddressSanitizer|runtime error:' "$WORK/vmm.log"; then
+    echo "FAIL: sanitizer report in vmm.log"
+    exit 1
+fi
 # the run must have exercised every operation, or it proved nothing
 $PY - "$JOURNAL" <<'PY' || exit 1
 import json, sys
