@@ -22,13 +22,15 @@
 #include "dstack/rpc.h"
 #include "dstack/tee.h"
 
-#define KMS_VERSION        "0.5.0-c"
-#define KMS_ADDR_MAX       64
-#define KMS_PATH_MAX       4096
-#define KMS_DEFAULT_PORT   8000
-#define KMS_DEFAULT_DOMAIN "localhost"
-#define KMS_DEFAULT_PCCS   "https://api.trustedservices.intel.com"
-#define KMS_ERR_MAX        512
+#define KMS_VERSION         "0.5.0-c"
+#define KMS_ADDR_MAX        64
+#define KMS_PATH_MAX        4096
+#define KMS_DEFAULT_PORT    8000
+#define KMS_DEFAULT_DOMAIN  "localhost"
+#define KMS_DEFAULT_PCCS    "https://api.trustedservices.intel.com"
+#define KMS_ERR_MAX         512
+#define KMS_COLL_CACHE_SIZE 8   /* platforms (PCK chains) whose collateral is kept */
+#define KMS_COLL_CACHE_TTL  600 /* seconds before collateral is fetched again */
 
 /* ---- configuration (kms_config.c) ------------------------------------------------------------ */
 
@@ -138,6 +140,12 @@ struct kms {
     struct ds_sim_pki *dev_pki;     /* dev mode: the embedded TEE's mock PKI */
     struct ds_collateral *dev_coll; /* collateral made from it */
     int64_t dev_coll_time;
+    /* collateral fetched from the PCCS, per PCK chain (kms_attest.c) */
+    struct kms_coll_entry {
+        uint8_t key[32];
+        struct ds_collateral *coll;
+        int64_t fetched;
+    } coll_cache[KMS_COLL_CACHE_SIZE];
     /* public material from the key process */
     bool has_keys;
     char *root_ca_pem;
@@ -180,8 +188,10 @@ int kms_attest_open(struct kms *k);
 int kms_attest(struct kms *k, const uint8_t report_data[64], uint8_t **out, size_t *out_len);
 /* The RA-TLS attestation extension payload for a key. */
 int kms_attest_for_key(struct kms *k, EVP_PKEY *key, uint8_t **out, size_t *out_len);
-/* Fill verification options (collateral, PCCS, time). */
-int kms_verify_opts(struct kms *k, struct ds_attestation_verify_opts *opts);
+/* Fill verification options for a quote (collateral: dev-local, cached, or the PCCS URL). */
+int kms_verify_opts(struct kms *k, const uint8_t *quote, size_t quote_len,
+                    struct ds_attestation_verify_opts *opts);
+void kms_coll_cache_free(struct kms *k);
 /* Our own BootInfo (cached). */
 int kms_self_boot_info(struct kms *k, const struct ds_kms_boot_info **out, char *err, size_t n);
 /* BootInfo of an RA-TLS certificate's attestation (runtime MR). */

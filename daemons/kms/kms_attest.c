@@ -280,7 +280,58 @@ int kms_attest_for_key(struct kms *k, EVP_PKEY *key, uint8_t **out, size_t *out_
     return r;
 }
 
-int kms_verify_opts(struct kms *k, struct ds_attestation_verify_opts *opts)
+/*
+ * Collateral from the PCCS, kept per PCK certificate chain (it names the platform: FMSPC and
+ * CA) for KMS_COLL_CACHE_TTL seconds, so warm verifications do not fetch. A quote we cannot
+ * key (not parseable, no PEM chain) or a failed fetch is left to the verifier, which fetches
+ * and reports the error itself.
+ */
+static const struct ds_collateral *coll_cached(struct kms *k, const uint8_t *quote, size_t len,
+                                               int64_t now)
+{
+    struct ds_quote q;
+    uint8_t key[32];
+    char err[KMS_ERR_MAX];
+    if (!quote || ds_quote_parse(quote, len, &q) < 0 || q.cert_type != 5 || !q.cert_data) {
+        return NULL;
+    }
+    ds_sha256(q.cert_data, q.cert_data_len, key);
+    struct kms_coll_entry *slot = &k->coll_cache[0];
+    for (size_t i = 0; i < KMS_COLL_CACHE_SIZE; i++) {
+        struct kms_coll_entry *e = &k->coll_cache[i];
+        if (e->coll && memcmp(e->key, key, sizeof(key)) == 0) {
+            if (now - e->fetched < KMS_COLL_CACHE_TTL) {
+                return e->coll;
+            }
+            slot = e;
+            break;
+        }
+        if (!e->coll || e->fetched < slot->fetched) {
+            slot = e;
+        }
+    }
+    struct ds_collateral *c = NULL;
+    const char *pccs = k->cfg.pccs_url ? k->cfg.pccs_url : KMS_DEFAULT_PCCS;
+    if (ds_collateral_fetch(pccs, quote, len, 0, &c, err, sizeof(err)) < 0) {
+        return NULL;
+    }
+    ds_collateral_free(slot->coll);
+    memcpy(slot->key, key, sizeof(key));
+    slot->coll = c;
+    slot->fetched = now;
+    return c;
+}
+
+void kms_coll_cache_free(struct kms *k)
+{
+    for (size_t i = 0; i < KMS_COLL_CACHE_SIZE; i++) {
+        ds_collateral_free(k->coll_cache[i].coll);
+        k->coll_cache[i].coll = NULL;
+    }
+}
+
+int kms_verify_opts(struct kms *k, const uint8_t *quote, size_t quote_len,
+                    struct ds_attestation_verify_opts *opts)
 {
     int64_t now = (int64_t)time(NULL);
     memset(opts, 0, sizeof(*opts));
@@ -298,6 +349,7 @@ int kms_verify_opts(struct kms *k, struct ds_attestation_verify_opts *opts)
         return 0;
     }
     opts->pccs_url = k->cfg.pccs_url ? k->cfg.pccs_url : KMS_DEFAULT_PCCS;
+    opts->collateral = coll_cached(k, quote, quote_len, now);
     return 0;
 }
 
@@ -321,7 +373,7 @@ int kms_self_boot_info(struct kms *k, const struct ds_kms_boot_info **out, char 
     r = ds_attestation_decode(blob, len, &a);
     free(blob);
     if (r == 0) {
-        r = kms_verify_opts(k, &opts);
+        r = kms_verify_opts(k, a->quote, a->quote_len, &opts);
     }
     if (r == 0) {
         r = ds_attestation_verify(a, &opts, &res);
@@ -363,7 +415,7 @@ int kms_cert_boot_info(struct kms *k, X509 *cert, const char *vm_config,
         snprintf(err, n, "invalid quote: %s", ds_strerror(r));
         return r;
     }
-    r = kms_verify_opts(k, &opts);
+    r = kms_verify_opts(k, a->quote, a->quote_len, &opts);
     if (r == 0) {
         opts.skip_cert_validity = false;
         r = ds_ratls_verify_cert(cert, &opts, &res);

@@ -443,7 +443,7 @@ static int csr_attestation(struct kms *k, struct ds_rpc_call *call, const struct
     }
     DS_TRY(ds_report_data_build(DS_REPORT_HASH_SHA512, DS_REPORT_TAG_RATLS_CERT, csr->pubkey,
                                 csr->pubkey_len, expect));
-    DS_TRY(kms_verify_opts(k, &opts));
+    DS_TRY(kms_verify_opts(k, (*out_a)->quote, (*out_a)->quote_len, &opts));
     opts.expected_report_data = expect;
     r = ds_attestation_verify(*out_a, &opts, res);
     if (r < 0) {

@@ -253,6 +253,7 @@ static void cleanup(struct kms *k)
     ds_verifier_free(k->verifier);
     ds_sim_pki_free(k->dev_pki);
     ds_collateral_free(k->dev_coll);
+    kms_coll_cache_free(k);
     ds_kms_boot_info_done(&k->self_bi);
     ds_kms_policy_free(k->policy);
     free(k->root_ca_pem);
