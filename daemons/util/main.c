@@ -15,6 +15,7 @@
 
 #include "log.h"
 #include "util.h"
+#include "util_setup.h"
 
 struct util_cmd {
     const char *name;
@@ -28,6 +29,9 @@ static const struct util_cmd util_cmds[] = {
      "fetch the app keys from a KMS and write the app keys file"},
     {"ratls-cert", util_cmd_ratls_cert, util_ratls_cert_usage,
      "mint an RA-TLS certificate with a quote from the TEE"},
+    {"setup", util_cmd_setup, util_setup_usage,
+     "measure and set up the app at boot (keys, data volume, env)"},
+    {"notify", util_cmd_notify, util_notify_usage, "send a Notify event to the VMM host API"},
 };
 
 static const struct util_opt *find_opt(const struct util_opt *opts, const char *name, size_t len)
