@@ -65,6 +65,7 @@ struct kms_config {
     uint16_t admin_port;
     char *admin_token;
     bool admin_insecure_no_auth;
+    bool metrics_enabled;
 };
 
 /* Parse argv (and kms.toml when given). Returns 0, 1 for --help/--version (exit 0), or < 0. */
@@ -166,6 +167,9 @@ struct kms {
     struct ds_rpc_server *admin_srv;
     SSL_CTX *tls;
     bool onboard_finished;
+    /* /metrics counters (GetAppKey, GetKmsKey, SignCert; failure = HTTP status >= 400) */
+    uint64_t att_requests;
+    uint64_t att_failures;
 };
 
 /* ---- kms_keys.c: bootstrap, state files, RPC certificate ------------------------------------- */
@@ -220,6 +224,7 @@ extern const struct ds_rpc_service kms_rpc_service;     /* kms_rpc.c */
 extern const struct ds_rpc_service kms_onboard_service; /* kms_onboard.c */
 extern const struct ds_rpc_service kms_admin_service;   /* kms_admin.c */
 int kms_health(struct ds_rpc_call *call, void *ctx);
+int kms_metrics(struct ds_rpc_call *call, void *ctx);
 int kms_onboard_page(struct ds_rpc_call *call, void *ctx);
 int kms_onboard_finish_route(struct ds_rpc_call *call, void *ctx);
 int kms_admin_filter(struct ds_rpc_call *call, void *ctx);

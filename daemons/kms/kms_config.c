@@ -102,7 +102,8 @@ static const struct ds_config_key toml_keys[] = {
      .flags = DS_CFG_SECRET},
     K("core.admin.insecure_no_auth", DS_CFG_BOOL, admin_insecure_no_auth, "false",
       "INSECURE: Admin without a token"),
-    K("core.metrics.enabled", DS_CFG_BOOL, metrics_enabled, "false", "unused (no /metrics yet)"),
+    K("core.metrics.enabled", DS_CFG_BOOL, metrics_enabled, "false",
+      "GET /metrics (Prometheus text) on the main listener"),
     {.key = "core.auth_api.type",
      .type = DS_CFG_ENUM,
      .offset = offsetof(struct kms_toml, auth_type),
@@ -160,6 +161,7 @@ static int load_toml(struct kms_config *c, const char *path, bool dump)
     snprintf(c->admin_addr, sizeof(c->admin_addr), "%s", t.admin_address);
     c->admin_port = t.admin_port;
     c->admin_insecure_no_auth = t.admin_insecure_no_auth;
+    c->metrics_enabled = t.metrics_enabled;
     c->onboard_enabled = t.onboard_enabled;
     snprintf(c->onboard_addr, sizeof(c->onboard_addr), "%s", t.onboard_address);
     c->onboard_port = t.onboard_port;
@@ -232,6 +234,7 @@ enum {
     OPT_ADMIN_TOKEN,
     OPT_ADMIN_NO_AUTH,
     OPT_DUMP,
+    OPT_METRICS,
     OPT_VERSION,
 };
 
@@ -260,6 +263,7 @@ static const struct option options[] = {
     {"admin-token", required_argument, NULL, OPT_ADMIN_TOKEN},
     {"admin-insecure-no-auth", no_argument, NULL, OPT_ADMIN_NO_AUTH},
     {"dump-config", no_argument, NULL, OPT_DUMP},
+    {"metrics", no_argument, NULL, OPT_METRICS},
     {"verbose", no_argument, NULL, 'v'},
     {"help", no_argument, NULL, 'h'},
     {"version", no_argument, NULL, OPT_VERSION},
@@ -445,6 +449,9 @@ int kms_config_parse(struct kms_config *c, int argc, char **argv)
             break;
         case OPT_ADMIN_NO_AUTH:
             c->admin_insecure_no_auth = true;
+            break;
+        case OPT_METRICS:
+            c->metrics_enabled = true;
             break;
         case 'v':
             c->verbose++;

@@ -183,8 +183,23 @@ int kms_keyproc_call(struct kms_keyproc *kp, enum kms_kp_op op, const struct kms
     if (nargs > KP_FIELDS_MAX) {
         return -EINVAL;
     }
-    DS_TRY(send_frame(kp->fd, &head, 1, args, nargs));
-    DS_TRY(recv_frame(kp->fd, &rep->data, &rep->data_len));
+    if (kp->fd < 0) {
+        return -EPIPE;
+    }
+    int t = send_frame(kp->fd, &head, 1, args, nargs);
+    if (t == -DS_E_LIMIT) {
+        return t; /* nothing was written */
+    }
+    if (t == 0) {
+        t = recv_frame(kp->fd, &rep->data, &rep->data_len);
+    }
+    if (t < 0) {
+        /* the stream may be out of step now: never use it again */
+        log_warnx("key process channel failed: %s", ds_strerror(t));
+        close(kp->fd);
+        kp->fd = -1;
+        return t;
+    }
     struct ds_reader rd;
     uint32_t status;
     ds_rd_init(&rd, rep->data, rep->data_len);

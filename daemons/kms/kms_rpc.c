@@ -106,7 +106,7 @@ static int kp_error(struct ds_rpc_call *call, const char *what, int r)
 
 /* ---- GetAppKey --------------------------------------------------------------------------- */
 
-static int get_app_key(struct ds_rpc_call *call, const json_t *params, json_t **out, void *ctx)
+static int get_app_key_impl(struct ds_rpc_call *call, const json_t *params, json_t **out, void *ctx)
 {
     struct kms *k = ctx;
     struct ds_kms_get_app_key_req req = {0};
@@ -320,7 +320,7 @@ static int get_meta(struct ds_rpc_call *call, const json_t *params, json_t **out
 
 /* ---- GetKmsKey --------------------------------------------------------------------------- */
 
-static int get_kms_key(struct ds_rpc_call *call, const json_t *params, json_t **out, void *ctx)
+static int get_kms_key_impl(struct ds_rpc_call *call, const json_t *params, json_t **out, void *ctx)
 {
     struct kms *k = ctx;
     struct ds_kms_get_kms_key_req req = {0};
@@ -508,7 +508,7 @@ static void opt_u64(uint8_t out[9], bool has, uint64_t v)
     }
 }
 
-static int sign_cert(struct ds_rpc_call *call, const json_t *params, json_t **out, void *ctx)
+static int sign_cert_impl(struct ds_rpc_call *call, const json_t *params, json_t **out, void *ctx)
 {
     struct kms *k = ctx;
     struct ds_kms_sign_cert_req req = {0};
@@ -609,6 +609,50 @@ out:
     ds_csr_done(&csr);
     ds_kms_req_free(DS_KMS_REQ_SIGN_CERT, &req);
     return r;
+}
+
+/* The attestation-consuming methods counted by /metrics (upstream's two counters). */
+static int counted(int r, struct kms *k)
+{
+    k->att_requests++;
+    if (r < 0) {
+        k->att_failures++;
+    }
+    return r;
+}
+
+static int get_app_key(struct ds_rpc_call *call, const json_t *params, json_t **out, void *ctx)
+{
+    return counted(get_app_key_impl(call, params, out, ctx), ctx);
+}
+
+static int get_kms_key(struct ds_rpc_call *call, const json_t *params, json_t **out, void *ctx)
+{
+    return counted(get_kms_key_impl(call, params, out, ctx), ctx);
+}
+
+static int sign_cert(struct ds_rpc_call *call, const json_t *params, json_t **out, void *ctx)
+{
+    return counted(sign_cert_impl(call, params, out, ctx), ctx);
+}
+
+int kms_metrics(struct ds_rpc_call *call, void *ctx)
+{
+    struct kms *k = ctx;
+    char body[512];
+    if (!k->cfg.metrics_enabled) {
+        static const char nf[] = "{\"error\":\"metrics are disabled\"}";
+        ds_rpc_call_reply_raw(call, 404, "application/json", nf, sizeof(nf) - 1);
+        return 0;
+    }
+    int n = snprintf(body, sizeof(body),
+                     "# TYPE dstack_kms_attestation_requests_total counter\n"
+                     "dstack_kms_attestation_requests_total %llu\n"
+                     "# TYPE dstack_kms_attestation_failures_total counter\n"
+                     "dstack_kms_attestation_failures_total %llu\n",
+                     (unsigned long long)k->att_requests, (unsigned long long)k->att_failures);
+    ds_rpc_call_reply_raw(call, 200, "text/plain; version=0.0.4", body, (size_t)n);
+    return 0;
 }
 
 int kms_health(struct ds_rpc_call *call, void *ctx)

@@ -35,6 +35,7 @@ static const struct ds_rpc_mount kms_mounts[] = {
 };
 static const struct ds_rpc_route kms_routes[] = {
     {"/health", DS_RPC_HTTP_GET, kms_health},
+    {"/metrics", DS_RPC_HTTP_GET, kms_metrics},
 };
 #ifndef DS_GIT_REV
 #define DS_GIT_REV "unknown"

@@ -13,7 +13,7 @@ command -v node >/dev/null || { echo "SKIP: node not installed"; exit 77; }
 
 S="$WORK/state"
 start_kms a --dev --state-dir "$S" --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 \
-    --admin-token s3cret || fail "KMS did not start"
+    --admin-token s3cret --metrics || fail "KMS did not start"
 grep -q 'DEVELOPMENT MODE' "$WORK/a.log" || fail "no dev-mode warning"
 grep -q 'dev implies insecure_allow_simulated' "$WORK/a.log" || fail "no simulated warning"
 
@@ -109,6 +109,12 @@ check_err "$PORT_a" SignCert "@$WORK/big.json" 'error'
 rpc "$PORT_a" KMS.GetMeta >/dev/null
 [ "$(cat "$WORK/status")" = 200 ] || fail "KMS.GetMeta prefix"
 ok "malformed requests answered with specific errors; daemon alive"
+
+# --- /metrics: GetAppKey, GetKmsKey, SignCert counted; failures = status >= 400
+M=$(curl -sk "https://127.0.0.1:$PORT_a/metrics")
+echo "$M" | hasre '^dstack_kms_attestation_requests_total 6$' || fail "requests counter: $M"
+echo "$M" | hasre '^dstack_kms_attestation_failures_total 6$' || fail "failures counter: $M"
+ok "/metrics counts the attested methods and their failures"
 
 # --- Admin
 APORT=$(grep -o 'Admin listening on [^ ]*' "$WORK/a.log" | sed 's/.*://')
