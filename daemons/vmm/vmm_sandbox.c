@@ -58,6 +58,7 @@
 #define SBX_ARGS_MAX      64
 #define SBX_ENV_MAX       24
 #define SBX_LOOP_NODES    64
+#define SBX_LOOP_SCAN     1024 /* /dev/loopN checked at destroy */
 #define SBX_CGROUP_ROOT   "/sys/fs/cgroup"
 #define SBX_CGROUP_DIR    SBX_CGROUP_ROOT "/dstack-vmm"
 #define SBX_CPU_PERIOD    100000
@@ -1040,34 +1041,32 @@ static int sbx_stop(struct vmm_backend *b, struct vmm_vm *vm, bool graceful, cha
 }
 
 /* Detach loop devices still backed by this VM's data disk (normally gone with the sandbox's
- * mounts: busybox/util-linux loop mounts are autoclear). */
+ * mounts: busybox/util-linux loop mounts are autoclear). Matched by device and inode: the
+ * backing_file name a loop device reports is the path seen inside the sandbox. */
 static void loop_cleanup(const struct vmm_vm *vm)
 {
     char img[PATH_MAX];
-    if (wd_file(vm, "data.img", img, sizeof(img)) < 0) {
+    struct stat st;
+    if (wd_file(vm, "data.img", img, sizeof(img)) < 0 || stat(img, &st) < 0) {
         return;
     }
-    for (unsigned i = 0; i < 256; i++) {
-        char bf[96], dev[32], backing[PATH_MAX];
-        snprintf(bf, sizeof(bf), "/sys/block/loop%u/loop/backing_file", i);
-        FILE *f = fopen(bf, "re");
-        if (!f) {
-            continue;
-        }
-        bool match = fgets(backing, sizeof(backing), f) != NULL;
-        fclose(f);
-        backing[strcspn(backing, "\n")] = '\0';
-        if (!match || strcmp(backing, img) != 0) {
+    for (unsigned i = 0; i < SBX_LOOP_SCAN; i++) {
+        char sys[64], dev[32];
+        snprintf(sys, sizeof(sys), "/sys/block/loop%u", i);
+        if (access(sys, F_OK) != 0) {
             continue;
         }
         snprintf(dev, sizeof(dev), "/dev/loop%u", i);
         int fd = open(dev, O_RDONLY | O_CLOEXEC);
-        if (fd >= 0) {
-            if (ioctl(fd, LOOP_CLR_FD, 0) < 0) {
-                log_warn("sandbox %s: detach %s", vm->id, dev);
-            }
-            close(fd);
+        if (fd < 0) {
+            continue;
         }
+        struct loop_info64 li;
+        if (ioctl(fd, LOOP_GET_STATUS64, &li) == 0 && li.lo_inode == st.st_ino &&
+            li.lo_device == st.st_dev && ioctl(fd, LOOP_CLR_FD, 0) < 0) {
+            log_warn("sandbox %s: detach %s", vm->id, dev);
+        }
+        close(fd);
     }
 }
 
