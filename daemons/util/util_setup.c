@@ -204,8 +204,11 @@ static int load_share(struct setup *s)
     for (int i = 0; i < SF_COUNT; i++) {
         struct share_file *f = &s->files[i];
         *f = defs[i];
+        char dst[4200];
+        snprintf(dst, sizeof(dst), "%s/%s", s->share_dir, f->name);
         int r = read_nofollow(s->host_shared, f->name, f->max, &f->data, &f->len);
         if (r == -ENOENT && !f->required) {
+            unlink(dst); /* no stale copy from an earlier run */
             continue;
         }
         if (r < 0) {
@@ -213,8 +216,6 @@ static int load_share(struct setup *s)
                         r == -DS_E_LIMIT ? " (file too large)" : "");
         }
         f->present = true;
-        char dst[4200];
-        snprintf(dst, sizeof(dst), "%s/%s", s->share_dir, f->name);
         r = ds_write_file_atomic(dst, f->data, f->len, i == SF_ENV ? 0600 : 0644);
         if (r < 0) {
             return fail(s, r, "copying %s: %s", dst, ds_strerror(r));
@@ -787,13 +788,16 @@ static int write_outputs(struct setup *s, const char *info)
     return r;
 }
 
-/* Remove what write_outputs may have left after a failure: no key material on failure. */
-static void remove_outputs(struct setup *s)
+/*
+ * Remove the key material files under <work>/.host-shared: before a run (nothing stale from an
+ * earlier boot survives) and after a failure (no key material on failure).
+ */
+static void remove_outputs_dir(const char *work_dir)
 {
     const char *names[] = {".appkeys.json", ".decrypted-env", ".decrypted-env.json"};
     for (size_t i = 0; i < DS_ARRAY_SIZE(names); i++) {
         char path[4200];
-        snprintf(path, sizeof(path), "%s/%s", s->share_dir, names[i]);
+        snprintf(path, sizeof(path), "%s/.host-shared/%s", work_dir, names[i]);
         unlink(path);
     }
 }
@@ -804,6 +808,7 @@ static int run(struct setup *s)
 {
     int r;
     char *info = NULL;
+    remove_outputs_dir(s->work_dir);
     if ((r = load_share(s)) < 0 || (r = parse_inputs(s)) < 0 || (r = compute_ids(s)) < 0) {
         return r;
     }
@@ -919,7 +924,7 @@ int util_cmd_setup(int argc, char **argv)
     }
     int r = run(&s);
     if (r < 0) {
-        remove_outputs(&s);
+        remove_outputs_dir(s.work_dir);
         setup_data_volume_undo(&s.disk);
         log_warnx("setup failed: %s", s.err);
         if (s.host_api && setup_notify(s.host_api, "boot.error", s.err) < 0) {
