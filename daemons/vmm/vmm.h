@@ -224,7 +224,8 @@ struct vmm {
     struct vmm_vm_rec *vms;
     struct event *tick;
     uint64_t started_ms;
-    char *run_path; /* absolute */
+    uint64_t auto_restart_ms; /* last auto-restart pass */
+    char *run_path;           /* absolute */
     char *image_path;
 };
 

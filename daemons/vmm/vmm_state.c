@@ -986,6 +986,11 @@ static void auto_restart(struct vmm *v, struct vmm_vm_rec *vm, uint64_t now)
 void vmm_state_tick(struct vmm *v)
 {
     uint64_t now = vmm_now_ms();
+    /* auto-restart checks run every cvm.auto_restart.interval seconds (§1.5) */
+    bool ar_pass = now - v->auto_restart_ms >= (uint64_t)v->cfg.ar_interval * 1000;
+    if (ar_pass) {
+        v->auto_restart_ms = now;
+    }
     for (struct vmm_vm_rec *vm = v->vms, *next; vm; vm = next) {
         next = vm->next;
         if (vm->removing) {
@@ -993,6 +998,8 @@ void vmm_state_tick(struct vmm *v)
             continue;
         }
         vmm_vm_poll(v, vm);
-        auto_restart(v, vm, now);
+        if (ar_pass) {
+            auto_restart(v, vm, now);
+        }
     }
 }

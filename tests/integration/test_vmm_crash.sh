@@ -13,6 +13,8 @@
 #  - desired state honoured: started VMs run, stopped VMs do not; acknowledged StopVm/StartVm
 #    are reflected in vm-state.json;
 #  - exactly one guest process per running VM and none for any other (no orphans, no doubles).
+# Then auto-restart (§1.5): a guest killed behind the VMM's back is restarted max_retries
+# times, then the budget is exhausted (event, status "exited"), and StartVm resets it.
 # The guest processes come from a stand-in QEMU binary (cvm.qemu_path: a script answering
 # --version and then sleeping) so that starts succeed on any host; the real QEMU path is
 # covered by test_vmm_api.sh.
@@ -292,5 +294,63 @@ short = {k: ops.get(k, 0) for k in need if ops.get(k, 0) < need[k]}
 if short:
     print("FAIL: too few acknowledged operations:", short)
     sys.exit(1)
+PY
+
+# ---- auto-restart (§1.5): a guest that dies is restarted max_retries times, then given up ----
+kill -9 "$VMM_PID"
+wait "$VMM_PID" 2>/dev/null
+VMM_PID=""
+sed -e 's/^enabled = false$/enabled = true\ninterval = 1\ninitial_backoff = 0\nmax_backoff = 0\nmax_retries = 2/' \
+    "$WORK/vmm.toml" >"$WORK/vmm-ar.toml"
+grep -q 'max_retries = 2' "$WORK/vmm-ar.toml" || { echo "FAIL: auto-restart config"; exit 1; }
+"$VMMD" -c "$WORK/vmm-ar.toml" >>"$WORK/vmm.log" 2>&1 &
+VMM_PID=$!
+for _ in $(seq 1 400); do
+    $PY -c "import socket;s=socket.socket();s.connect(('127.0.0.1',$PORT))" 2>/dev/null && break
+    sleep 0.025
+done
+$PY - "$URL" "$WORK/run" <<'PY' || { echo "FAIL: auto-restart"; tail -20 "$WORK/vmm.log"; exit 1; }
+import json, os, signal, sys, time, urllib.request
+URL, RUN = sys.argv[1:3]
+def rpc(m, p):
+    req = urllib.request.Request(f"{URL}/prpc/{m}?json", data=json.dumps(p).encode(), headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=5) as r:
+        return json.loads(r.read() or b"{}")
+for v in rpc("Status", {"brief": True})["vms"]:
+    rpc("RemoveVm", {"id": v["id"]})
+compose = json.dumps({"manifest_version": 2, "name": "ar", "runner": "docker-compose", "docker_compose_file": "x"})
+vid = rpc("CreateVm", {"name": "ar", "image": "dstack-0.5.3", "compose_file": compose, "vcpu": 1, "memory": 256, "disk_size": 1})["id"]
+def pid():
+    try:
+        return int(open(os.path.join(RUN, vid, "vm.pid")).read().split()[0])
+    except (OSError, ValueError):
+        return 0
+def info():
+    return rpc("GetInfo", {"id": vid})["info"]
+def wait_for(cond, what, secs=8):
+    end = time.time() + secs
+    while time.time() < end:
+        if cond():
+            return
+        time.sleep(0.1)
+    print(f"FAIL: {what}: {info()}"); sys.exit(1)
+for attempt in (1, 2):
+    old = pid()
+    wait_for(lambda: info()["status"] == "running", "not running before kill")
+    os.kill(old, signal.SIGKILL)
+    wait_for(lambda: pid() != old and info()["status"] == "running", f"not restarted (attempt {attempt})")
+    events = [e["event"] for e in info()["events"]]
+    if events.count("vmm.auto_restart") != attempt:
+        print(f"FAIL: events after attempt {attempt}: {events}"); sys.exit(1)
+os.kill(pid(), signal.SIGKILL)
+wait_for(lambda: "vmm.auto_restart.exhausted" in [e["event"] for e in info()["events"]], "budget not exhausted")
+if info()["status"] != "exited":
+    print(f"FAIL: status after giving up: {info()['status']}"); sys.exit(1)
+rpc("StartVm", {"id": vid})
+wait_for(lambda: info()["status"] == "running", "StartVm after exhaustion")
+rpc("StopVm", {"id": vid})
+if info()["status"] != "stopped":
+    print("FAIL: StopVm"); sys.exit(1)
+print("ok - auto-restart: restarted twice (max_retries = 2), then exhausted and left exited; StartVm resets")
 PY
 echo "PASS ($ITER SIGKILLs)"
