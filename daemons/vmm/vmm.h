@@ -75,6 +75,7 @@ struct vmm_config {
     /* [cvm] */
     int backend; /* enum vmm_backend_kind */
     char *qemu_path;
+    int accel; /* auto | kvm | tcg (ours) */
     struct ds_config_strv kms_urls;
     struct ds_config_strv gateway_urls;
     char *pccs_url;

@@ -17,6 +17,7 @@
 #define OFF(f) offsetof(struct vmm_config, f)
 
 static const char *const backend_choices[] = {"qemu", "sandbox", NULL};
+static const char *const accel_choices[] = {"auto", "kvm", "tcg", NULL};
 static const char *const share_choices[] = {"9p", "vhd", "vvfat", NULL};
 static const char *const net_choices[] = {"user", "bridge", "custom", NULL};
 static const char *const proto_choices[] = {"tcp", "udp", NULL};
@@ -64,6 +65,8 @@ static const struct ds_config_key vmm_keys[] = {
      "qemu or sandbox", 0},
     {"cvm.qemu_path", DS_CFG_PATH, OFF(qemu_path), "", 0, 0, NULL, NULL,
      "QEMU binary (empty: qemu-system-x86_64 in PATH)", 0},
+    {"cvm.accel", DS_CFG_ENUM, OFF(accel), "auto", 0, 0, accel_choices, NULL,
+     "qemu accelerator: auto (kvm when /dev/kvm is usable), kvm or tcg (no-TEE only)", 0},
     {"cvm.kms_urls", DS_CFG_STRINGS, OFF(kms_urls), NULL, 0, 0, NULL, NULL, "default KMS URLs", 0},
     {"cvm.gateway_urls", DS_CFG_STRINGS, OFF(gateway_urls), NULL, 0, 0, NULL, NULL,
      "default gateway URLs", 0},

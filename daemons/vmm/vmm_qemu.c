@@ -35,6 +35,7 @@ struct qemu_priv {
     char img_path[PATH_MAX]; /* qemu-img, "" when not found */
     char why[VMM_ERR_MAX];   /* why the backend is unusable */
     bool kvm;
+    bool vhost_vsock; /* else the host API goes over virtio-serial to host-api.sock */
 };
 
 static bool find_in_path(const char *name, char *out, size_t out_size)
@@ -134,7 +135,8 @@ static int qemu_init(struct vmm_backend *b)
         p->path[0] = '\0';
     }
     (void)find_in_path("qemu-img", p->img_path, sizeof(p->img_path));
-    p->kvm = access("/dev/kvm", R_OK | W_OK) == 0;
+    p->kvm = b->cfg->accel == 1 || (b->cfg->accel == 0 && access("/dev/kvm", R_OK | W_OK) == 0);
+    p->vhost_vsock = access("/dev/vhost-vsock", R_OK | W_OK) == 0;
     b->priv = p;
     return 0;
 }
@@ -372,7 +374,8 @@ static int qemu_start(struct vmm_backend *b, struct vmm_vm *vm, pid_t *out_pid, 
         .nic_count = 1,
         .ports = ports,
         .port_count = vm->port_count,
-        .host_api = DS_QEMU_HOST_API_VSOCK,
+        .host_api = p->vhost_vsock ? DS_QEMU_HOST_API_VSOCK : DS_QEMU_HOST_API_SERIAL,
+        .host_api_socket = p->vhost_vsock ? NULL : vm->host_api_socket,
         .cid = vm->cid,
         .serial_log = vm->serial_log,
         .qmp_socket = qmp,
