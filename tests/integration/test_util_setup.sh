@@ -23,7 +23,7 @@ command -v mkfs.ext4 >/dev/null || { echo "SKIP: mkfs.ext4 not installed"; exit 
 "$PY" -c 'import cryptography' 2>/dev/null || { echo "SKIP: python3-cryptography missing"; exit 77; }
 
 umount_all() {
-    for m in "$WORK/work/persistent" "$WORK/work/.data-fs"; do
+    for m in "$WORK"/work*/persistent "$WORK"/work*/.data-fs; do
         mountpoint -q "$m" 2>/dev/null && umount "$m"
     done
     return 0
@@ -238,6 +238,44 @@ assert not [l for l in lines if l["body"]["event"] == "instance.info"]
 EOF
 mountpoint -q "$WORK/work/persistent" && fail "data volume mounted after a denied boot"
 ok "denied compose hash: setup fails with 'compose hash not allowed', boot.error reported, no keys"
+
+# --- key provider none with event_log_version 2: random keys (loud warning), V2 digests
+SHARE2="$WORK/share2"
+mkdir -p "$SHARE2"
+printf '%s' '{"manifest_version":2,"name":"none-test","runner":"docker-compose","docker_compose_file":"x","key_provider":"none","event_log_version":2,"secure_time":false}' \
+    >"$SHARE2/app-compose.json"
+echo '{}' >"$SHARE2/.sys-config.json"
+cp "$SHARE/.encrypted-env" "$SHARE2/"
+truncate -s 32M "$WORK/data2.img"
+TD=$("$SIM" create-td --state-dir "$WORK/sim" --name none1)
+"$UTIL" setup --host-shared "$SHARE2" --work-dir "$WORK/work2" --tee "sim:$TD" \
+    --data-disk "$WORK/data2.img" >"$WORK/none.log" 2>&1 || fail "none setup: $(tail -3 "$WORK/none.log")"
+grep -q 'key provider NONE' "$WORK/none.log" || fail "no loud warning for key provider none"
+grep -q 'no env key: ignored' "$WORK/none.log" || fail "encrypted env not reported as ignored"
+[ -e "$WORK/work2/.host-shared/.decrypted-env" ] && fail "env decrypted without a KMS"
+"$SIM" event-log --socket "$TD" >"$WORK/evlog2.json"
+"$SIM" read --socket "$TD" >"$WORK/regs2.json"
+"$PY" - "$WORK/evlog2.json" "$WORK/regs2.json" "$WORK/work2/.host-shared/.appkeys.json" <<'EOF2' || fail "none/v2 check"
+import hashlib, json, sys
+log = json.load(open(sys.argv[1])); regs = json.load(open(sys.argv[2])); k = json.load(open(sys.argv[3]))
+mr = bytes(48)
+for e in log:
+    pre = json.dumps({"name": e["event"], "payload": e["event_payload"], "type": 134217729},
+                     separators=(",", ":"), sort_keys=True).encode()
+    d = hashlib.sha384(pre).digest()
+    assert e["digest"] == d.hex(), ("v2 digest", e["event"])
+    mr = hashlib.sha384(mr + d).digest()
+assert mr.hex() == regs["rtmr3"]
+names = [e["event"] for e in log]
+assert names == ["system-preparing", "app-id", "compose-hash", "instance-id", "boot-mr-done",
+                 "key-provider", "storage-fs", "system-ready"], names
+kp = [e for e in log if e["event"] == "key-provider"][0]
+assert bytes.fromhex(kp["event_payload"]) == b'{"name":"none","id":""}', kp
+assert "BEGIN PRIVATE KEY" in k["key_provider"]["None"]["key"] and k.get("env_crypt_key", "") == ""
+assert "BEGIN CERTIFICATE" in k["ca_cert"]
+EOF2
+ok "key provider none + event_log_version 2: V2 digests replay to RTMR3, no os-image-hash, None keys"
+umount_all
 
 # usage errors
 rc=0
