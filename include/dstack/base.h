@@ -15,7 +15,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define DS_MUST_USE __attribute__((warn_unused_result))
+#define DS_MUST_USE      __attribute__((warn_unused_result))
 #define DS_ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 
 /* Domain error codes, returned negated. Keep in sync with ds_strerror(). */
@@ -135,14 +135,22 @@ char *ds_hex_strdup(const void *in, size_t n);
  */
 DS_MUST_USE int ds_hex_decode(const char *hex, size_t hex_len, void *out, size_t out_size);
 /* Decode hex of any even length into a malloc'd buffer (max bytes max_size). */
-DS_MUST_USE int ds_hex_decode_alloc(const char *hex, size_t hex_len, size_t max_size,
-                                    uint8_t **out, size_t *out_len);
+DS_MUST_USE int ds_hex_decode_alloc(const char *hex, size_t hex_len, size_t max_size, uint8_t **out,
+                                    size_t *out_len);
 
 /* Standard base64 with padding. Encode returns a malloc'd NUL-terminated string or NULL. */
 char *ds_base64_encode(const void *in, size_t n);
 /* Decode standard base64 (padding optional, no whitespace) into a malloc'd buffer. */
 DS_MUST_USE int ds_base64_decode(const char *in, size_t in_len, size_t max_size, uint8_t **out,
                                  size_t *out_len);
+
+/*
+ * Append s[0..len) as a JSON string literal, quotes included, with RFC 8785 (JCS) escaping:
+ * \" \\ \b \f \n \r \t, other bytes below 0x20 as \u00xx (lowercase hex), all other bytes
+ * verbatim (no UTF-8 check: callers with untrusted text validate first). On failure b may hold
+ * a partial literal. Returns 0 or -DS_E_LIMIT (b's maximum) / -ENOMEM.
+ */
+DS_MUST_USE int ds_json_append_string(struct ds_buf *b, const char *s, size_t len);
 
 /* ---- files ---------------------------------------------------------------------------------- */
 
@@ -152,7 +160,6 @@ DS_MUST_USE int ds_read_file(const char *path, size_t max_size, uint8_t **out, s
  * Atomically replace path with data: write to a temp file in the same directory with `mode`,
  * fsync, rename, fsync the directory. On failure nothing at path changes.
  */
-DS_MUST_USE int ds_write_file_atomic(const char *path, const void *data, size_t len,
-                                     unsigned mode);
+DS_MUST_USE int ds_write_file_atomic(const char *path, const void *data, size_t len, unsigned mode);
 
 #endif /* DSTACK_BASE_H */

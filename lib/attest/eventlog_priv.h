@@ -14,8 +14,9 @@ bool ds_evl_utf8_valid(const char *s, size_t len);
 
 /*
  * Append s as a JSON string literal (with the quotes) using RFC 8785 escaping: \" \\ \b \f \n
- * \r \t, other code points below 0x20 as \u00xx (lowercase hex), everything else raw. s must be
- * valid UTF-8 (checked: -DS_E_FORMAT). Returns 0, -DS_E_FORMAT or -DS_E_LIMIT.
+ * \r \t, other code points below 0x20 as \u00xx (lowercase hex), everything else raw; that is
+ * ds_json_append_string() after checking that s is valid UTF-8 (else -DS_E_FORMAT, b
+ * untouched). Returns 0, -DS_E_FORMAT or -DS_E_LIMIT.
  */
 DS_MUST_USE int ds_evl_json_string(struct ds_buf *b, const char *s, size_t len);
 

@@ -3,8 +3,9 @@
  * dstack runtime events (spec attestation.md §4.4, guest-agent-api.md §4.10): the V1 and V2
  * digest formulas, the RFC 8785 canonical JSON preimage of V2 events (a small string escaper
  * is enough because the object has three fixed keys), the "effective digest" rule used for
- * replay, and V2 preimage validation. Also hosts the UTF-8 validator and JSON string escaper the
- * JSON serializer shares (eventlog_priv.h).
+ * replay, and V2 preimage validation. Also hosts the UTF-8 validator and the checked JSON string
+ * writer the JSON serializer shares (eventlog_priv.h); the escaping itself is
+ * ds_json_append_string() in lib/base, also used by the app-compose serializer.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -63,56 +64,10 @@ bool ds_evl_utf8_valid(const char *str, size_t len)
 
 int ds_evl_json_string(struct ds_buf *b, const char *s, size_t len)
 {
-    static const char hexd[] = "0123456789abcdef";
     if (!ds_evl_utf8_valid(s, len)) {
         return -DS_E_FORMAT;
     }
-    DS_TRY(ds_buf_u8(b, '"'));
-    size_t run = 0; /* start of the pending run of bytes copied verbatim */
-    for (size_t i = 0; i < len; i++) {
-        uint8_t c = (uint8_t)s[i];
-        const char *esc = NULL;
-        char ubuf[7];
-        switch (c) {
-        case '"':
-            esc = "\\\"";
-            break;
-        case '\\':
-            esc = "\\\\";
-            break;
-        case '\b':
-            esc = "\\b";
-            break;
-        case '\f':
-            esc = "\\f";
-            break;
-        case '\n':
-            esc = "\\n";
-            break;
-        case '\r':
-            esc = "\\r";
-            break;
-        case '\t':
-            esc = "\\t";
-            break;
-        default:
-            if (c < 0x20) {
-                memcpy(ubuf, "\\u00", 4);
-                ubuf[4] = hexd[c >> 4];
-                ubuf[5] = hexd[c & 0xF];
-                ubuf[6] = '\0';
-                esc = ubuf;
-            }
-            break;
-        }
-        if (esc) {
-            DS_TRY(ds_buf_append(b, s + run, i - run));
-            DS_TRY(ds_buf_append_str(b, esc));
-            run = i + 1;
-        }
-    }
-    DS_TRY(ds_buf_append(b, s + run, len - run));
-    return ds_buf_u8(b, '"');
+    return ds_json_append_string(b, s, len);
 }
 
 int ds_evl_hex(struct ds_buf *b, const uint8_t *p, size_t n)

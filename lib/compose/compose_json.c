@@ -9,7 +9,7 @@
  *   (numerically), and assigning "__proto__" does not create a property, so both quirks are
  *   reproduced. Numbers are doubles printed by Number::toString.
  * Both escape strings alike for valid Unicode: \" \\ \b \f \n \r \t, other controls \u00xx,
- * everything else raw UTF-8.
+ * everything else raw UTF-8 (ds_json_append_string(), shared with the runtime-event JCS).
  */
 #include <errno.h>
 #include <math.h>
@@ -110,56 +110,7 @@ int compose_json_load(const void *json, size_t len, bool ints_as_real, bool reje
 
 int compose_dump_string(const char *s, size_t len, struct ds_buf *b)
 {
-    static const char hexd[] = "0123456789abcdef";
-    DS_TRY(ds_buf_u8(b, '"'));
-    size_t run = 0; /* start of the pending run of bytes that need no escape */
-    for (size_t i = 0; i < len; i++) {
-        unsigned char c = (unsigned char)s[i];
-        const char *esc = NULL;
-        char u[7];
-        switch (c) {
-        case '"':
-            esc = "\\\"";
-            break;
-        case '\\':
-            esc = "\\\\";
-            break;
-        case '\b':
-            esc = "\\b";
-            break;
-        case '\f':
-            esc = "\\f";
-            break;
-        case '\n':
-            esc = "\\n";
-            break;
-        case '\r':
-            esc = "\\r";
-            break;
-        case '\t':
-            esc = "\\t";
-            break;
-        default:
-            if (c < 0x20) {
-                u[0] = '\\';
-                u[1] = 'u';
-                u[2] = '0';
-                u[3] = '0';
-                u[4] = hexd[c >> 4];
-                u[5] = hexd[c & 0xf];
-                u[6] = '\0';
-                esc = u;
-            }
-            break;
-        }
-        if (esc != NULL) {
-            DS_TRY(ds_buf_append(b, s + run, i - run));
-            DS_TRY(ds_buf_append_str(b, esc));
-            run = i + 1;
-        }
-    }
-    DS_TRY(ds_buf_append(b, s + run, len - run));
-    return ds_buf_u8(b, '"');
+    return ds_json_append_string(b, s, len);
 }
 
 /*
