@@ -138,6 +138,9 @@ DS_MUST_USE int ds_hex_decode(const char *hex, size_t hex_len, void *out, size_t
 DS_MUST_USE int ds_hex_decode_alloc(const char *hex, size_t hex_len, size_t max_size, uint8_t **out,
                                     size_t *out_len);
 
+/* Value 0..15 of one hex digit (either case), or -1 when c is not a hex digit. */
+int ds_hex_digit_value(int c);
+
 /* Standard base64 with padding. Encode returns a malloc'd NUL-terminated string or NULL. */
 char *ds_base64_encode(const void *in, size_t n);
 /* Decode standard base64 (padding optional, no whitespace) into a malloc'd buffer. */

@@ -146,20 +146,6 @@ static int http_get(struct fetch *f, const char *url, struct ds_buf *body)
     return 0;
 }
 
-static int hexval(int c)
-{
-    if (c >= '0' && c <= '9') {
-        return c - '0';
-    }
-    if (c >= 'a' && c <= 'f') {
-        return c - 'a' + 10;
-    }
-    if (c >= 'A' && c <= 'F') {
-        return c - 'A' + 10;
-    }
-    return -1;
-}
-
 /* Percent-decode a PEM header value (no '+' -> space: base64 contains '+'). */
 static int percent_decode(const char *s, char **out)
 {
@@ -169,8 +155,8 @@ static int percent_decode(const char *s, char **out)
     for (size_t i = 0; s[i] && r == 0; i++) {
         uint8_t c = (uint8_t)s[i];
         if (c == '%') {
-            int hi = hexval((uint8_t)s[i + 1]);
-            int lo = hi < 0 ? -1 : hexval((uint8_t)s[i + 2]);
+            int hi = ds_hex_digit_value((uint8_t)s[i + 1]);
+            int lo = hi < 0 ? -1 : ds_hex_digit_value((uint8_t)s[i + 2]);
             if (lo < 0) {
                 r = -DS_E_FORMAT;
                 break;

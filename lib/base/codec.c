@@ -28,7 +28,7 @@ char *ds_hex_strdup(const void *in, size_t n)
     return s;
 }
 
-static int hexval(char c)
+int ds_hex_digit_value(int c)
 {
     if (c >= '0' && c <= '9')
         return c - '0';
@@ -50,7 +50,7 @@ static void strip_0x(const char **hex, size_t *len)
 static int hex_decode_raw(const char *hex, size_t len, uint8_t *out)
 {
     for (size_t i = 0; i < len / 2; i++) {
-        int hi = hexval(hex[2 * i]), lo = hexval(hex[2 * i + 1]);
+        int hi = ds_hex_digit_value(hex[2 * i]), lo = ds_hex_digit_value(hex[2 * i + 1]);
         if (hi < 0 || lo < 0)
             return -DS_E_FORMAT;
         out[i] = (uint8_t)(hi << 4 | lo);
@@ -133,10 +133,9 @@ static int b64val(char c)
     return -1;
 }
 
-int ds_base64_decode(const char *in, size_t in_len, size_t max_size, uint8_t **out,
-                     size_t *out_len)
+int ds_base64_decode(const char *in, size_t in_len, size_t max_size, uint8_t **out, size_t *out_len)
 {
-    while (in_len && in[in_len - 1] == '=' )
+    while (in_len && in[in_len - 1] == '=')
         in_len--;
     if (in_len % 4 == 1)
         return -DS_E_FORMAT;

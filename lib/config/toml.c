@@ -444,20 +444,6 @@ static size_t encode_utf8(uint32_t cp, uint8_t o[4])
     return 4;
 }
 
-static int hexval(int c)
-{
-    if (c >= '0' && c <= '9') {
-        return c - '0';
-    }
-    if (c >= 'a' && c <= 'f') {
-        return c - 'a' + 10;
-    }
-    if (c >= 'A' && c <= 'F') {
-        return c - 'A' + 10;
-    }
-    return -1;
-}
-
 /* ---- strings --------------------------------------------------------------------------------- */
 
 static int append(struct parser *p, struct ds_buf *b, const void *d, size_t n, size_t start)
@@ -505,7 +491,7 @@ static int parse_escape(struct parser *p, struct ds_buf *b, size_t start)
         size_t n = c == 'u' ? 4 : 8;
         uint32_t cp = 0;
         for (size_t i = 0; i < n; i++) {
-            int h = hexval(peek(p, 2 + i));
+            int h = ds_hex_digit_value(peek(p, 2 + i));
             if (h < 0) {
                 return perr(p, esc, -DS_E_FORMAT, "bad escape: \\%c needs %zu hex digits", c, n);
             }
@@ -752,7 +738,7 @@ static bool is_digit_base(int c, int base)
     case 8:
         return c >= '0' && c <= '7';
     case 16:
-        return hexval(c) >= 0;
+        return ds_hex_digit_value(c) >= 0;
     default:
         return c >= '0' && c <= '9';
     }
@@ -817,7 +803,7 @@ static int parse_number(struct parser *p, size_t off, const char *t, size_t n,
         }
         uint64_t v = 0;
         for (size_t k = 0; k < dn; k++) {
-            uint64_t d = (uint64_t)hexval(dig[k]);
+            uint64_t d = (uint64_t)ds_hex_digit_value(dig[k]);
             if (v > (UINT64_MAX - d) / (uint64_t)base) {
                 return perr(p, off, -DS_E_FORMAT, "integer overflow (64-bit signed)");
             }

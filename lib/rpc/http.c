@@ -350,27 +350,13 @@ const char *rpc_head_header(const struct rpc_head *h, const char *name)
     return NULL;
 }
 
-static int hex_digit(unsigned char c)
-{
-    if (c >= '0' && c <= '9') {
-        return c - '0';
-    }
-    if (c >= 'a' && c <= 'f') {
-        return c - 'a' + 10;
-    }
-    if (c >= 'A' && c <= 'F') {
-        return c - 'A' + 10;
-    }
-    return -1;
-}
-
 /* A chunk-size line: hex digits, then optional ";ext" and whitespace. */
 static int parse_chunk_size(const uint8_t *p, size_t n, uint64_t *out)
 {
     uint64_t v = 0;
     size_t i = 0;
     for (; i < n; i++) {
-        int d = hex_digit(p[i]);
+        int d = ds_hex_digit_value(p[i]);
         if (d < 0) {
             break;
         }
@@ -510,10 +496,10 @@ size_t rpc_percent_decode(const char *src, size_t len, char *dst, bool plus)
     size_t o = 0;
     for (size_t i = 0; i < len; i++) {
         char c = src[i];
-        if (c == '%' && i + 2 < len && hex_digit((unsigned char)src[i + 1]) >= 0 &&
-            hex_digit((unsigned char)src[i + 2]) >= 0) {
-            dst[o++] = (char)(hex_digit((unsigned char)src[i + 1]) * 16 +
-                              hex_digit((unsigned char)src[i + 2]));
+        if (c == '%' && i + 2 < len && ds_hex_digit_value((unsigned char)src[i + 1]) >= 0 &&
+            ds_hex_digit_value((unsigned char)src[i + 2]) >= 0) {
+            dst[o++] = (char)(ds_hex_digit_value((unsigned char)src[i + 1]) * 16 +
+                              ds_hex_digit_value((unsigned char)src[i + 2]));
             i += 2;
         } else if (c == '+' && plus) {
             dst[o++] = ' ';
