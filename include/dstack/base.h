@@ -155,6 +155,13 @@ DS_MUST_USE int ds_base64_decode(const char *in, size_t in_len, size_t max_size,
  */
 DS_MUST_USE int ds_json_append_string(struct ds_buf *b, const char *s, size_t len);
 
+/*
+ * malloc'd copy of p[0..n) into *out and n into *out_len (at least one byte is allocated, so
+ * n = 0 still yields a pointer to free). Returns 0, -DS_E_LIMIT when n > max_size, or -ENOMEM;
+ * the outputs are written only on success and the caller frees *out.
+ */
+DS_MUST_USE int ds_memdup(const void *p, size_t n, size_t max_size, uint8_t **out, size_t *out_len);
+
 /* ---- files ---------------------------------------------------------------------------------- */
 
 /* Read a whole file (at most max_size bytes, else -DS_E_LIMIT) into a malloc'd buffer. */

@@ -13,6 +13,7 @@
 #include <jansson.h>
 #include <openssl/evp.h>
 
+#include "attest/eventlog_priv.h"
 #include "dstack/eventlog.h"
 
 #define VM_CONFIG_MAX_JSON   (1024 * 1024)
@@ -156,6 +157,22 @@ out:
     return r;
 }
 
+int ds_evl_app_info_alloc_init_scripts(struct ds_app_info *info, size_t n)
+{
+    if (n > DS_APP_INFO_MAX_INIT_SCRIPTS) {
+        return -DS_E_LIMIT;
+    }
+    if (n == 0) {
+        return 0;
+    }
+    info->init_script_hashes = calloc(n, sizeof(*info->init_script_hashes));
+    info->init_script_hash_lens = calloc(n, sizeof(*info->init_script_hash_lens));
+    if (!info->init_script_hashes || !info->init_script_hash_lens) {
+        return -ENOMEM;
+    }
+    return 0;
+}
+
 static int collect_init_scripts(const struct ds_event_log *log, struct ds_app_info *info)
 {
     size_t n = 0;
@@ -171,17 +188,7 @@ static int collect_init_scripts(const struct ds_event_log *log, struct ds_app_in
             n++;
         }
     }
-    if (n > DS_APP_INFO_MAX_INIT_SCRIPTS) {
-        return -DS_E_LIMIT;
-    }
-    if (n == 0) {
-        return 0;
-    }
-    info->init_script_hashes = calloc(n, sizeof(*info->init_script_hashes));
-    info->init_script_hash_lens = calloc(n, sizeof(*info->init_script_hash_lens));
-    if (!info->init_script_hashes || !info->init_script_hash_lens) {
-        return -ENOMEM;
-    }
+    DS_TRY(ds_evl_app_info_alloc_init_scripts(info, n));
     for (size_t i = 0; i < log->count && info->init_script_count < n; i++) {
         const struct ds_event *ev = &log->events[i];
         if (!ds_event_is_runtime(ev) || strcmp(ev->name, DS_EVENT_INIT_SCRIPT_HASH) != 0) {

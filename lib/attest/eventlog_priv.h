@@ -20,6 +20,16 @@ bool ds_evl_utf8_valid(const char *s, size_t len);
  */
 DS_MUST_USE int ds_evl_json_string(struct ds_buf *b, const char *s, size_t len);
 
+/*
+ * Allocate info's init_script_hashes / init_script_hash_lens for n entries (zeroed,
+ * init_script_count unchanged), the shared first step of reading them from an event log
+ * (appinfo.c) and from the RA-TLS app-info extension (lib/ratls/appinfo.c). n = 0 allocates
+ * nothing. Returns 0, -DS_E_LIMIT when n > DS_APP_INFO_MAX_INIT_SCRIPTS, or -ENOMEM (the
+ * arrays allocated so far stay in info for ds_app_info's destructor).
+ */
+struct ds_app_info;
+DS_MUST_USE int ds_evl_app_info_alloc_init_scripts(struct ds_app_info *info, size_t n);
+
 /* Append lowercase hex of n bytes. Returns 0 or -DS_E_LIMIT. */
 DS_MUST_USE int ds_evl_hex(struct ds_buf *b, const uint8_t *p, size_t n);
 

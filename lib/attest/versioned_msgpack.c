@@ -492,18 +492,8 @@ int ds_att_encode_v1(const struct ds_attestation *a, uint8_t **out, size_t *out_
     msgpack_sbuffer_init(&sb);
     msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
     r = pack_attestation(&pk, a);
-    if (r == 0 && sb.size > DS_ATTESTATION_MAX_SIZE) {
-        r = -DS_E_LIMIT;
-    }
     if (r == 0) {
-        uint8_t *p = malloc(sb.size ? sb.size : 1);
-        if (!p) {
-            r = -ENOMEM;
-        } else {
-            memcpy(p, sb.data, sb.size);
-            *out = p;
-            *out_len = sb.size;
-        }
+        r = ds_memdup(sb.data, sb.size, DS_ATTESTATION_MAX_SIZE, out, out_len);
     }
     msgpack_sbuffer_destroy(&sb);
     return r;

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "attest/eventlog_priv.h"
 #include "attest/versioned_priv.h"
 #include "dstack/ratls.h"
 
@@ -61,18 +62,8 @@ int ds_ratls_app_info_encode(const struct ds_app_info *info, uint8_t **out, size
     msgpack_sbuffer_init(&sb);
     msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
     r = pack_all(&pk, info);
-    if (r == 0 && sb.size > DS_RATLS_MAX_APP_INFO) {
-        r = -DS_E_LIMIT;
-    }
     if (r == 0) {
-        uint8_t *p = malloc(sb.size);
-        if (!p) {
-            r = -ENOMEM;
-        } else {
-            memcpy(p, sb.data, sb.size);
-            *out = p;
-            *out_len = sb.size;
-        }
+        r = ds_memdup(sb.data, sb.size, DS_RATLS_MAX_APP_INFO, out, out_len);
     }
     msgpack_sbuffer_destroy(&sb);
     return r;
@@ -85,17 +76,7 @@ static int read_init_scripts(struct ds_reader *r, struct ds_app_info *info)
         return 0;
     }
     DS_TRY(ds_mp_read_array(r, &n));
-    if (n > DS_APP_INFO_MAX_INIT_SCRIPTS) {
-        return -DS_E_LIMIT;
-    }
-    if (n == 0) {
-        return 0;
-    }
-    info->init_script_hashes = calloc(n, sizeof(*info->init_script_hashes));
-    info->init_script_hash_lens = calloc(n, sizeof(*info->init_script_hash_lens));
-    if (!info->init_script_hashes || !info->init_script_hash_lens) {
-        return -ENOMEM;
-    }
+    DS_TRY(ds_evl_app_info_alloc_init_scripts(info, n));
     for (uint32_t i = 0; i < n; i++) {
         DS_TRY(ds_mp_read_bytes(r, APP_INFO_MAX_HASH, &info->init_script_hashes[i],
                                 &info->init_script_hash_lens[i]));
