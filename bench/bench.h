@@ -42,4 +42,35 @@ int bench_samples_add(struct bench_samples *s, uint64_t ns);
 double bench_samples_percentile_us(struct bench_samples *s, double pct);
 void bench_samples_done(struct bench_samples *s);
 
+/* ---- statistics (bench_stats.c) ---------------------------------------------------------------
+ */
+
+/* Upper bound of --seconds, for every benchmark. */
+#define BENCH_MAX_SECONDS 3600.0
+
+/* Summary of one measured run. */
+struct bench_stats {
+    size_t count;       /* samples */
+    double ops_per_sec; /* count / elapsed, 0 when nothing elapsed */
+    double p50_us;
+    double p99_us;
+};
+
+/*
+ * Call op(ctx) back to back until `seconds` have passed, adding one sample per successful
+ * call: the time from the end of the previous call to the end of this one. Stops at the
+ * first failure. *out_elapsed_s is the time from the start to the end of the last recorded
+ * call. Returns 0, op's negative result, or bench_samples_add()'s (-ENOMEM, -E2BIG).
+ */
+int bench_run_timed(double seconds, int (*op)(void *ctx), void *ctx, struct bench_samples *s,
+                    double *out_elapsed_s);
+/* Append all of src's samples to dst. Returns 0 or bench_samples_add()'s error. */
+int bench_samples_merge(struct bench_samples *dst, const struct bench_samples *src);
+/* Rate and percentiles of s over elapsed_s seconds (sorts the samples in place). */
+void bench_stats_compute(struct bench_samples *s, double elapsed_s, struct bench_stats *out);
+/* Print {"mode","ops_per_sec","p50_us","p99_us","count"} as one line on stdout and flush. */
+void bench_print_mode_line(const char *mode, const struct bench_stats *st);
+/* Parse a --seconds value: a number in (0, BENCH_MAX_SECONDS]. Returns 0 or -EINVAL. */
+int bench_parse_seconds(const char *text, double *out);
+
 #endif /* DSTACK_BENCH_H */

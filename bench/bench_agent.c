@@ -227,6 +227,15 @@ struct agent_result {
     double p99_us;
 };
 
+static void stats_to_result(struct bench_samples *s, double elapsed_s, struct agent_result *out)
+{
+    struct bench_stats st;
+    bench_stats_compute(s, elapsed_s, &st);
+    out->rps = st.ops_per_sec;
+    out->p50_us = st.p50_us;
+    out->p99_us = st.p99_us;
+}
+
 static int run_server(const char *socket_path, const struct agent_op *op, int clients,
                       double seconds, struct agent_result *out)
 {
@@ -256,10 +265,8 @@ static int run_server(const char *socket_path, const struct agent_op *op, int cl
     }
     double elapsed = (double)(bench_now_ns() - start) / 1e9;
     for (int i = 0; i < started; i++) {
-        for (size_t j = 0; j < w[i].samples.count; j++) {
-            if (bench_samples_add(&all, w[i].samples.ns[j]) < 0) {
-                r = BENCH_EXIT_FAIL;
-            }
+        if (bench_samples_merge(&all, &w[i].samples) < 0) {
+            r = BENCH_EXIT_FAIL;
         }
         errors += w[i].errors;
         reconnects += w[i].reconnects;
@@ -267,9 +274,7 @@ static int run_server(const char *socket_path, const struct agent_op *op, int cl
             first_error = w[i].first_error;
         }
     }
-    out->rps = elapsed > 0 ? (double)all.count / elapsed : 0.0;
-    out->p50_us = bench_samples_percentile_us(&all, 50.0);
-    out->p99_us = bench_samples_percentile_us(&all, 99.0);
+    stats_to_result(&all, elapsed, out);
     printf("{\"bench\":\"agent\",\"op\":\"%s\",\"transport\":\"unix\",\"clients\":%d,"
            "\"connections\":\"persistent\",\"requests\":%zu,\"errors\":%zu,\"reconnects\":%zu,"
            "\"rps\":%.1f,\"p50_us\":%.1f,\"p99_us\":%.1f}\n",
@@ -312,22 +317,23 @@ out:
     return r;
 }
 
+static int bare_getkey_op(void *root)
+{
+    return bare_getkey(root, "bench/key", "bench");
+}
+
 static int run_bare(double seconds, struct agent_result *out)
 {
     uint8_t root[32];
     struct bench_samples s = {0};
+    double elapsed = 0;
     int r = ds_random(root, sizeof(root));
     if (r < 0) {
         return BENCH_EXIT_FAIL;
     }
-    uint64_t start = bench_now_ns(), end = start + (uint64_t)(seconds * 1e9), t = start;
-    while (t < end) {
-        r = bare_getkey(root, "bench/key", "bench");
-        uint64_t t1 = bench_now_ns();
-        if (r < 0 || bench_samples_add(&s, t1 - t) < 0) {
-            break;
-        }
-        t = t1;
+    r = bench_run_timed(seconds, bare_getkey_op, root, &s, &elapsed);
+    if (r == -E2BIG) {
+        r = 0; /* sample limit reached: report what was measured */
     }
     ds_wipe(root, sizeof(root));
     if (r < 0) {
@@ -335,10 +341,7 @@ static int run_bare(double seconds, struct agent_result *out)
         bench_samples_done(&s);
         return BENCH_EXIT_FAIL;
     }
-    double elapsed = (double)(t - start) / 1e9;
-    out->rps = elapsed > 0 ? (double)s.count / elapsed : 0.0;
-    out->p50_us = bench_samples_percentile_us(&s, 50.0);
-    out->p99_us = bench_samples_percentile_us(&s, 99.0);
+    stats_to_result(&s, elapsed, out);
     printf("{\"bench\":\"agent\",\"op\":\"GetKey-bare-crypto\",\"clients\":1,\"requests\":%zu,"
            "\"rps\":%.1f,\"p50_us\":%.2f,\"p99_us\":%.2f,\"what\":\"hkdf-sha256 + k256 pubkey + "
            "keccak256 + recoverable sign, in-process\"}\n",
@@ -401,9 +404,7 @@ int bench_agent_main(int argc, char **argv)
         if (strcmp(a, "--socket") == 0) {
             socket_path = v;
         } else if (strcmp(a, "--seconds") == 0) {
-            char *end;
-            seconds = strtod(v, &end);
-            if (*end != '\0' || !(seconds > 0 && seconds <= 3600)) {
+            if (bench_parse_seconds(v, &seconds) < 0) {
                 fprintf(stderr, "dstack-bench agent: bad --seconds '%s'\n", v);
                 return BENCH_EXIT_USAGE;
             }

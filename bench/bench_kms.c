@@ -354,11 +354,7 @@ static int run_mode(const struct kms_bench *b, enum kms_mode mode, int threads, 
     }
     double elapsed = (double)(bench_now_ns() - start) / 1e9;
     for (int i = 0; i < started; i++) {
-        for (size_t k = 0; k < ws[i].samples.count; k++) {
-            if (bench_samples_add(&all, ws[i].samples.ns[k]) < 0) {
-                break;
-            }
-        }
+        (void)bench_samples_merge(&all, &ws[i].samples); /* at the limit: keep what fits */
         errors += ws[i].errors;
         handshakes += atomic_load(&ws[i].handshakes);
         resumed += atomic_load(&ws[i].resumed);
@@ -366,15 +362,14 @@ static int run_mode(const struct kms_bench *b, enum kms_mode mode, int threads, 
             first_error = ws[i].first_error;
         }
     }
-    double rps = elapsed > 0 ? (double)all.count / elapsed : 0.0;
-    double p50 = bench_samples_percentile_us(&all, 50.0);
-    double p99 = bench_samples_percentile_us(&all, 99.0);
+    struct bench_stats st;
+    bench_stats_compute(&all, elapsed, &st);
     json_t *line =
         json_pack("{s:s, s:s, s:i, s:f, s:I, s:I, s:f, s:f, s:f, s:I, s:I}", "bench", "kms", "mode",
                   mode_names[mode], "concurrency", started, "seconds", elapsed, "releases",
-                  (json_int_t)all.count, "errors", (json_int_t)errors, "releases_per_second", rps,
-                  "p50_us", p50, "p99_us", p99, "tls_handshakes", (json_int_t)handshakes,
-                  "tls_resumed", (json_int_t)resumed);
+                  (json_int_t)st.count, "errors", (json_int_t)errors, "releases_per_second",
+                  st.ops_per_sec, "p50_us", st.p50_us, "p99_us", st.p99_us, "tls_handshakes",
+                  (json_int_t)handshakes, "tls_resumed", (json_int_t)resumed);
     if (line && first_error) {
         json_object_set_new(line, "first_error", json_string(first_error));
     }
@@ -454,8 +449,7 @@ int bench_kms_main(int argc, char **argv)
         } else if (strcmp(a, "--vm-config") == 0) {
             vm_config_path = v;
         } else if (strcmp(a, "--seconds") == 0) {
-            seconds = strtod(v, &end);
-            if (*end || !(seconds > 0 && seconds <= 3600)) {
+            if (bench_parse_seconds(v, &seconds) < 0) {
                 fprintf(stderr, "dstack-bench kms: bad --seconds '%s'\n", v);
                 return BENCH_EXIT_USAGE;
             }

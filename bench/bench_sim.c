@@ -46,17 +46,32 @@ static void usage(FILE *out)
 
 static void print_result(const char *mode, struct bench_samples *s, double elapsed_s)
 {
-    double ops = elapsed_s > 0 ? (double)s->count / elapsed_s : 0.0;
-    double p50 = bench_samples_percentile_us(s, 50.0);
-    double p99 = bench_samples_percentile_us(s, 99.0);
-    printf("{\"mode\":\"%s\",\"ops_per_sec\":%.1f,\"p50_us\":%.2f,\"p99_us\":%.2f,\"count\":%zu}\n",
-           mode, ops, p50, p99, s->count);
-    fflush(stdout);
+    struct bench_stats st;
+    bench_stats_compute(s, elapsed_s, &st);
+    bench_print_mode_line(mode, &st);
+}
+
+struct inprocess_ctx {
+    const struct ds_sim_pki *pki;
+    const struct ds_sim_td *td;
+    const struct ds_sim_quote_opts *opts;
+    uint8_t rd[64];
+};
+
+static int inprocess_quote(void *arg)
+{
+    struct inprocess_ctx *c = arg;
+    uint8_t *q = NULL;
+    size_t len = 0;
+    c->rd[0]++;
+    int r = ds_sim_quote(c->pki, c->td, c->rd, c->opts, &q, &len);
+    free(q);
+    return r;
 }
 
 static int bench_inprocess(double seconds)
 {
-    uint8_t seed[DS_SIM_SEED_LEN], rd[64] = {0};
+    uint8_t seed[DS_SIM_SEED_LEN];
     memset(seed, 1, sizeof(seed));
     struct ds_sim_pki *pki = NULL;
     int r = ds_sim_pki_new(seed, &pki);
@@ -67,24 +82,14 @@ static int bench_inprocess(double seconds)
     struct ds_sim_td td;
     ds_sim_td_defaults(&td);
     struct ds_sim_quote_opts opts = {.version = 4};
+    struct inprocess_ctx ctx = {.pki = pki, .td = &td, .opts = &opts};
     struct bench_samples s = {0};
-    uint64_t start = bench_now_ns(), end = start + (uint64_t)(seconds * 1e9);
-    for (uint64_t now = start; now < end;) {
-        uint8_t *q = NULL;
-        size_t len = 0;
-        rd[0]++;
-        r = ds_sim_quote(pki, &td, rd, &opts, &q, &len);
-        free(q);
-        uint64_t t = bench_now_ns();
-        if (r < 0 || bench_samples_add(&s, t - now) < 0) {
-            fprintf(stderr, "dstack-bench sim: quote failed: %s\n", ds_strerror(r));
-            r = -1;
-            break;
-        }
-        now = t;
-    }
-    if (r == 0) {
-        print_result("sim_quote_inprocess", &s, (double)(bench_now_ns() - start) / 1e9);
+    double elapsed = 0;
+    r = bench_run_timed(seconds, inprocess_quote, &ctx, &s, &elapsed);
+    if (r < 0) {
+        fprintf(stderr, "dstack-bench sim: quote failed: %s\n", ds_strerror(r));
+    } else {
+        print_result("sim_quote_inprocess", &s, elapsed);
     }
     bench_samples_done(&s);
     ds_sim_pki_free(pki);
@@ -178,6 +183,22 @@ static int start_daemon(const char *binary, struct sim_bench_daemon *d)
     return r;
 }
 
+struct socket_ctx {
+    struct ds_tee *tee;
+    uint8_t rd[DS_TEE_REPORT_DATA_SIZE];
+};
+
+static int socket_quote(void *arg)
+{
+    struct socket_ctx *c = arg;
+    uint8_t *q = NULL;
+    size_t len = 0;
+    c->rd[1]++;
+    int r = ds_tee_get_quote(c->tee, c->rd, &q, &len);
+    free(q);
+    return r;
+}
+
 static int bench_socket(const char *socket, double seconds)
 {
     char spec[PATH_MAX + 8], err[256] = "";
@@ -188,25 +209,14 @@ static int bench_socket(const char *socket, double seconds)
         fprintf(stderr, "dstack-bench sim: %s\n", err[0] ? err : ds_strerror(r));
         return BENCH_EXIT_FAIL;
     }
-    uint8_t rd[DS_TEE_REPORT_DATA_SIZE] = {0};
+    struct socket_ctx ctx = {.tee = t};
     struct bench_samples s = {0};
-    uint64_t start = bench_now_ns(), end = start + (uint64_t)(seconds * 1e9);
-    for (uint64_t now = start; now < end;) {
-        uint8_t *q = NULL;
-        size_t len = 0;
-        rd[1]++;
-        r = ds_tee_get_quote(t, rd, &q, &len);
-        free(q);
-        uint64_t tn = bench_now_ns();
-        if (r < 0 || bench_samples_add(&s, tn - now) < 0) {
-            fprintf(stderr, "dstack-bench sim: quote over the socket failed: %s\n", ds_strerror(r));
-            r = -1;
-            break;
-        }
-        now = tn;
-    }
-    if (r == 0) {
-        print_result("sim_quote_device_socket", &s, (double)(bench_now_ns() - start) / 1e9);
+    double elapsed = 0;
+    r = bench_run_timed(seconds, socket_quote, &ctx, &s, &elapsed);
+    if (r < 0) {
+        fprintf(stderr, "dstack-bench sim: quote over the socket failed: %s\n", ds_strerror(r));
+    } else {
+        print_result("sim_quote_device_socket", &s, elapsed);
     }
     bench_samples_done(&s);
     ds_tee_close(t);
@@ -230,9 +240,7 @@ int bench_sim_main(int argc, char **argv)
         }
         const char *v = argv[++i];
         if (strcmp(a, "--seconds") == 0) {
-            char *end;
-            seconds = strtod(v, &end);
-            if (end == v || *end || !(seconds > 0 && seconds <= 3600)) {
+            if (bench_parse_seconds(v, &seconds) < 0) {
                 fprintf(stderr, "dstack-bench sim: --seconds: expected 0 < N <= 3600\n");
                 return BENCH_EXIT_USAGE;
             }

@@ -18,7 +18,6 @@
 #include "bench.h"
 
 #define BENCH_DEFAULT_SECONDS 3.0
-#define BENCH_MAX_SECONDS     3600.0
 #define BENCH_ROOT_MAX        (64 * 1024)
 #define BENCH_TIME_MAX        253402300799LL
 
@@ -135,14 +134,9 @@ static int run_mode(struct ds_verifier *v, const struct bench_input *in, bool co
         }
         elapsed = bench_now_ns() - start;
     } while (elapsed < budget);
-    double ops = (double)s.count / ((double)elapsed / 1e9);
-    size_t count = s.count;
-    double p50 = bench_samples_percentile_us(&s, 50.0);
-    double p99 = bench_samples_percentile_us(&s, 99.0);
-    printf("{\"mode\":\"%s\",\"ops_per_sec\":%.1f,\"p50_us\":%.2f,\"p99_us\":%.2f,\"count\":%zu}"
-           "\n",
-           cold ? "cold" : "warm", ops, p50, p99, count);
-    fflush(stdout);
+    struct bench_stats st;
+    bench_stats_compute(&s, (double)elapsed / 1e9, &st);
+    bench_print_mode_line(cold ? "cold" : "warm", &st);
     rc = BENCH_EXIT_OK;
 out:
     bench_samples_done(&s);
@@ -179,11 +173,7 @@ int bench_verify_main(int argc, char **argv)
                 fprintf(stderr, "dstack-bench verify: --seconds: expected a number\n");
                 return BENCH_EXIT_USAGE;
             }
-            char *end = NULL;
-            errno = 0;
-            seconds = strtod(argv[++i], &end);
-            if (errno != 0 || end == argv[i] || *end != '\0' || !(seconds > 0.0) ||
-                seconds > BENCH_MAX_SECONDS) {
+            if (bench_parse_seconds(argv[++i], &seconds) < 0) {
                 fprintf(stderr,
                         "dstack-bench verify: --seconds: expected a number in (0, %.0f], got "
                         "'%s'\n",
