@@ -13,41 +13,17 @@
 #  - endpoint errors: missing socket, dead TCP port, no endpoint at all.
 set -u
 
-DS_BIN="${DS_BIN:-build/bin}"
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 AGENT="$DS_BIN/dstack-guest-agent"
 GETKEY="$DS_BIN/dstack-example-getkey"
 TOUR="$DS_BIN/dstack-example-tour"
 
-command -v jq >/dev/null || { echo "SKIP: jq not installed"; exit 77; }
-command -v curl >/dev/null || { echo "SKIP: curl not installed"; exit 77; }
-for b in "$AGENT" "$GETKEY" "$TOUR"; do
-    [ -x "$b" ] || { echo "FAIL: $b not built"; exit 1; }
-done
+ds_need_tools jq curl
+ds_need_bins "$AGENT" "$GETKEY" "$TOUR"
 
-TMP="$(mktemp -d)"
+ds_tmpdir
 AGENT_PID=""
-cleanup() {
-    if [ -n "$AGENT_PID" ]; then
-        kill "$AGENT_PID" 2>/dev/null
-        wait "$AGENT_PID" 2>/dev/null
-    fi
-    rm -rf "$TMP"
-}
-trap cleanup EXIT
-
-failures=0
-pass() { echo "ok   - $1"; }
-fail() {
-    echo "FAIL - $1"
-    failures=$((failures + 1))
-}
-check() { # check NAME GOT WANT
-    if [ "$2" == "$3" ]; then
-        pass "$1"
-    else
-        fail "$1: got '$2', want '$3'"
-    fi
-}
+ds_stop_on_exit AGENT_PID
 
 # run PROG ARGS...: sets $rc, $out, $err; a sanitizer report is a failure by itself.
 run() {
@@ -55,7 +31,7 @@ run() {
     rc=$?
     out="$(cat "$TMP/out")"
     err="$(cat "$TMP/err")"
-    if grep -qE "Sanitizer|runtime error:|LeakSanitizer" <<<"$err"; then
+    if ds_sanitizer_report "$TMP/err"; then
         fail "sanitizer report for: $*"
         echo "$err" | head -30 | sed 's/^/     /'
     fi
@@ -70,12 +46,8 @@ URL="http://127.0.0.1:$PORT"
 "$AGENT" --simulator --socket "$SOCK" --tappd-socket "$TSOCK" --http "127.0.0.1:$PORT" \
     >"$TMP/agent.log" 2>&1 &
 AGENT_PID=$!
-for _ in $(seq 1 200); do
-    if [ -S "$SOCK" ] && curl -s -o /dev/null "$URL/Version"; then
-        break
-    fi
-    sleep 0.05
-done
+agent_up() { [ -S "$SOCK" ] && curl -s -o /dev/null "$URL/Version"; }
+ds_wait_for 10 "$AGENT_PID" agent_up
 if ! [ -S "$SOCK" ]; then
     echo "FAIL: agent did not start"
     cat "$TMP/agent.log"
@@ -174,9 +146,8 @@ if ! [ -e /var/run/dstack.sock ] && ! [ -e /run/dstack.sock ] &&
         fail "no endpoint: message was '$(cat "$TMP/err")'"
 fi
 
-if [ $failures -ne 0 ]; then
-    echo "$failures failure(s); agent log:"
+if [ "$failures" -ne 0 ]; then
+    echo "agent log:"
     tail -20 "$TMP/agent.log"
-    exit 1
 fi
-echo "all passed"
+ds_finish "all passed"

@@ -14,35 +14,20 @@
 # Rust dcap-qvl does (spec attestation.md §2.3).
 set -u
 
-DS_BIN="${DS_BIN:-build/bin}"
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 DS_SRC="${DS_SRC:-.}"
 DS_SHARED="${DS_SHARED:-../shared}"
 DCAP="$DS_SHARED/testdata/dcap"
 DSTACK="$DS_BIN/dstack"
 QVL="$DS_SRC/node_modules/@phala/dcap-qvl"
 
-command -v node >/dev/null || { echo "SKIP: node not installed"; exit 77; }
-command -v jq >/dev/null || { echo "SKIP: jq not installed"; exit 77; }
+ds_need_tools node jq
 [ -f "$QVL/test_case.js" ] || { echo "SKIP: $QVL missing (npm ci)"; exit 77; }
-[ -x "$DSTACK" ] || { echo "FAIL: $DSTACK not built"; exit 1; }
+ds_need_bins "$DSTACK"
 
-TMP="$(mktemp -d)"
+ds_tmpdir
 SIM_PID=""
-cleanup() {
-    if [ -n "$SIM_PID" ]; then
-        kill "$SIM_PID" 2>/dev/null
-        wait "$SIM_PID" 2>/dev/null
-    fi
-    rm -rf "$TMP"
-}
-trap cleanup EXIT
-
-failures=0
-pass() { echo "ok   - $1"; }
-fail() {
-    echo "FAIL - $1"
-    failures=$((failures + 1))
-}
+ds_stop_on_exit SIM_PID
 
 # The JS side as JSON: {ok, status, advisory_ids, error, report: {mr_td, rtmr0-3, report_data,
 # fmspc}} through the library's exported verify / QuoteVerifier and intel.getFmspc.
@@ -231,8 +216,4 @@ else
     echo "note: $SIM not built; simulated-quote cases not run"
 fi
 
-if [ "$failures" -gt 0 ]; then
-    echo "$failures check(s) failed"
-    exit 1
-fi
-echo "all checks passed"
+ds_finish "all checks passed"

@@ -19,7 +19,7 @@
 #  - configuration errors exit 2 (usage) or 1 (start-up) with a message.
 set -u
 
-DS_BIN="${DS_BIN:-build/bin}"
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 DS_SRC="${DS_SRC:-$(cd "$(dirname "$0")/../.." && pwd)}"
 AGENT="$DS_BIN/dstack-guest-agent"
 DSTACK="$DS_BIN/dstack"
@@ -27,37 +27,18 @@ TEESIM="$DS_BIN/dstack-tee-sim"
 DEV_SEED=64737461636b2d632d656d6265646465642d646576656c6f706d656e742d3031
 PY=python3
 
-for t in "$AGENT" "$DSTACK" "$TEESIM"; do
-    [ -x "$t" ] || { echo "FAIL: $t not built"; exit 1; }
-done
-command -v "$PY" >/dev/null || { echo "SKIP: python3 not installed"; exit 77; }
-command -v curl >/dev/null || { echo "SKIP: curl not installed"; exit 77; }
-command -v openssl >/dev/null || { echo "SKIP: openssl not installed"; exit 77; }
-command -v jq >/dev/null || { echo "SKIP: jq not installed"; exit 77; }
+ds_need_bins "$AGENT" "$DSTACK" "$TEESIM"
+ds_need_tools "$PY" curl openssl jq
 
-TMP="$(mktemp -d)"
+ds_tmpdir
 AGENT_PID=""
+ds_stop_on_exit AGENT_PID
 stop_agent() {
-    if [ -n "$AGENT_PID" ]; then
-        kill "$AGENT_PID" 2>/dev/null
-        wait "$AGENT_PID" 2>/dev/null
-        AGENT_PID=""
-    fi
-}
-cleanup() {
-    stop_agent
-    rm -rf "$TMP"
-}
-trap cleanup EXIT
-
-failures=0
-pass() { echo "ok   - $1"; }
-fail() {
-    echo "FAIL - $1"
-    failures=$((failures + 1))
+    ds_stop_pid "$AGENT_PID"
+    AGENT_PID=""
 }
 sanitizer_clean() {
-    if grep -qE "Sanitizer|runtime error:" "$1"; then
+    if ds_sanitizer_report "$1"; then
         fail "sanitizer report in $1"
         sed -n 1,60p "$1"
     fi
@@ -69,16 +50,10 @@ start_agent() {
     shift
     "$AGENT" "$@" 2>"$log" &
     AGENT_PID=$!
-    for _ in $(seq 1 100); do
-        if grep -q "ready (TEE" "$log" 2>/dev/null; then
-            HTTP_PORT="$(sed -n 's/.*external listener on http:\/\/[^:]*:\([0-9]*\).*/\1/p' "$log" | head -1)"
-            return 0
-        fi
-        if ! kill -0 "$AGENT_PID" 2>/dev/null; then
-            break
-        fi
-        sleep 0.1
-    done
+    if ds_wait_for 10 "$AGENT_PID" grep -q "ready (TEE" "$log"; then
+        HTTP_PORT="$(sed -n 's/.*external listener on http:\/\/[^:]*:\([0-9]*\).*/\1/p' "$log" | head -1)"
+        return 0
+    fi
     echo "agent did not start:"
     cat "$log"
     return 1
@@ -210,10 +185,7 @@ sanitizer_clean "$TMP/agent3.log"
 SIM_SEED=2222222222222222222222222222222222222222222222222222222222222222
 "$TEESIM" serve --seed "$SIM_SEED" --state-dir "$TMP/teesim" >"$TMP/teesim.log" 2>&1 &
 TEESIM_PID=$!
-for _ in $(seq 1 50); do
-    [ -S "$TMP/teesim/control.sock" ] && break
-    sleep 0.1
-done
+ds_wait_for 5 "$TEESIM_PID" test -S "$TMP/teesim/control.sock"
 if "$TEESIM" create-td --state-dir "$TMP/teesim" --name cvm1 >"$TMP/td.out" 2>&1; then
     TD_SOCK="$TMP/teesim/tds/cvm1/tdx.sock"
     app_ids() {
@@ -346,7 +318,7 @@ if [ -x "$KMSBIN" ] && [ -x "$UTILBIN" ]; then
     "$TEESIM" serve --seed "$KSEED" --state-dir "$K/sim" --pccs-listen 127.0.0.1:0 \
         >"$K/sim.log" 2>&1 &
     KSIM_PID=$!
-    for _ in $(seq 1 100); do [ -S "$K/sim/control.sock" ] && [ -s "$K/sim/pccs.addr" ] && break; sleep 0.1; done
+    ds_wait_for 10 "$KSIM_PID" ds_sim_up "$K/sim"
     PCCS="http://$(cat "$K/sim/pccs.addr")"
     KS="$("$TEESIM" create-td --state-dir "$K/sim" --name kms)"
     AS="$("$TEESIM" create-td --state-dir "$K/sim" --name app)"
@@ -362,7 +334,7 @@ if [ -x "$KMSBIN" ] && [ -x "$UTILBIN" ]; then
     "$KMSBIN" --dev --tee "sim:$KS" --pccs-url "$PCCS" --state-dir "$K/state" \
         --listen 127.0.0.1:0 >"$K/kms.log" 2>&1 &
     KMS_PID=$!
-    for _ in $(seq 1 300); do grep -qs 'KMS listening on' "$K/kms.log" && break; sleep 0.1; done
+    ds_wait_for 30 "$KMS_PID" grep -qs 'KMS listening on' "$K/kms.log"
     KPORT="$(grep -o 'KMS listening on [^ ]*' "$K/kms.log" | tail -1 | sed 's/.*://')"
     KOS="$(grep -o 'own boot info: .*' "$K/kms.log" | head -1 | sed 's/own boot info: //' |
         jq -r .osImageHash)"
@@ -444,8 +416,4 @@ else
     fail "--dump-config"
 fi
 
-if [ "$failures" -ne 0 ]; then
-    echo "$failures failure(s)"
-    exit 1
-fi
-echo "all guest-agent checks passed"
+ds_finish "all guest-agent checks passed"

@@ -15,31 +15,24 @@
 #   7. a KMS restarted from its state directory serves the same keys.
 set -euo pipefail
 
-BIN=${DS_BIN:-build/bin}
-BIN=$(cd "$BIN" && pwd)
-for b in dstack-tee-sim dstack-util dstack-kms dstack; do
-    [[ -x $BIN/$b ]] || { echo "missing $BIN/$b (build first)" >&2; exit 1; }
-done
-command -v python3 >/dev/null || { echo "SKIP: python3 missing" >&2; exit 77; }
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+BIN=$(cd "$DS_BIN" && pwd)
+ds_need_bins "$BIN/dstack-tee-sim" "$BIN/dstack-util" "$BIN/dstack-kms" "$BIN/dstack"
+ds_need_tools python3
 python3 -c 'import cryptography' 2>/dev/null || {
     echo "SKIP: python3 cryptography module missing" >&2; exit 77; }
 
-T=$(mktemp -d /tmp/ds-kms-acc.XXXXXX)
+ds_tmpdir /tmp/ds-kms-acc.XXXXXX
+T=$TMP
 PIDS=()
-cleanup() {
-    local rc=$?
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-    if [[ $rc -ne 0 ]]; then
+ds_stop_on_exit PIDS
+# On failure, show the end of every daemon log (after the daemons were stopped).
+ds_on_exit() {
+    if [[ $1 -ne 0 ]]; then
         for f in "$T"/*.log; do [[ -f $f ]] && { echo "---- $f"; tail -n 40 "$f"; }; done
     fi
-    rm -rf "$T"
+    return 0
 }
-trap cleanup EXIT
-
-FAILS=0
-pass() { echo "ok   - $*"; }
-fail() { echo "FAIL - $*"; FAILS=$((FAILS + 1)); }
 die() { echo "FATAL: $*" >&2; exit 1; }
 
 # The embedded TEE's public development seed (lib/tee/tee_embedded.c): the simulator uses the
@@ -48,19 +41,12 @@ die() { echo "FATAL: $*" >&2; exit 1; }
 SEED=64737461636b2d632d656d6265646465642d646576656c6f706d656e742d3031
 hexrep() { python3 -c "print('$1' * $2)"; }
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_for() { # wait_for SECONDS CMD...
-    local deadline=$((SECONDS + $1)); shift
-    until "$@" >/dev/null 2>&1; do
-        [[ $SECONDS -lt $deadline ]] || return 1
-        sleep 0.2
-    done
-}
 
 # ---- simulated TDX module --------------------------------------------------------------------
 "$BIN/dstack-tee-sim" serve --seed "$SEED" --state-dir "$T/sim" --pccs-listen 127.0.0.1:0 \
     >"$T/sim.log" 2>&1 &
 PIDS+=($!)
-wait_for 20 test -S "$T/sim/control.sock" || die "tee-sim did not start"
+ds_wait_for 20 "" test -S "$T/sim/control.sock" || die "tee-sim did not start"
 PCCS="http://$(cat "$T/sim/pccs.addr")"
 
 # make_td NAME APP_ID COMPOSE_HASH INSTANCE_ID -> prints the TD's device socket
@@ -231,13 +217,11 @@ start_kms() {
     "$BIN/dstack-kms" --listen "127.0.0.1:$port" "$@" >>"$T/$name.log" 2>&1 &
     KMS_PID[$name]=$!
     PIDS+=($!)
-    wait_for 60 "$BIN/dstack" kms meta "https://127.0.0.1:$port" ||
+    ds_wait_for 60 "" "$BIN/dstack" kms meta "https://127.0.0.1:$port" ||
         die "KMS $name did not answer GetMeta on port $port"
 }
 stop_kms() {
-    local p=${KMS_PID[$1]}
-    kill "$p" 2>/dev/null || true
-    wait "$p" 2>/dev/null || true
+    ds_stop_pid "${KMS_PID[$1]}"
 }
 
 # get_keys NAME URL TD_SOCKET APP_ID [VM_CONFIG] : keys into $T/NAME.keys, output in $T/NAME.out
@@ -517,7 +501,7 @@ onboard_rpc() { # onboard_rpc METHOD JSON
     curl -sS --max-time 60 -X POST -H 'Content-Type: application/json' -d "$2" \
         "http://127.0.0.1:$POB/prpc/$1?json"
 }
-wait_for 30 curl -sf "http://127.0.0.1:$POB/health" || die "KMS B onboard listener did not start"
+ds_wait_for 30 "" curl -sf "http://127.0.0.1:$POB/health" || die "KMS B onboard listener did not start"
 onboard_rpc GetAttestationInfo '{}' >"$T/kmsB-info.json" || die "GetAttestationInfo on KMS B failed"
 # Before the operator allows it, A refuses to hand its root keys to B (bootAuth/kms).
 onboard_rpc Onboard "{\"source_url\":\"$URLA\",\"domain\":\"127.0.0.1\"}" >"$T/onboard-denied.json" || true
@@ -542,7 +526,7 @@ else
     fail "onboarding failed: $(cat "$T/onboard.json")"
 fi
 curl -sS --max-time 10 "http://127.0.0.1:$POB/finish" >/dev/null || true
-if wait_for 30 "$BIN/dstack" kms meta "$URLB" && get_keys app1B "$URLB" "$TD1" "$APP1"; then
+if ds_wait_for 30 "" "$BIN/dstack" kms meta "$URLB" && get_keys app1B "$URLB" "$TD1" "$APP1"; then
     same=1
     # ca_cert bytes differ between replicas (B re-issues it, §5.4); its key must not.
     for f in disk_crypt_key env_crypt_key k256_key k256_signature; do
@@ -571,8 +555,4 @@ else
 fi
 
 echo
-if [[ $FAILS -ne 0 ]]; then
-    echo "$FAILS check(s) failed"
-    exit 1
-fi
-echo "all KMS acceptance checks passed"
+ds_finish "all KMS acceptance checks passed"

@@ -8,23 +8,19 @@
 # oversized, truncated, slow, too many connections) that get errors while others are served.
 set -euo pipefail
 
-BIN=${DS_BIN:-$(dirname "$0")/../../build/bin}
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+BIN=$DS_BIN
 SIM="$BIN/dstack-tee-sim"
 CLI="$BIN/dstack"
-for tool in python3 curl openssl; do
-    command -v "$tool" >/dev/null || { echo "SKIP: $tool not installed"; exit 77; }
-done
-[ -x "$SIM" ] || { echo "FAIL: $SIM not built"; exit 1; }
+ds_need_tools python3 curl openssl
+ds_need_bins "$SIM"
 
-WORK=$(mktemp -d /tmp/test_teesim.XXXXXX)
+ds_tmpdir /tmp/test_teesim.XXXXXX
+WORK=$TMP
 STATE="$WORK/state"
 SEED=5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed
 PID=""
-cleanup() {
-    if [ -n "$PID" ]; then kill "$PID" 2>/dev/null || true; wait "$PID" 2>/dev/null || true; fi
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
+ds_stop_on_exit PID
 
 fail() { echo "FAIL: $*"; [ -f "$WORK/serve.log" ] && tail -20 "$WORK/serve.log"; exit 1; }
 ok() { echo "ok - $*"; }
@@ -33,12 +29,10 @@ start_sim() {
     "$SIM" serve --seed "$SEED" --state-dir "$STATE" --pccs-listen 127.0.0.1:0 \
         >>"$WORK/serve.log" 2>&1 &
     PID=$!
-    for _ in $(seq 1 500); do
-        [ -S "$STATE/control.sock" ] && [ -f "$STATE/pccs.addr" ] && return 0
-        kill -0 "$PID" 2>/dev/null || fail "serve exited early"
-        sleep 0.02
-    done
-    fail "serve did not come up"
+    local rc=0
+    ds_wait_for 10 "$PID" ds_sim_up "$STATE" || rc=$?
+    [ "$rc" != 2 ] || fail "serve exited early"
+    [ "$rc" = 0 ] || fail "serve did not come up"
 }
 # A clean shutdown exits 0 (under ASan this also means no leak or memory error was reported).
 stop_sim() {

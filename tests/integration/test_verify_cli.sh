@@ -12,33 +12,19 @@
 #    succeeds, and fails when the event log is tampered with.
 set -u
 
-DS_BIN="${DS_BIN:-build/bin}"
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 DS_SHARED="${DS_SHARED:-../shared}"
 DCAP="$DS_SHARED/testdata/dcap"
 DSTACK="$DS_BIN/dstack"
 TDX_AT=1752919234 # window_end - 1 (testdata/dcap/README.md)
 SGX_AT=1752919277
 
-command -v jq >/dev/null || { echo "SKIP: jq not installed"; exit 77; }
-[ -x "$DSTACK" ] || { echo "FAIL: $DSTACK not built"; exit 1; }
+ds_need_tools jq
+ds_need_bins "$DSTACK"
 
-TMP="$(mktemp -d)"
+ds_tmpdir
 SIM_PID=""
-cleanup() {
-    if [ -n "$SIM_PID" ]; then
-        kill "$SIM_PID" 2>/dev/null
-        wait "$SIM_PID" 2>/dev/null
-    fi
-    rm -rf "$TMP"
-}
-trap cleanup EXIT
-
-failures=0
-pass() { echo "ok   - $1"; }
-fail() {
-    echo "FAIL - $1"
-    failures=$((failures + 1))
-}
+ds_stop_on_exit SIM_PID
 
 # run ARGS...: runs dstack, sets $rc, $out (stdout) and $err (stderr).
 run() {
@@ -47,7 +33,7 @@ run() {
     out="$(cat "$TMP/out")"
     err="$(cat "$TMP/err")"
     # Under ASan/UBSan a memory error can exit 1 like a verification failure: catch it here.
-    if grep -qE "Sanitizer|runtime error:" <<<"$err"; then
+    if ds_sanitizer_report "$TMP/err"; then
         fail "sanitizer report for: dstack $*"
         echo "$err" | head -30 | sed 's/^/     /'
     fi
@@ -430,10 +416,7 @@ expect "attestation with an unparsable event log fails" 1 '
 STATE="$TMP/sim-state"
 "$SIM" serve --seed "$SEED" --state-dir "$STATE" --pccs-listen 127.0.0.1:0 2>"$TMP/sim.log" &
 SIM_PID=$!
-for _ in $(seq 1 100); do
-    [ -S "$STATE/control.sock" ] && [ -s "$STATE/pccs.addr" ] && break
-    sleep 0.1
-done
+ds_wait_for 10 "$SIM_PID" ds_sim_up "$STATE"
 if [ ! -s "$STATE/pccs.addr" ]; then
     fail "dstack-tee-sim serve did not start: $(cat "$TMP/sim.log")"
 else
@@ -499,8 +482,4 @@ expect "unreachable PCCS: failed_step collateral" 1 '.ok == false and .failed_st
 run verify quote "$TMP/sim_quote" --pccs-url http://127.0.0.1:9 --insecure-allow-simulated --json
 expect "unreachable mock root: failed_step root_ca" 1 '.ok == false and .failed_step == "root_ca"'
 
-if [ "$failures" -gt 0 ]; then
-    echo "$failures check(s) failed"
-    exit 1
-fi
-echo "all checks passed"
+ds_finish "all checks passed"
