@@ -18,20 +18,7 @@
 #include <cmocka.h>
 
 #include "dstack/crypto.h"
-
-/* Decode a hex literal of exactly n bytes (test helper; fails the test on bad hex). */
-static void hex(const char *s, uint8_t *out, size_t n)
-{
-    assert_int_equal(ds_hex_decode(s, strlen(s), out, n), (int)n);
-}
-
-static void assert_hex_equal(const uint8_t *got, size_t n, const char *want)
-{
-    char buf[2 * 256 + 1];
-    assert_true(n <= 256);
-    ds_hex_encode(got, n, buf);
-    assert_string_equal(buf, want);
-}
+#include "helper_hex.h"
 
 /* ---- SHA-2 ------------------------------------------------------------------------------------
  */
@@ -41,17 +28,19 @@ static void test_sha2_vectors(void **state)
     uint8_t out[DS_SHA512_LEN];
     /* FIPS 180-2 appendix B/C/D: "abc". */
     ds_sha256("abc", 3, out);
-    assert_hex_equal(out, 32, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    helper_assert_hex_equal(out, 32,
+                            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
     ds_sha384("abc", 3, out);
-    assert_hex_equal(out, 48,
-                     "cb00753f45a35e8bb5a03d699ac65007272c32ab0eded1631a8b605a43ff5bed"
-                     "8086072ba1e7cc2358baeca134c825a7");
+    helper_assert_hex_equal(out, 48,
+                            "cb00753f45a35e8bb5a03d699ac65007272c32ab0eded1631a8b605a43ff5bed"
+                            "8086072ba1e7cc2358baeca134c825a7");
     ds_sha512("abc", 3, out);
-    assert_hex_equal(out, 64,
-                     "ddaf35a193617abacc417349ae20413112e6fa4e89a97ea20a9eeee64b55d39a"
-                     "2192992a274fc1a836ba3c23a3feebbd454d4423643ce80e2a9ac94fa54ca49f");
+    helper_assert_hex_equal(out, 64,
+                            "ddaf35a193617abacc417349ae20413112e6fa4e89a97ea20a9eeee64b55d39a"
+                            "2192992a274fc1a836ba3c23a3feebbd454d4423643ce80e2a9ac94fa54ca49f");
     ds_sha256(NULL, 0, out);
-    assert_hex_equal(out, 32, "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+    helper_assert_hex_equal(out, 32,
+                            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
     /* Negative: one changed bit changes the digest. */
     ds_sha256("abd", 3, out);
     assert_memory_not_equal(out, "\xba\x78\x16\xbf", 4);
@@ -64,7 +53,8 @@ static void test_sha2_multipart(void **state)
     uint8_t one[DS_SHA512_LEN], parts[DS_SHA512_LEN];
 
     ds_sha256(msg, len, one);
-    assert_hex_equal(one, 32, "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1");
+    helper_assert_hex_equal(one, 32,
+                            "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1");
     ds_sha256_v(parts, 3, msg, (size_t)5, msg + 5, (size_t)0, msg + 5, len - 5);
     assert_memory_equal(one, parts, DS_SHA256_LEN);
 
@@ -81,7 +71,8 @@ static void test_sha2_multipart(void **state)
     assert_memory_not_equal(one, parts, DS_SHA512_LEN);
     /* Zero pieces is the empty message. */
     ds_sha256_v(parts, 0);
-    assert_hex_equal(parts, 32, "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+    helper_assert_hex_equal(parts, 32,
+                            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
 }
 
 static void test_random(void **state)
@@ -101,23 +92,27 @@ static void test_keccak_vectors(void **state)
 {
     uint8_t out[DS_KECCAK256_LEN], buf[1000];
     ds_keccak256(NULL, 0, out);
-    assert_hex_equal(out, 32, "c5d2460186f7233c927e7db2dcc703c0e500b653ca82273b7bfad8045d85a470");
+    helper_assert_hex_equal(out, 32,
+                            "c5d2460186f7233c927e7db2dcc703c0e500b653ca82273b7bfad8045d85a470");
     ds_keccak256("abc", 3, out);
-    assert_hex_equal(out, 32, "4e03657aea45a94fc7d47ba826c8d667c0d1e6e33a64a036ec44f58fa12d6c45");
+    helper_assert_hex_equal(out, 32,
+                            "4e03657aea45a94fc7d47ba826c8d667c0d1e6e33a64a036ec44f58fa12d6c45");
     /* 200 bytes of 0xa3, the Keccak team's long-message example (two blocks). */
     memset(buf, 0xa3, 200);
     ds_keccak256(buf, 200, out);
-    assert_hex_equal(out, 32, "3a57666b048777f2c953dc4456f45a2588e1cb6f2da760122d530ac2ce607d4a");
+    helper_assert_hex_equal(out, 32,
+                            "3a57666b048777f2c953dc4456f45a2588e1cb6f2da760122d530ac2ce607d4a");
     /* Eight blocks: bytes i mod 251. */
     for (size_t i = 0; i < sizeof(buf); i++)
         buf[i] = (uint8_t)(i % 251);
     ds_keccak256(buf, sizeof(buf), out);
-    assert_hex_equal(out, 32, "af692982e84a5a9688359025660a7857cd28ee7c8d867cfa1677baf2e6d1f63b");
+    helper_assert_hex_equal(out, 32,
+                            "af692982e84a5a9688359025660a7857cd28ee7c8d867cfa1677baf2e6d1f63b");
 
     /* Negative: this is not SHA3-256 (which pads with 0x06): SHA3-256("") differs. */
     ds_keccak256(NULL, 0, out);
     uint8_t sha3_empty[32];
-    hex("a7ffc6f8bf1ed76651c14756a061d662f580ff4de43b49fa82d80a4b80f8434a", sha3_empty, 32);
+    helper_hex("a7ffc6f8bf1ed76651c14756a061d662f580ff4de43b49fa82d80a4b80f8434a", sha3_empty, 32);
     assert_memory_not_equal(out, sha3_empty, 32);
     /* Negative: one flipped input bit changes the digest. */
     buf[500] ^= 1;
@@ -148,7 +143,8 @@ static void test_keccak_streaming(void **state)
     ds_keccak256_update(&k, "abc", 3);
     ds_keccak256_update(&k, NULL, 0);
     ds_keccak256_final(&k, parts);
-    assert_hex_equal(parts, 32, "4e03657aea45a94fc7d47ba826c8d667c0d1e6e33a64a036ec44f58fa12d6c45");
+    helper_assert_hex_equal(parts, 32,
+                            "4e03657aea45a94fc7d47ba826c8d667c0d1e6e33a64a036ec44f58fa12d6c45");
     assert_true(ds_is_zero(&k, sizeof(k)));
     /* Negative: splitting "abc" into "ab" + "d" is another message. */
     ds_keccak256_init(&k);
@@ -213,7 +209,7 @@ static void keccak_oracle(size_t len, void (*oneshot)(const void *, size_t, uint
         uint8_t want[DS_KECCAK512_LEN], got[DS_KECCAK512_LEN], parts[DS_KECCAK512_LEN];
         lines[i][strcspn(lines[i], "\n")] = 0;
         assert_int_equal(strlen(lines[i]), 2 * len);
-        hex(lines[i], want, len);
+        helper_hex(lines[i], want, len);
         oneshot(inputs[i], lens[i], got);
         if (memcmp(want, got, len) != 0)
             fail_msg("keccak-%zu mismatch for length %zu", len * 8, lens[i]);
@@ -262,33 +258,35 @@ static void test_keccak384_512_vectors(void **state)
 {
     uint8_t out[DS_KECCAK512_LEN], sha3[DS_KECCAK512_LEN];
     ds_keccak384(NULL, 0, out);
-    assert_hex_equal(
+    helper_assert_hex_equal(
         out, 48,
         "2c23146a63a29acf99e73b88f8c24eaa7dc60aa771780ccc006afbfa8fe2479b2dd2b21362337441ac1"
         "2b515911957ff");
     ds_keccak384("abc", 3, out);
-    assert_hex_equal(
+    helper_assert_hex_equal(
         out, 48,
         "f7df1165f033337be098e7d288ad6a2f74409d7a60b49c36642218de161b1f99f8c681e4afaf31a34db"
         "29fb763e3c28e");
     ds_keccak512(NULL, 0, out);
-    assert_hex_equal(
+    helper_assert_hex_equal(
         out, 64,
         "0eab42de4c3ceb9235fc91acffe746b29c29a8c366b7c60e4e67c466f36a4304c00fa9caf9d87976ba4"
         "69bcbe06713b435f091ef2769fb160cdab33d3670680e");
     ds_keccak512("abc", 3, out);
-    assert_hex_equal(
+    helper_assert_hex_equal(
         out, 64,
         "18587dc2ea106b9a1563e32b3312421ca164c7f1f07bc922a9c83d77cea3a1e5d0c69910739025372dc"
         "14ac9642629379540c17e2a65b19d77aa511a9d00bb96");
     /* Negative: not SHA3-384/512 of "" (padding 0x06). */
     ds_keccak384(NULL, 0, out);
-    hex("0c63a75b845e4f7d01107d852e4c2485c51a50aaaa94fc61995e71bbee983a2ac3713831264adb47fb6bd1e0"
+    helper_hex(
+        "0c63a75b845e4f7d01107d852e4c2485c51a50aaaa94fc61995e71bbee983a2ac3713831264adb47fb6bd1e0"
         "58d5f004",
         sha3, 48);
     assert_memory_not_equal(out, sha3, 48);
     ds_keccak512(NULL, 0, out);
-    hex("a69f73cca23a9ac5c8b567dc185a756e97c982164fe25859e0d1dcc1475c80a615b2123af1f5f94c11e3e940"
+    helper_hex(
+        "a69f73cca23a9ac5c8b567dc185a756e97c982164fe25859e0d1dcc1475c80a615b2123af1f5f94c11e3e940"
         "2c3ac558f500199d95b6d3e301758586281dcd26",
         sha3, 64);
     assert_memory_not_equal(out, sha3, 64);
@@ -298,7 +296,7 @@ static void test_keccak384_512_vectors(void **state)
     assert_int_equal(ds_keccak_init(&k, DS_KECCAK384_LEN), 0);
     ds_keccak_update(&k, "abc", 3);
     ds_keccak_final(&k, out);
-    assert_hex_equal(
+    helper_assert_hex_equal(
         out, 48,
         "f7df1165f033337be098e7d288ad6a2f74409d7a60b49c36642218de161b1f99f8c681e4afaf31a34db"
         "29fb763e3c28e");
@@ -308,7 +306,8 @@ static void test_keccak384_512_vectors(void **state)
     assert_int_equal(ds_keccak_init(&k, DS_KECCAK256_LEN), 0);
     ds_keccak_update(&k, "abc", 3);
     ds_keccak_final(&k, out);
-    assert_hex_equal(out, 32, "4e03657aea45a94fc7d47ba826c8d667c0d1e6e33a64a036ec44f58fa12d6c45");
+    helper_assert_hex_equal(out, 32,
+                            "4e03657aea45a94fc7d47ba826c8d667c0d1e6e33a64a036ec44f58fa12d6c45");
     /* Negative: unsupported digest sizes are refused. */
     assert_int_equal(ds_keccak_init(&k, 28), -EINVAL);
     assert_int_equal(ds_keccak_init(&k, 0), -EINVAL);
@@ -350,12 +349,12 @@ static void test_hkdf_rfc5869(void **state)
         uint8_t ikm[80], salt[80], info[80], okm[82], got[82];
         size_t ikm_len = strlen(v->ikm) / 2, salt_len = strlen(v->salt) / 2;
         size_t info_len = strlen(v->info) / 2, okm_len = strlen(v->okm) / 2;
-        hex(v->ikm, ikm, ikm_len);
+        helper_hex(v->ikm, ikm, ikm_len);
         if (salt_len)
-            hex(v->salt, salt, salt_len);
+            helper_hex(v->salt, salt, salt_len);
         if (info_len)
-            hex(v->info, info, info_len);
-        hex(v->okm, okm, okm_len);
+            helper_hex(v->info, info, info_len);
+        helper_hex(v->okm, okm, okm_len);
         assert_int_equal(ds_hkdf_sha256(salt, salt_len, ikm, ikm_len, info, info_len, got, okm_len),
                          0);
         assert_memory_equal(got, okm, okm_len);
@@ -368,8 +367,8 @@ static void test_hkdf_rfc5869(void **state)
     }
     /* A.3 with a NULL salt (absent = HashLen zeros = empty). */
     uint8_t ikm[22], okm[42], got[42];
-    hex(hkdf_vectors[2].ikm, ikm, 22);
-    hex(hkdf_vectors[2].okm, okm, 42);
+    helper_hex(hkdf_vectors[2].ikm, ikm, 22);
+    helper_hex(hkdf_vectors[2].okm, okm, 42);
     assert_int_equal(ds_hkdf_sha256(NULL, 0, ikm, 22, NULL, 0, got, 42), 0);
     assert_memory_equal(got, okm, 42);
     uint8_t zeros[32] = {0};
@@ -433,10 +432,10 @@ static void test_ecdsa_vectors(void **state)
         size_t n = v->size;
         uint8_t d[48], pub[97], sig[96], got[96];
         assert_int_equal(ds_ec_size(v->curve), n);
-        hex(v->d, d, n);
-        hex(v->pub, pub + 1, 2 * n);
+        helper_hex(v->d, d, n);
+        helper_hex(v->pub, pub + 1, 2 * n);
         pub[0] = 0x04;
-        hex(v->sig, sig, 2 * n);
+        helper_hex(v->sig, sig, 2 * n);
         const char *m = ECDSA_MSG;
         size_t mlen = strlen(m);
 
@@ -480,9 +479,9 @@ static void test_ecdsa_bad_signatures(void **state)
         const struct ecdsa_vector *v = &ecdsa_vectors[i];
         size_t n = v->size;
         uint8_t pub[96], sig[97], bad[97], order[48];
-        hex(v->pub, pub, 2 * n);
-        hex(v->sig, sig, 2 * n);
-        hex(v->order, order, n);
+        helper_hex(v->pub, pub, 2 * n);
+        helper_hex(v->sig, sig, 2 * n);
+        helper_hex(v->order, order, n);
         const char *m = ECDSA_MSG;
         size_t mlen = strlen(m);
 
@@ -524,9 +523,9 @@ static void test_ecdsa_bad_keys(void **state)
 {
     const struct ecdsa_vector *v = &ecdsa_vectors[0];
     uint8_t pub[65], sig[64], bad[65], digest[32];
-    hex(v->pub, pub + 1, 64);
+    helper_hex(v->pub, pub + 1, 64);
     pub[0] = 0x04;
-    hex(v->sig, sig, 64);
+    helper_hex(v->sig, sig, 64);
     const char *m = ECDSA_MSG;
     size_t mlen = strlen(m);
 
@@ -601,7 +600,7 @@ static void test_ecdsa_bad_private(void **state)
         const struct ecdsa_vector *v = &ecdsa_vectors[i];
         size_t n = v->size;
         /* d = n and d = 0xff..ff are out of range; d = n - 1 is fine. */
-        hex(v->order, order, n);
+        helper_hex(v->order, order, n);
         assert_int_equal(ds_ec_public_from_private(v->curve, order, pub), -DS_E_FORMAT);
         assert_int_equal(ds_ecdsa_sign_raw(v->curve, order, "x", 1, sig), -DS_E_FORMAT);
         memset(d, 0xff, n);
@@ -767,19 +766,19 @@ static void test_k256_keys(void **state)
     priv[31] = 1;
     assert_true(ds_k256_valid_private(priv));
     assert_int_equal(ds_k256_public(priv, pub33), 0);
-    assert_hex_equal(pub33, 33,
-                     "0279be667ef9dcbbac55a06295ce870b07029bfcdb2dce28d959f2815b16f81798");
+    helper_assert_hex_equal(pub33, 33,
+                            "0279be667ef9dcbbac55a06295ce870b07029bfcdb2dce28d959f2815b16f81798");
     assert_int_equal(ds_k256_public_uncompressed(priv, pub65), 0);
-    assert_hex_equal(pub65, 65,
-                     "0479be667ef9dcbbac55a06295ce870b07029bfcdb2dce28d959f2815b16f81798"
-                     "483ada7726a3c4655da4fbfc0e1108a8fd17b448a68554199c47d08ffb10d4b8");
+    helper_assert_hex_equal(pub65, 65,
+                            "0479be667ef9dcbbac55a06295ce870b07029bfcdb2dce28d959f2815b16f81798"
+                            "483ada7726a3c4655da4fbfc0e1108a8fd17b448a68554199c47d08ffb10d4b8");
 
     /* Ethereum address of the EIP-155 example key 0x46..46: keccak(X||Y)[12..32]. */
     memset(priv, 0x46, sizeof(priv));
     assert_int_equal(ds_k256_public_uncompressed(priv, pub65), 0);
     uint8_t h[32];
     ds_keccak256(pub65 + 1, 64, h);
-    assert_hex_equal(h + 12, 20, "9d8a62f656a8d1615c1294fd71e9cfb3e4855a4f");
+    helper_assert_hex_equal(h + 12, 20, "9d8a62f656a8d1615c1294fd71e9cfb3e4855a4f");
 
     /* Negative: 0, n, 2^256-1 are not private keys; out is left untouched. */
     static const char *bad[] = {
@@ -788,7 +787,7 @@ static void test_k256_keys(void **state)
         "ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff",
     };
     for (size_t i = 0; i < DS_ARRAY_SIZE(bad); i++) {
-        hex(bad[i], priv, 32);
+        helper_hex(bad[i], priv, 32);
         memset(pub33, 0x5a, sizeof(pub33));
         assert_false(ds_k256_valid_private(priv));
         assert_int_equal(ds_k256_public(priv, pub33), -DS_E_FORMAT);
@@ -798,12 +797,12 @@ static void test_k256_keys(void **state)
         assert_int_equal(ds_k256_sign_recoverable(priv, h, sig), -DS_E_FORMAT);
     }
     /* n - 1 is the largest valid key; its public key is -G. */
-    hex(K256_ORDER, priv, 32);
+    helper_hex(K256_ORDER, priv, 32);
     priv[31]--;
     assert_true(ds_k256_valid_private(priv));
     assert_int_equal(ds_k256_public(priv, pub33), 0);
-    assert_hex_equal(pub33, 33,
-                     "0379be667ef9dcbbac55a06295ce870b07029bfcdb2dce28d959f2815b16f81798");
+    helper_assert_hex_equal(pub33, 33,
+                            "0379be667ef9dcbbac55a06295ce870b07029bfcdb2dce28d959f2815b16f81798");
     assert_false(ds_k256_valid_private(NULL));
 }
 
@@ -812,10 +811,10 @@ static void test_k256_eip155_vector(void **state)
 {
     uint8_t priv[32], digest[32], sig[65], want[64], pub[33], rec[33];
     memset(priv, 0x46, sizeof(priv));
-    hex("daf5a779ae972f972197303d7b574746c7ef83eadac0f2791ad23db92e4c8e53", digest, 32);
-    hex("28ef61340bd939bc2195fe537567866003e1a15d3c71ff63e1590620aa636276"
-        "67cbe9d8997f761aecb703304b3800ccf555c9f3dc64214b297fb1966a3b6d83",
-        want, 64);
+    helper_hex("daf5a779ae972f972197303d7b574746c7ef83eadac0f2791ad23db92e4c8e53", digest, 32);
+    helper_hex("28ef61340bd939bc2195fe537567866003e1a15d3c71ff63e1590620aa636276"
+               "67cbe9d8997f761aecb703304b3800ccf555c9f3dc64214b297fb1966a3b6d83",
+               want, 64);
     assert_int_equal(ds_k256_sign_recoverable(priv, digest, sig), 0);
     assert_memory_equal(sig, want, 64); /* RFC 6979: deterministic */
     assert_int_equal(sig[64], 0);
@@ -897,7 +896,7 @@ static void test_k256_malformed(void **state)
     assert_int_equal(ds_k256_recover(bad, digest, rec), -DS_E_SIGNATURE);
     assert_int_equal(ds_k256_verify(pub33, 33, digest, bad), -DS_E_SIGNATURE);
     memcpy(bad, sig, 65);
-    hex(K256_ORDER, bad + 32, 32);
+    helper_hex(K256_ORDER, bad + 32, 32);
     assert_int_equal(ds_k256_recover(bad, digest, rec), -DS_E_SIGNATURE);
     assert_int_equal(ds_k256_verify(pub33, 33, digest, bad), -DS_E_SIGNATURE);
     /* r = 0 recovers nothing. */
@@ -908,7 +907,7 @@ static void test_k256_malformed(void **state)
 
     /* High s (n - s) is accepted by verify and recover (documented), with the other id. */
     uint8_t n[32];
-    hex(K256_ORDER, n, 32);
+    helper_hex(K256_ORDER, n, 32);
     memcpy(hs, sig, 32);
     unsigned borrow = 0;
     for (int i = 31; i >= 0; i--) {
@@ -968,11 +967,11 @@ static void test_ed25519_rfc8032(void **state)
         const struct ed25519_vector *v = &ed25519_vectors[i];
         uint8_t seed[32], pub[32], want_pub[32], sig[64], want_sig[64], msg[1];
         size_t mlen = strlen(v->msg) / 2;
-        hex(v->seed, seed, 32);
-        hex(v->pub, want_pub, 32);
-        hex(v->sig, want_sig, 64);
+        helper_hex(v->seed, seed, 32);
+        helper_hex(v->pub, want_pub, 32);
+        helper_hex(v->sig, want_sig, 64);
         if (mlen)
-            hex(v->msg, msg, mlen);
+            helper_hex(v->msg, msg, mlen);
         assert_int_equal(ds_ed25519_public(seed, pub), 0);
         assert_memory_equal(pub, want_pub, 32);
         assert_int_equal(ds_ed25519_sign(seed, msg, mlen, sig), 0);
@@ -988,7 +987,7 @@ static void test_ed25519_rfc8032(void **state)
         assert_int_equal(ds_ed25519_verify(pub, "x", 1, sig), -DS_E_SIGNATURE);
         const struct ed25519_vector *o = &ed25519_vectors[1 - i];
         uint8_t other[32];
-        hex(o->pub, other, 32);
+        helper_hex(o->pub, other, 32);
         assert_int_equal(ds_ed25519_verify(other, msg, mlen, sig), -DS_E_SIGNATURE);
     }
 }
@@ -1032,13 +1031,15 @@ static void test_ed25519_roundtrip(void **state)
 static void test_x25519_rfc7748(void **state)
 {
     uint8_t a[32], b[32], a_pub[32], b_pub[32], want[32], got[32], k1[32], k2[32];
-    hex("77076d0a7318a57d3c16c17251b26645df4c2f87ebc0992ab177fba51db92c2a", a, 32);
-    hex("5dab087e624a8a4b79e17f8b83800ee66f3bb1292618b6fd1c2f8b27ff88e0eb", b, 32);
+    helper_hex("77076d0a7318a57d3c16c17251b26645df4c2f87ebc0992ab177fba51db92c2a", a, 32);
+    helper_hex("5dab087e624a8a4b79e17f8b83800ee66f3bb1292618b6fd1c2f8b27ff88e0eb", b, 32);
     assert_int_equal(ds_x25519_public(a, a_pub), 0);
-    assert_hex_equal(a_pub, 32, "8520f0098930a754748b7ddcb43ef75a0dbf3a0d26381af4eba4a98eaa9b4e6a");
+    helper_assert_hex_equal(a_pub, 32,
+                            "8520f0098930a754748b7ddcb43ef75a0dbf3a0d26381af4eba4a98eaa9b4e6a");
     assert_int_equal(ds_x25519_public(b, b_pub), 0);
-    assert_hex_equal(b_pub, 32, "de9edb7d7b7dc1b4d35b61c2ece435373f8343c85b78674dadfc7e146f882b4f");
-    hex("4a5d9d5ba4ce2de1728e3bf480350f25e07e21c947d19e3376f09b3c1e161742", want, 32);
+    helper_assert_hex_equal(b_pub, 32,
+                            "de9edb7d7b7dc1b4d35b61c2ece435373f8343c85b78674dadfc7e146f882b4f");
+    helper_hex("4a5d9d5ba4ce2de1728e3bf480350f25e07e21c947d19e3376f09b3c1e161742", want, 32);
     assert_int_equal(ds_x25519(a, b_pub, k1), 0);
     assert_memory_equal(k1, want, 32);
     assert_int_equal(ds_x25519(b, a_pub, k2), 0);

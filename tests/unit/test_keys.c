@@ -28,21 +28,9 @@
 
 #include "dstack/crypto.h"
 #include "dstack/keys.h"
+#include "helper_hex.h"
 
 #define SIM_APPKEYS "vectors/keys/simulator-appkeys.json"
-
-static void hex(const char *s, uint8_t *out, size_t n)
-{
-    assert_int_equal(ds_hex_decode(s, strlen(s), out, n), (int)n);
-}
-
-static void assert_hex_equal(const uint8_t *got, size_t n, const char *want)
-{
-    char buf[2 * 256 + 1];
-    assert_true(n <= 256);
-    ds_hex_encode(got, n, buf);
-    assert_string_equal(buf, want);
-}
 
 #define P(s) ((struct ds_kdf_part){(s), strlen(s)})
 
@@ -55,7 +43,7 @@ struct kms_fixture {
 
 static void kms_fixture(struct kms_fixture *f)
 {
-    hex(root_ca_hex, f->root_ca, 32);
+    helper_hex(root_ca_hex, f->root_ca, 32);
     memset(f->root_k256, 0x01, 32);
     memset(f->app_id, 0x11, 20);
     memset(f->instance_id, 0x22, 20);
@@ -67,13 +55,14 @@ static void test_dh_secret_stable_output(void **state)
 {
     (void)state;
     uint8_t root[32], d[32], secret[32];
-    hex(root_ca_hex, root, 32);
+    helper_hex(root_ca_hex, root, 32);
     const struct ds_kdf_part parts[] = {P("context one"), P("context two")};
     assert_int_equal(ds_kdf_derive_p256(root, parts, 2, d), 0);
-    assert_hex_equal(d, 32, "b60ac47b8fcfbdf96031b9e94f0b60cfe9de05eccb5a1dca41a26f757833c0e7");
+    helper_assert_hex_equal(d, 32,
+                            "b60ac47b8fcfbdf96031b9e94f0b60cfe9de05eccb5a1dca41a26f757833c0e7");
     assert_int_equal(ds_kdf_derive_dh_secret(root, parts, 2, secret), 0);
-    assert_hex_equal(secret, 32,
-                     "663afd58820be8ad645f9c035e93199d114ab16f738db62393bc1d7d623e8813");
+    helper_assert_hex_equal(secret, 32,
+                            "663afd58820be8ad645f9c035e93199d114ab16f738db62393bc1d7d623e8813");
     /* info is a plain concatenation: one part with the joined text gives the same secret. */
     const struct ds_kdf_part joined[] = {P("context onecontext two")};
     uint8_t secret2[32];
@@ -123,7 +112,7 @@ static void test_p256_range_check(void **state)
     assert_false(ds_p256_scalar_valid(s)); /* 0 */
     s[31] = 1;
     assert_true(ds_p256_scalar_valid(s)); /* 1 */
-    hex(n_hex, s, 32);
+    helper_hex(n_hex, s, 32);
     assert_false(ds_p256_scalar_valid(s)); /* n */
     assert_int_equal(ds_p256_pkcs8_der(s, der), -DS_E_FORMAT);
     assert_int_equal(ds_p256_pkcs8_pem(s, &pem, NULL), -DS_E_FORMAT);
@@ -132,9 +121,9 @@ static void test_p256_range_check(void **state)
     assert_true(ds_p256_scalar_valid(s)); /* n - 1 */
     s[31] = 0x52;
     assert_false(ds_p256_scalar_valid(s)); /* n + 1 */
-    hex("ffffffff00000000ffffffffffffffffbce6faada7179e84f3b9cac2fc632451", s, 32);
+    helper_hex("ffffffff00000000ffffffffffffffffbce6faada7179e84f3b9cac2fc632451", s, 32);
     assert_true(ds_p256_scalar_valid(s)); /* n - 256: borrow across bytes */
-    hex("ffffffff00000001000000000000000000000000000000000000000000000000", s, 32);
+    helper_hex("ffffffff00000001000000000000000000000000000000000000000000000000", s, 32);
     assert_false(ds_p256_scalar_valid(s)); /* above n, low bytes zero */
     memset(s, 0xff, 32);
     assert_false(ds_p256_scalar_valid(s));
@@ -152,22 +141,23 @@ static void test_pkcs8_pem(void **state)
     uint8_t scalar[32], back[32], der[DS_P256_PKCS8_SIZE], pub[64], spki[DS_P256_SPKI_SIZE];
     char *pem = NULL;
     size_t pem_len = 0;
-    hex(root_ca_hex, scalar, 32);
+    helper_hex(root_ca_hex, scalar, 32);
     assert_int_equal(ds_p256_pkcs8_der(scalar, der), 0);
-    assert_hex_equal(der, 36,
-                     "308187020100301306072a8648ce3d020106082a8648ce3d030107046d306b02"
-                     "01010420");
+    helper_assert_hex_equal(der, 36,
+                            "308187020100301306072a8648ce3d020106082a8648ce3d030107046d306b02"
+                            "01010420");
     assert_memory_equal(der + 36, scalar, 32);
-    assert_hex_equal(der + 68, 6, "a14403420004");
+    helper_assert_hex_equal(der + 68, 6, "a14403420004");
     assert_int_equal(ds_ec_public_from_private(DS_EC_P256, scalar, pub), 0);
     assert_memory_equal(der + 74, pub, 64);
     /* Q = 91f50522...775897b27 (§3.9) and the root SPKI (KMS key-provider id). */
-    assert_hex_equal(pub, 4, "91f50522");
+    helper_assert_hex_equal(pub, 4, "91f50522");
     assert_int_equal(ds_p256_spki_der(pub, spki), 0);
-    assert_hex_equal(spki, sizeof(spki),
-                     "3059301306072a8648ce3d020106082a8648ce3d0301070342000491f50522407ce29dce3"
-                     "ed7d31a15d80c1c42f13a23552d2b33a0ce09ee11e47bce95936f3e7f80d195f879e28e1b1"
-                     "44ef37ac9ab8e36a690cbf930b775897b27");
+    helper_assert_hex_equal(
+        spki, sizeof(spki),
+        "3059301306072a8648ce3d020106082a8648ce3d0301070342000491f50522407ce29dce3"
+        "ed7d31a15d80c1c42f13a23552d2b33a0ce09ee11e47bce95936f3e7f80d195f879e28e1b1"
+        "44ef37ac9ab8e36a690cbf930b775897b27");
     pub[63] ^= 1; /* off the curve */
     assert_int_equal(ds_p256_spki_der(pub, spki), -DS_E_FORMAT);
 
@@ -225,45 +215,50 @@ static void test_app_keys_vectors(void **state)
     kms_fixture(&f);
 
     assert_int_equal(ds_k256_public(f.root_k256, pub), 0);
-    assert_hex_equal(pub, 33, "031b84c5567b126440995d3ed5aaba0565d71e1834604819ff9c17f5e9d5dd078f");
+    helper_assert_hex_equal(pub, 33,
+                            "031b84c5567b126440995d3ed5aaba0565d71e1834604819ff9c17f5e9d5dd078f");
 
     assert_int_equal(
         ds_app_keys_from_roots(f.root_ca, f.root_k256, f.app_id, f.instance_id, 20, &k), 0);
-    assert_hex_equal(k.env_crypt_key, 32,
-                     "a7470db8cfdd0fe24134b461d60766afa7c078abe6dce9f2c8a5c44034ca400e");
-    assert_hex_equal(k.env_public_key, 32,
-                     "93cf259f68b24775d54290a8ea57cf93efc994d3ff28a7b8ba7a39e9f512302f");
-    assert_hex_equal(k.disk_crypt_key, 32,
-                     "a59c814e2c6d9353af59ce4fba7215e5ec3b62a2495b4dca48ea6f9804061f51");
-    assert_hex_equal(k.k256_key, 32,
-                     "88fa429170ad091e0f87b335ba19b1729610ac25441728807ce3325161846baf");
-    assert_hex_equal(k.k256_public_key, 33,
-                     "02a594d1e64985d03463fc26e666eaf6a82b6c75834ca8c25810b25069b401ebc3");
+    helper_assert_hex_equal(k.env_crypt_key, 32,
+                            "a7470db8cfdd0fe24134b461d60766afa7c078abe6dce9f2c8a5c44034ca400e");
+    helper_assert_hex_equal(k.env_public_key, 32,
+                            "93cf259f68b24775d54290a8ea57cf93efc994d3ff28a7b8ba7a39e9f512302f");
+    helper_assert_hex_equal(k.disk_crypt_key, 32,
+                            "a59c814e2c6d9353af59ce4fba7215e5ec3b62a2495b4dca48ea6f9804061f51");
+    helper_assert_hex_equal(k.k256_key, 32,
+                            "88fa429170ad091e0f87b335ba19b1729610ac25441728807ce3325161846baf");
+    helper_assert_hex_equal(k.k256_public_key, 33,
+                            "02a594d1e64985d03463fc26e666eaf6a82b6c75834ca8c25810b25069b401ebc3");
     ds_app_k256_issue_digest(f.app_id, k.k256_public_key, digest);
-    assert_hex_equal(digest, 32,
-                     "c5ef3966bf1ef7153f8eeabebbed7940eda1fb8f7e762cede045ff7d67d36ca7");
-    assert_hex_equal(k.k256_signature, 65,
-                     "9ec2e6deec77b3584de4c6406034b39a4e4a04643cbf56655247774c1a15f03e73970201967d"
-                     "270928b41fec3cfdbb7538adc5d4fbd328c10c6927621024f00800");
+    helper_assert_hex_equal(digest, 32,
+                            "c5ef3966bf1ef7153f8eeabebbed7940eda1fb8f7e762cede045ff7d67d36ca7");
+    helper_assert_hex_equal(
+        k.k256_signature, 65,
+        "9ec2e6deec77b3584de4c6406034b39a4e4a04643cbf56655247774c1a15f03e73970201967d"
+        "270928b41fec3cfdbb7538adc5d4fbd328c10c6927621024f00800");
     assert_int_equal(ds_k256_recover(k.k256_signature, digest, signer), 0);
-    assert_hex_equal(signer, 33,
-                     "031b84c5567b126440995d3ed5aaba0565d71e1834604819ff9c17f5e9d5dd078f");
+    helper_assert_hex_equal(signer, 33,
+                            "031b84c5567b126440995d3ed5aaba0565d71e1834604819ff9c17f5e9d5dd078f");
 
     assert_int_equal(ds_app_ca_scalar(f.root_ca, f.app_id, ca), 0);
-    assert_hex_equal(ca, 32, "5b779e0a9fe80b2e5866d94958daa1a4e29a183228b3f37acd7eae153e18a75f");
+    helper_assert_hex_equal(ca, 32,
+                            "5b779e0a9fe80b2e5866d94958daa1a4e29a183228b3f37acd7eae153e18a75f");
 
     /* Env-encrypt public-key signatures, legacy and v1. */
     assert_int_equal(ds_env_pubkey_sign(f.root_k256, f.app_id, k.env_public_key, false, 0, sig), 0);
-    assert_hex_equal(sig, 65,
-                     "379d578bd258c13f31a3dabd5ab9ce3cafbeed5f3d2f73d57aa5ae45e2a0bb1a335e80e2b0db"
-                     "9b2e9a88ee451cb64c82c1204b3787868d571fc3d092cec9f53501");
+    helper_assert_hex_equal(
+        sig, 65,
+        "379d578bd258c13f31a3dabd5ab9ce3cafbeed5f3d2f73d57aa5ae45e2a0bb1a335e80e2b0db"
+        "9b2e9a88ee451cb64c82c1204b3787868d571fc3d092cec9f53501");
     assert_int_equal(ds_env_pubkey_recover(sig, f.app_id, k.env_public_key, false, 0, signer), 0);
     assert_memory_equal(signer, pub, 33);
     assert_int_equal(
         ds_env_pubkey_sign(f.root_k256, f.app_id, k.env_public_key, true, 1700000000, sig), 0);
-    assert_hex_equal(sig, 65,
-                     "c0989e470967189e59d7b26238eadbda93b8591d6dd935d2457c16aaf8c8e6e37e73fba76f62"
-                     "11e04294ec61bc85cb788c793c745e179bff9e05b9d6d09ac1da00");
+    helper_assert_hex_equal(
+        sig, 65,
+        "c0989e470967189e59d7b26238eadbda93b8591d6dd935d2457c16aaf8c8e6e37e73fba76f62"
+        "11e04294ec61bc85cb788c793c745e179bff9e05b9d6d09ac1da00");
     assert_int_equal(
         ds_env_pubkey_recover(sig, f.app_id, k.env_public_key, true, 1700000000, signer), 0);
     assert_memory_equal(signer, pub, 33);
@@ -320,12 +315,12 @@ static void test_seed_keys_vectors(void **state)
     struct ds_seed_keys k;
     memset(seed, 0x55, 32);
     assert_int_equal(ds_app_keys_from_seed(seed, &k), 0);
-    assert_hex_equal(k.app_key, 32,
-                     "e9211cc43528bb5d90a2ebc0e53d4f401817543c6a6285c7e6f9c167bf4a6f7f");
-    assert_hex_equal(k.disk_crypt_key, 32,
-                     "3dbf898f2caceb8b0b1755ed4f1193737bb96847e2f48295ec7b0261a25ae93c");
-    assert_hex_equal(k.k256_key, 32,
-                     "22c5d43689dc6f24505fdedc980bd18102881ce09e0e6e125fdc3e3a376c7f89");
+    helper_assert_hex_equal(k.app_key, 32,
+                            "e9211cc43528bb5d90a2ebc0e53d4f401817543c6a6285c7e6f9c167bf4a6f7f");
+    helper_assert_hex_equal(k.disk_crypt_key, 32,
+                            "3dbf898f2caceb8b0b1755ed4f1193737bb96847e2f48295ec7b0261a25ae93c");
+    helper_assert_hex_equal(k.k256_key, 32,
+                            "22c5d43689dc6f24505fdedc980bd18102881ce09e0e6e125fdc3e3a376c7f89");
     assert_int_equal(ds_p256_pkcs8_der(k.disk_key, der), 0);
     ds_sha256(der, sizeof(der), sha);
     assert_memory_equal(sha, k.disk_crypt_key, 32);
@@ -339,7 +334,7 @@ static void test_keccak_selector(void **state)
                       "string,string[]))";
     uint8_t d[32];
     ds_keccak256(sig, strlen(sig), d);
-    assert_hex_equal(d, 4, "1e079198");
+    helper_assert_hex_equal(d, 4, "1e079198");
 }
 
 /* ---- guest agent (guest-agent-api.md §4.2-4.4) ----------------------------------------------- */
@@ -371,7 +366,7 @@ static void test_getkey_upstream_vector(void **state)
     (void)state;
     uint8_t k256[32], want[33];
     struct ds_get_key_result r, r2;
-    hex("1a2b3c4d5e6f7a8b9c0d1e2f3a4b5c6d7e8f9a0b1c2d3e4f5a6b7c8d9e0f1a2b", k256, 32);
+    helper_hex("1a2b3c4d5e6f7a8b9c0d1e2f3a4b5c6d7e8f9a0b1c2d3e4f5a6b7c8d9e0f1a2b", k256, 32);
     assert_int_equal(get_key(k256, "vms", "", "ed25519", &r, NULL), 0);
     b64url("5Pbre1Amf1hrp2V2bbfKlIfxpQb2pJAmrgmhxgVoG9s", want, 32);
     assert_int_equal(r.pubkey_len, 32);
@@ -390,11 +385,12 @@ struct sim_keys {
 
 static void sim_keys(struct sim_keys *s)
 {
-    hex("d6e88992cdeeee35fe70b5db61ab66cdb191fb9b6ec9313757ef162dd7214d5d", s->k256_key, 32);
-    hex("9e618603e72d01fedb82deff6daf2d62a572becf0059eec3f89c1ab40e1f2e594d2a283f843f34e8f39e4cc4"
+    helper_hex("d6e88992cdeeee35fe70b5db61ab66cdb191fb9b6ec9313757ef162dd7214d5d", s->k256_key, 32);
+    helper_hex(
+        "9e618603e72d01fedb82deff6daf2d62a572becf0059eec3f89c1ab40e1f2e594d2a283f843f34e8f39e4cc4"
         "9a612496ce67223a12ac923f8efe330346dfc6c500",
         s->k256_sig, 65);
-    hex("5bb4ff9a3837357f19dc176407a5709c62eb6c56", s->app_id, 20);
+    helper_hex("5bb4ff9a3837357f19dc176407a5709c62eb6c56", s->app_id, 20);
 }
 
 static void test_getkey_simulator_vectors(void **state)
@@ -406,21 +402,23 @@ static void test_getkey_simulator_vectors(void **state)
     uint8_t app_pub[33], kms_pub[33];
     sim_keys(&s);
     assert_int_equal(ds_k256_public(s.k256_key, app_pub), 0);
-    assert_hex_equal(app_pub, 33,
-                     "02818494263695e8839122dbd88e281d7380622999df4e60a14befa0f2d096fc7c");
-    hex("0321529e458424ab1f710a3a57ec4dad2fb195ddca572f7469242ba6c7563085b6", kms_pub, 33);
+    helper_assert_hex_equal(app_pub, 33,
+                            "02818494263695e8839122dbd88e281d7380622999df4e60a14befa0f2d096fc7c");
+    helper_hex("0321529e458424ab1f710a3a57ec4dad2fb195ddca572f7469242ba6c7563085b6", kms_pub, 33);
 
     assert_int_equal(ds_guest_get_key(s.k256_key, s.k256_sig, 65, "/test/path", 10, "test-purpose",
                                       12, "", 0, &r, NULL),
                      0);
-    assert_hex_equal(r.key, 32, "b9fbb7171185c421c58610a2acba8ceae93623ae47815618cbad1e98fc042cb7");
+    helper_assert_hex_equal(r.key, 32,
+                            "b9fbb7171185c421c58610a2acba8ceae93623ae47815618cbad1e98fc042cb7");
     assert_string_equal(r.pubkey_hex,
                         "02c1082e78670feed1c847db81dbd71be37e4d53200a746c0a89f0afa8173cf566");
     assert_int_equal(r.alg, DS_KEY_ALG_SECP256K1);
     /* RFC 6979 (libsecp256k1) gives noble's bytes. */
-    assert_hex_equal(r.signature, 65,
-                     "f50c51735a97072f0c98125ed61fc84e2fdb36e95990b9e57337dadc0e2a9712227f04e0720"
-                     "9faecb8891d59ec144a6c13e411dc90b3423f28071bd3fe11978d01");
+    helper_assert_hex_equal(
+        r.signature, 65,
+        "f50c51735a97072f0c98125ed61fc84e2fdb36e95990b9e57337dadc0e2a9712227f04e0720"
+        "9faecb8891d59ec144a6c13e411dc90b3423f28071bd3fe11978d01");
     assert_int_equal(r.k256_signature_len, 65);
     assert_memory_equal(r.k256_signature, s.k256_sig, 65);
 
@@ -469,7 +467,7 @@ static void test_getkey_simulator_vectors(void **state)
     };
     for (size_t i = 0; i < DS_ARRAY_SIZE(paths); i++) {
         assert_int_equal(get_key(s.k256_key, paths[i].path, "", "", &r, NULL), 0);
-        assert_hex_equal(r.key, 32, paths[i].key);
+        helper_assert_hex_equal(r.key, 32, paths[i].key);
         assert_int_equal(r.k256_signature_len, 0);
     }
     assert_string_equal(r.pubkey_hex,
@@ -673,7 +671,7 @@ static void test_sign_verify_errors(void **state)
         ds_guest_verify("secp256k1", 9, data, 3, sig, 64, r.public_key, 33, &valid, &err),
         -DS_E_FORMAT);
     memcpy(sig, r.signature, 64);
-    hex("fffffffffffffffffffffffffffffffebaaedce6af48a03bbfd25e8cd0364141", sig + 32, 32);
+    helper_hex("fffffffffffffffffffffffffffffffebaaedce6af48a03bbfd25e8cd0364141", sig + 32, 32);
     assert_int_equal(
         ds_guest_verify("secp256k1", 9, data, 3, sig, 64, r.public_key, 33, &valid, &err),
         -DS_E_FORMAT);
@@ -696,7 +694,7 @@ static void test_tls_keys(void **state)
 {
     (void)state;
     uint8_t k256[32], a[32], b[32], want[32];
-    hex("d6e88992cdeeee35fe70b5db61ab66cdb191fb9b6ec9313757ef162dd7214d5d", k256, 32);
+    helper_hex("d6e88992cdeeee35fe70b5db61ab66cdb191fb9b6ec9313757ef162dd7214d5d", k256, 32);
     assert_int_equal(ds_guest_derive_tls_key(k256, "/", 1, a), 0);
     assert_int_equal(ds_hkdf_sha256("RATLS", 5, k256, 32, "/", 1, want, 32), 0);
     assert_memory_equal(a, want, 32);
@@ -753,7 +751,7 @@ static void test_noble_vectors(void **state)
             cols[c++] = t;
         assert_int_equal(c, NOBLE_COLS);
         uint8_t k256[32], a[NOBLE_DATA_MAX], b[NOBLE_DATA_MAX];
-        hex(cols[1], k256, 32);
+        helper_hex(cols[1], k256, 32);
         size_t alen = cell_bytes(cols[2], a, sizeof(a));
         size_t blen = cell_bytes(cols[3], b, sizeof(b));
         if (strcmp(cols[0], "getkey") == 0) {
@@ -761,17 +759,17 @@ static void test_noble_vectors(void **state)
             assert_int_equal(ds_guest_get_key(k256, NULL, 0, (const char *)a, alen, (const char *)b,
                                               blen, cols[4], strlen(cols[4]), &r, NULL),
                              0);
-            assert_hex_equal(r.key, 32, cols[5]);
+            helper_assert_hex_equal(r.key, 32, cols[5]);
             assert_string_equal(r.pubkey_hex, cols[6]);
-            assert_hex_equal(r.signature, 65, cols[7]);
+            helper_assert_hex_equal(r.signature, 65, cols[7]);
             ds_wipe(&r, sizeof(r));
         } else {
             struct ds_sign_result r;
             bool valid = false;
             assert_int_equal(
                 ds_guest_sign(k256, NULL, 0, cols[4], strlen(cols[4]), b, blen, &r, NULL), 0);
-            assert_hex_equal(r.public_key, r.public_key_len, cols[6]);
-            assert_hex_equal(r.signature, 64, cols[7]);
+            helper_assert_hex_equal(r.public_key, r.public_key_len, cols[6]);
+            helper_assert_hex_equal(r.signature, 64, cols[7]);
             assert_int_equal(ds_guest_verify(cols[4], strlen(cols[4]), b, blen, r.signature, 64,
                                              r.public_key, r.public_key_len, &valid, NULL),
                              0);
@@ -809,10 +807,10 @@ static void test_appkeys_simulator_file(void **state)
     assert_null(k.url);
     /* The None key is the CA key: its scalar's public key is the one inside the PEM. */
     assert_int_equal(ds_p256_scalar_from_pem(k.key, strlen(k.key), scalar), 0);
-    assert_hex_equal(scalar, 32,
-                     "d4f60214a61f0e651fbf97e4b2da696ac7f898f1aa9f3d1f1282c49c6c7c0a72");
+    helper_assert_hex_equal(scalar, 32,
+                            "d4f60214a61f0e651fbf97e4b2da696ac7f898f1aa9f3d1f1282c49c6c7c0a72");
     assert_int_equal(ds_ec_public_from_private(DS_EC_P256, scalar, pub), 0);
-    assert_hex_equal(pub, 4, "19b2457d");
+    helper_assert_hex_equal(pub, 4, "19b2457d");
     /* Our PEM of that scalar is byte-identical to the file's. */
     char *pem = NULL;
     assert_int_equal(ds_p256_pkcs8_pem(scalar, &pem, NULL), 0);
