@@ -12,6 +12,7 @@
  *   vmm_qemu.c     the qemu backend (vmm_backend.h)
  * Usage: dstack-vmm [-c vmm.toml] [-v] [serve | check-config] [--check] [--dump-config]
  */
+#include <dirent.h>
 #include <errno.h>
 #include <limits.h>
 #include <signal.h>
@@ -24,11 +25,108 @@
 #include <curl/curl.h>
 #include <event2/event.h>
 
+#include "dstack/crypto.h"
 #include "dstack/rpc.h"
 #include "log.h"
 #include "vmm.h"
 
-#define TICK_MS 1000
+#define TICK_MS            1000
+#define DISCOVERY_FILE_MAX 4096
+
+/*
+ * The discovery file vmm-cli's `vmm ls` reads (host-side.md §1.1):
+ * $XDG_RUNTIME_DIR/dstack-vmm/<uuid>.json (fallback /run/user/<uid>/dstack-vmm/), removed at
+ * exit; files of VMMs that are gone are cleaned at start-up. Best effort: failures are logged.
+ */
+static char *discovery_dir(void)
+{
+    const char *xdg = getenv("XDG_RUNTIME_DIR");
+    char *d = NULL;
+    if (xdg && xdg[0] == '/') {
+        if (asprintf(&d, "%s/dstack-vmm", xdg) < 0) {
+            return NULL;
+        }
+    } else if (asprintf(&d, "/run/user/%u/dstack-vmm", (unsigned)getuid()) < 0) {
+        return NULL;
+    }
+    return d;
+}
+
+static void discovery_clean(const char *dir)
+{
+    DIR *dd = opendir(dir);
+    if (!dd) {
+        return;
+    }
+    struct dirent *de;
+    while ((de = readdir(dd))) {
+        size_t n = strlen(de->d_name);
+        if (n < 6 || strcmp(de->d_name + n - 5, ".json") != 0) {
+            continue;
+        }
+        char path[PATH_MAX];
+        snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
+        json_t *j = json_load_file(path, 0, NULL);
+        json_int_t pid = json_integer_value(json_object_get(j, "pid"));
+        char proc[64];
+        snprintf(proc, sizeof(proc), "/proc/%lld", (long long)pid);
+        if (pid <= 0 || access(proc, F_OK) < 0) {
+            (void)unlink(path);
+        }
+        json_decref(j);
+    }
+    closedir(dd);
+}
+
+static char *discovery_write(const struct vmm *v)
+{
+    char *dir = discovery_dir();
+    char *path = NULL, *text = NULL;
+    uint8_t raw[16];
+    char id[33], cwd[PATH_MAX];
+    if (!dir) {
+        return NULL;
+    }
+    (void)mkdir(dir, 0700);
+    discovery_clean(dir);
+    if (ds_random(raw, sizeof(raw)) < 0 || !getcwd(cwd, sizeof(cwd))) {
+        goto out;
+    }
+    raw[6] = (uint8_t)((raw[6] & 0x0f) | 0x40);
+    raw[8] = (uint8_t)((raw[8] & 0x3f) | 0x80);
+    ds_hex_encode(raw, sizeof(raw), id);
+    char uuid[37];
+    snprintf(uuid, sizeof(uuid), "%.8s-%.4s-%.4s-%.4s-%.12s", id, id + 8, id + 12, id + 16,
+             id + 20);
+    const char *addr = v->cfg.address;
+    if (strncmp(addr, "tcp:", 4) == 0) {
+        addr += 4; /* vmm-cli takes host:port */
+    }
+    char cfg_abs[PATH_MAX] = "";
+    if (v->config_file && !realpath(v->config_file, cfg_abs)) {
+        cfg_abs[0] = '\0';
+    }
+    json_t *j = json_pack("{s:s,s:i,s:s,s:s,s:s,s:s,s:s,s:s,s:s,s:I}", "id", uuid, "pid",
+                          (json_int_t)getpid(), "address", addr, "working_dir", cwd, "config_file",
+                          cfg_abs, "image_path", v->image_path, "run_path", v->run_path,
+                          "node_name", v->cfg.node_name, "version", DS_VERSION, "started_at",
+                          (json_int_t)(v->started_ms / 1000));
+    text = j ? json_dumps(j, JSON_INDENT(2)) : NULL;
+    json_decref(j);
+    if (!text || asprintf(&path, "%s/%s.json", dir, uuid) < 0) {
+        path = NULL;
+        goto out;
+    }
+    if (ds_write_file_atomic(path, text, strlen(text), 0600) < 0) {
+        log_debug("discovery file %s not written", path);
+        free(path);
+        path = NULL;
+    }
+out:
+    free(text);
+    free(dir);
+    return path;
+}
 
 static void usage(FILE *out)
 {
@@ -97,6 +195,7 @@ int main(int argc, char **argv)
     int rc = 1;
     char err[VMM_ERR_MAX * 2];
     struct event *sigint = NULL, *sigterm = NULL;
+    char *discovery = NULL;
 
     memset(&v, 0, sizeof(v));
     for (int i = 1; i < argc; i++) {
@@ -195,10 +294,15 @@ int main(int argc, char **argv)
         log_warnx("cannot install timers / signal handlers");
         goto out;
     }
+    discovery = discovery_write(&v);
     log_info("ready");
     event_base_dispatch(v.base);
     rc = 0;
 out:
+    if (discovery) {
+        (void)unlink(discovery);
+        free(discovery);
+    }
     if (sigint) {
         event_free(sigint);
     }

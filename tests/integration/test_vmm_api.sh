@@ -22,6 +22,8 @@ VMMD="$BIN/dstack-vmm"
 command -v python3 >/dev/null || { echo "SKIP: python3 not installed"; exit 77; }
 
 WORK=$(mktemp -d /tmp/test_vmm_api.XXXXXX)
+export XDG_RUNTIME_DIR="$WORK/xdg" # the VMM's discovery file goes here
+mkdir -p "$XDG_RUNTIME_DIR"
 VMM_PID=""
 cleanup() {
     if [ -n "$VMM_PID" ]; then
@@ -119,8 +121,20 @@ export VMM_URL="http://127.0.0.1:$PORT" VMM_SOCK="$WORK/vmm.sock" VMM_TOKEN="$TO
     VMM_RUN="$WORK/run" VMM_WORK="$WORK" VMM_IMAGE_DIR="$IMG"
 python3 "$HERE/vmm_api_client.py" phase1 || { echo "FAIL: phase1"; tail -30 "$WORK/vmm.log"; exit 1; }
 
+# discovery file for vmm-cli `vmm ls` (§1.1): present with our pid and address while running
+python3 - "$XDG_RUNTIME_DIR/dstack-vmm" "$VMM_PID" "$WORK/vmm.sock" <<'PY' || { echo "FAIL: discovery file"; exit 1; }
+import glob, json, sys
+files = glob.glob(sys.argv[1] + "/*.json")
+assert len(files) == 1, files
+d = json.load(open(files[0]))
+assert d["pid"] == int(sys.argv[2]) and d["address"] == "unix:" + sys.argv[3], d
+assert d["node_name"] == "test-node" and d["run_path"].endswith("/run") and d["id"] in files[0], d
+print("ok - discovery file:", files[0].rsplit("/", 1)[1])
+PY
+
 # restart: every VM comes back with its desired state
 stop_vmm
+[ -z "$(ls "$XDG_RUNTIME_DIR/dstack-vmm")" ] || { echo "FAIL: discovery file left after exit"; exit 1; }
 start_vmm "$WORK/vmm.toml"
 python3 "$HERE/vmm_api_client.py" phase2 || { echo "FAIL: phase2"; tail -30 "$WORK/vmm.log"; exit 1; }
 stop_vmm

@@ -30,6 +30,7 @@ PY=python3
 [ -x /usr/bin/python3 ] && PY=/usr/bin/python3 # pyenv shims take ~0.5 s to start
 
 WORK=$(mktemp -d /tmp/test_vmm_crash.XXXXXX)
+export XDG_RUNTIME_DIR="$WORK" # discovery files of the killed VMMs stay in the temp dir
 MARK="fakeqemu-$(basename "$WORK")"
 VMM_PID=""
 CLIENT_PID=""
