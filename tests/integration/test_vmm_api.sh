@@ -132,6 +132,48 @@ assert d["node_name"] == "test-node" and d["run_path"].endswith("/run") and d["i
 print("ok - discovery file:", files[0].rsplit("/", 1)[1])
 PY
 
+# GetAppEnvEncryptPubKey is forwarded to {kms_url}/prpc/GetAppEnvEncryptPubKey?json: a mock KMS
+# on the configured port checks the path and body and answers; the VMM passes the reply through
+python3 - "$KMS_PORT" >"$WORK/kms.log" 2>&1 <<'PY' &
+import http.server, json, sys
+class H(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        ok = self.path == "/prpc/GetAppEnvEncryptPubKey?json" and body == {"app_id": "ab" * 20} \
+            and self.headers["Content-Type"] == "application/json"
+        out = json.dumps({"public_key": "11" * 32, "signature": "22" * 65, "timestamp": 7,
+                          "signature_v1": "33" * 65} if ok else {"error": "mock: bad request " + self.path}).encode()
+        self.send_response(200 if ok else 400)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(out)))
+        self.end_headers()
+        self.wfile.write(out)
+    def log_message(self, *a):
+        pass
+http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), H).handle_request()
+http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), H).handle_request()
+PY
+KMS_PID=$!
+sleep 0.5
+python3 - <<'PY' || { kill "$KMS_PID" 2>/dev/null; echo "FAIL: GetAppEnvEncryptPubKey"; exit 1; }
+import base64, json, os, urllib.request, urllib.error
+def call(app_id):
+    req = urllib.request.Request(os.environ["VMM_URL"] + "/prpc/GetAppEnvEncryptPubKey?json",
+        data=json.dumps({"app_id": app_id}).encode(),
+        headers={"Content-Type": "application/json", "Authorization": "Bearer " + os.environ["VMM_TOKEN"]})
+    try:
+        with urllib.request.urlopen(req, timeout=20) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+st, r = call("0x" + "AB" * 20)
+assert st == 200 and r == {"public_key": "11" * 32, "signature": "22" * 65, "timestamp": 7, "signature_v1": "33" * 65}, (st, r)
+st, r = call("cd" * 20)
+assert st == 400 and "mock: bad request" in r["error"] and "KMS" in r["error"], (st, r)
+print("ok - GetAppEnvEncryptPubKey forwarded to the KMS (path, JSON body, hex app_id) and its reply / error passed on")
+PY
+wait "$KMS_PID" 2>/dev/null
+
 # restart: every VM comes back with its desired state
 stop_vmm
 [ -z "$(ls "$XDG_RUNTIME_DIR/dstack-vmm")" ] || { echo "FAIL: discovery file left after exit"; exit 1; }
