@@ -17,6 +17,8 @@
 #   ds_sim_up STATE_DIR        a dstack-tee-sim serving STATE_DIR has its control socket and
 #                              PCCS address file
 #   ds_sanitizer_report FILE   true when FILE holds an ASan/UBSan/LSan report
+#   ds_run CMD...              run CMD with stdout/stderr in $TMP/out, $TMP/err; sets rc, out,
+#                              err; a sanitizer report in err is a failed check by itself
 #   failures, pass MSG, fail MSG, check NAME GOT WANT, ds_finish OK_MSG
 #                              counted checks; ds_finish exits 1 when any failed
 # Every helper works under `set -euo pipefail` as well as under plain `set -u`.
@@ -98,6 +100,18 @@ ds_sim_up() {
 
 ds_sanitizer_report() {
     grep -qE "Sanitizer|runtime error:" "$1"
+}
+
+# shellcheck disable=SC2034 # rc, out and err are for the sourcing test
+ds_run() {
+    rc=0
+    "$@" >"$TMP/out" 2>"$TMP/err" || rc=$?
+    out="$(cat "$TMP/out")"
+    err="$(cat "$TMP/err")"
+    if ds_sanitizer_report "$TMP/err"; then
+        fail "sanitizer report for: $*"
+        echo "$err" | head -30 | sed 's/^/     /'
+    fi
 }
 
 failures=0

@@ -26,16 +26,7 @@ AGENT_PID=""
 ds_stop_on_exit AGENT_PID
 
 # run PROG ARGS...: sets $rc, $out, $err; a sanitizer report is a failure by itself.
-run() {
-    "$@" >"$TMP/out" 2>"$TMP/err"
-    rc=$?
-    out="$(cat "$TMP/out")"
-    err="$(cat "$TMP/err")"
-    if ds_sanitizer_report "$TMP/err"; then
-        fail "sanitizer report for: $*"
-        echo "$err" | head -30 | sed 's/^/     /'
-    fi
-}
+run() { ds_run "$@"; }
 # field NAME: value of a name=value line of the last run.
 field() { sed -n "s/^$1=//p" <<<"$out" | head -1; }
 

@@ -26,18 +26,9 @@ ds_tmpdir
 SIM_PID=""
 ds_stop_on_exit SIM_PID
 
-# run ARGS...: runs dstack, sets $rc, $out (stdout) and $err (stderr).
-run() {
-    "$DSTACK" "$@" >"$TMP/out" 2>"$TMP/err"
-    rc=$?
-    out="$(cat "$TMP/out")"
-    err="$(cat "$TMP/err")"
-    # Under ASan/UBSan a memory error can exit 1 like a verification failure: catch it here.
-    if ds_sanitizer_report "$TMP/err"; then
-        fail "sanitizer report for: dstack $*"
-        echo "$err" | head -30 | sed 's/^/     /'
-    fi
-}
+# run ARGS...: runs dstack, sets $rc, $out (stdout) and $err (stderr). Under ASan/UBSan a
+# memory error can exit 1 like a verification failure: ds_run counts it as a failure.
+run() { ds_run "$DSTACK" "$@"; }
 
 # expect NAME RC JQ-FILTER: the last run exited RC and its stdout satisfies the filter.
 expect() {
