@@ -29,6 +29,8 @@ static const struct util_cmd util_cmds[] = {
      "fetch the app keys from a KMS and write the app keys file"},
     {"ratls-cert", util_cmd_ratls_cert, util_ratls_cert_usage,
      "mint an RA-TLS certificate with a quote from the TEE"},
+    {"gateway-register", util_cmd_gateway_register, util_gateway_register_usage,
+     "register with a dstack gateway and write the WireGuard config"},
     {"setup", util_cmd_setup, util_setup_usage,
      "measure and set up the app at boot (keys, data volume, env)"},
     {"notify", util_cmd_notify, util_notify_usage, "send a Notify event to the VMM host API"},

@@ -62,6 +62,18 @@ void util_get_keys_usage(FILE *out);
 int util_cmd_ratls_cert(int argc, char **argv);
 void util_ratls_cert_usage(FILE *out);
 
+/* `dstack-util gateway-register` and its reusable client (util_gateway.c, host-side.md §4.3):
+ * a WireGuard key pair (base64), RegisterCvm over mutual TLS (answer: *out, a JSON object),
+ * and the WireGuard config text the answer describes (malloc'd, holds the private key). */
+int util_cmd_gateway_register(int argc, char **argv);
+void util_gateway_register_usage(FILE *out);
+int util_wg_keypair(char priv_b64[45], char pub_b64[45]);
+struct json_t;
+int util_gateway_register(const char *url, const char *cert, const char *key, const char *ca,
+                          const char *wg_pub, struct json_t **out, char *err, size_t err_size);
+int util_gateway_wg_config(const struct json_t *resp, const char *wg_priv, char **out, char *err,
+                           size_t err_size);
+
 /* ---- RA-TLS certificates from the TEE (util_kms_client.c) ---------------------------------- */
 
 #define UTIL_TEMP_CERT_SUBJECT "RA-TLS TEMP Cert" /* §6.5: the guest's KMS client cert */

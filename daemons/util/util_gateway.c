@@ -1,0 +1,320 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The guest side of gateway registration (spec host-side.md §4.3 "Guest side"): a fresh
+ * WireGuard key pair (X25519 from lib/crypto, base64 as `wg` writes it), RegisterCvm over
+ * mutual TLS with the CVM's client certificate (server trusted through the KMS root CA only,
+ * host name checked), and the WireGuard configuration the answer describes: Interface
+ * PrivateKey / ListenPort 9182 / Address <client_ip>/32, one Peer per server sorted by public
+ * key with AllowedIPs <server ip>/32, Endpoint and PersistentKeepalive 25, written 0600.
+ * util_gateway_register() and util_gateway_wg_config() are the reusable client; bringing the
+ * tunnel up (wg-quick, iptables) belongs to the boot flow.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <arpa/inet.h>
+#include <curl/curl.h>
+#include <jansson.h>
+
+#include "dstack/crypto.h"
+#include "log.h"
+#include "util.h"
+
+#define GW_RESPONSE_MAX    (1024 * 1024)
+#define GW_SERVERS_MAX     64
+#define GW_FIELD_MAX       256
+#define GW_WG_LISTEN_PORT  9182
+#define GW_DEFAULT_WG_CONF "/etc/wireguard/dstack-wg0.conf"
+
+struct body {
+    struct ds_buf buf;
+    bool overflow;
+};
+
+static size_t on_body(char *p, size_t size, size_t n, void *ud)
+{
+    struct body *b = ud;
+    if (ds_buf_append(&b->buf, p, size * n) < 0) {
+        b->overflow = true;
+        return 0;
+    }
+    return size * n;
+}
+
+int util_wg_keypair(char priv_b64[45], char pub_b64[45])
+{
+    uint8_t priv[32], pub[32];
+    int r = ds_random(priv, sizeof(priv));
+    if (r < 0) {
+        return r;
+    }
+    priv[0] &= 248;
+    priv[31] &= 127;
+    priv[31] |= 64;
+    r = ds_x25519_public(priv, pub);
+    char *a = r == 0 ? ds_base64_encode(priv, sizeof(priv)) : NULL;
+    char *b = r == 0 ? ds_base64_encode(pub, sizeof(pub)) : NULL;
+    if (r == 0 && (!a || !b)) {
+        r = -ENOMEM;
+    }
+    if (r == 0) {
+        snprintf(priv_b64, 45, "%s", a);
+        snprintf(pub_b64, 45, "%s", b);
+    }
+    if (a) {
+        ds_wipe(a, strlen(a));
+    }
+    free(a);
+    free(b);
+    ds_wipe(priv, sizeof(priv));
+    return r;
+}
+
+int util_gateway_register(const char *url, const char *cert, const char *key, const char *ca,
+                          const char *wg_pub, json_t **out, char *err, size_t err_size)
+{
+    char full[UTIL_KMS_URL_MAX + 64], curl_err[CURL_ERROR_SIZE] = "";
+    struct body b = {.overflow = false};
+    struct curl_slist *hdr = NULL;
+    json_t *req = NULL, *resp = NULL;
+    char *body = NULL;
+    long status = 0;
+    int r = -ENOMEM;
+    size_t n = strlen(url);
+    ds_buf_init(&b.buf, GW_RESPONSE_MAX);
+    while (n > 0 && url[n - 1] == '/') {
+        n--;
+    }
+    if (strncmp(url, "https://", 8) != 0 || n >= UTIL_KMS_URL_MAX) {
+        snprintf(err, err_size, "gateway URL must be https://...");
+        return -EINVAL;
+    }
+    bool has_prpc = n >= 5 && memcmp(url + n - 5, "/prpc", 5) == 0;
+    snprintf(full, sizeof(full), "%.*s%s/RegisterCvm?json", (int)n, url, has_prpc ? "" : "/prpc");
+    req = json_pack("{s:s, s:{s:[], s:b}}", "client_public_key", wg_pub, "port_policy", "ports",
+                    "restrict_mode", 0);
+    body = req ? json_dumps(req, JSON_COMPACT) : NULL;
+    CURL *h = curl_easy_init();
+    hdr = curl_slist_append(NULL, "Content-Type: application/json");
+    if (!body || !h || !hdr) {
+        goto out;
+    }
+    curl_easy_setopt(h, CURLOPT_URL, full);
+    curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "https");
+    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, UTIL_KMS_CONNECT_TIMEOUT_MS);
+    curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, UTIL_KMS_TIMEOUT_MS);
+    curl_easy_setopt(h, CURLOPT_SSLCERT, cert);
+    curl_easy_setopt(h, CURLOPT_SSLCERTTYPE, "PEM");
+    curl_easy_setopt(h, CURLOPT_SSLKEY, key);
+    curl_easy_setopt(h, CURLOPT_SSLKEYTYPE, "PEM");
+    /* trust root = the KMS root CA only (§4.3): no system store */
+    curl_easy_setopt(h, CURLOPT_CAINFO, ca);
+    curl_easy_setopt(h, CURLOPT_CAPATH, NULL);
+    curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 1L);
+    curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 2L);
+    curl_easy_setopt(h, CURLOPT_POSTFIELDS, body);
+    curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdr);
+    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(h, CURLOPT_WRITEDATA, &b);
+    curl_easy_setopt(h, CURLOPT_ERRORBUFFER, curl_err);
+    CURLcode cc = curl_easy_perform(h);
+    if (cc != CURLE_OK) {
+        snprintf(err, err_size, "RegisterCvm: %s",
+                 b.overflow    ? "answer too large"
+                 : curl_err[0] ? curl_err
+                               : curl_easy_strerror(cc));
+        r = -DS_E_NETWORK;
+        goto out;
+    }
+    curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
+    resp = json_loadb(b.buf.data ? (const char *)b.buf.data : "", b.buf.len, 0, NULL);
+    if (status != 200) {
+        const char *m = resp ? json_string_value(json_object_get(resp, "error")) : NULL;
+        snprintf(err, err_size, "RegisterCvm: %s", m ? m : "HTTP error");
+        if (!m) {
+            snprintf(err, err_size, "RegisterCvm: HTTP %ld", status);
+        }
+        r = -DS_E_DENIED;
+        goto out;
+    }
+    if (!json_is_object(resp)) {
+        snprintf(err, err_size, "RegisterCvm: the answer is not a JSON object");
+        r = -DS_E_PROTOCOL;
+        goto out;
+    }
+    *out = resp;
+    resp = NULL;
+    r = 0;
+out:
+    if (h) {
+        curl_easy_cleanup(h);
+    }
+    curl_slist_free_all(hdr);
+    json_decref(req);
+    json_decref(resp);
+    free(body);
+    ds_buf_done(&b.buf);
+    return r;
+}
+
+/* A response string field that may go into the config file: printable, no spaces/newlines. */
+static const char *safe_str(const json_t *obj, const char *name)
+{
+    const char *s = json_string_value(json_object_get(obj, name));
+    if (!s || !s[0] || strlen(s) > GW_FIELD_MAX) {
+        return NULL;
+    }
+    for (const char *p = s; *p; p++) {
+        if (*p <= ' ' || *p == 0x7f) {
+            return NULL;
+        }
+    }
+    return s;
+}
+
+static bool key_ok(const char *b64)
+{
+    uint8_t *raw = NULL;
+    size_t len = 0;
+    if (!b64 || strlen(b64) != 44 || ds_base64_decode(b64, 44, 32, &raw, &len) < 0) {
+        return false;
+    }
+    free(raw);
+    return len == 32;
+}
+
+struct peer {
+    const char *pk, *endpoint;
+    char ip[INET_ADDRSTRLEN];
+};
+
+static int peer_cmp(const void *a, const void *b)
+{
+    return strcmp(((const struct peer *)a)->pk, ((const struct peer *)b)->pk);
+}
+
+int util_gateway_wg_config(const json_t *resp, const char *wg_priv, char **out, char *err,
+                           size_t err_size)
+{
+    const json_t *wg = json_object_get(resp, "wg");
+    const json_t *servers = json_object_get(wg, "servers");
+    const char *client_ip = safe_str(wg, "client_ip");
+    struct peer peers[GW_SERVERS_MAX];
+    struct in_addr a;
+    struct ds_buf b;
+    size_t n = json_array_size(servers);
+    if (!client_ip || inet_pton(AF_INET, client_ip, &a) != 1) {
+        snprintf(err, err_size, "RegisterCvm answer: wg.client_ip is not an IPv4 address");
+        return -DS_E_PROTOCOL;
+    }
+    if (n == 0 || n > GW_SERVERS_MAX) {
+        snprintf(err, err_size, "RegisterCvm answer: wg.servers must list 1-%d servers",
+                 GW_SERVERS_MAX);
+        return -DS_E_PROTOCOL;
+    }
+    for (size_t i = 0; i < n; i++) {
+        const json_t *s = json_array_get(servers, i);
+        const char *ip = safe_str(s, "ip");
+        peers[i].pk = safe_str(s, "pk");
+        peers[i].endpoint = safe_str(s, "endpoint");
+        size_t iplen = ip ? strcspn(ip, "/") : 0;
+        if (!key_ok(peers[i].pk) || !peers[i].endpoint || !ip || iplen >= INET_ADDRSTRLEN) {
+            snprintf(err, err_size, "RegisterCvm answer: server %zu is malformed", i);
+            return -DS_E_PROTOCOL;
+        }
+        memcpy(peers[i].ip, ip, iplen);
+        peers[i].ip[iplen] = '\0';
+        if (inet_pton(AF_INET, peers[i].ip, &a) != 1) {
+            snprintf(err, err_size, "RegisterCvm answer: server %zu ip is not IPv4", i);
+            return -DS_E_PROTOCOL;
+        }
+    }
+    qsort(peers, n, sizeof(peers[0]), peer_cmp);
+    ds_buf_init(&b, GW_RESPONSE_MAX);
+    b.secret = true;
+    int r = ds_buf_printf(&b, "[Interface]\nPrivateKey = %s\nListenPort = %d\nAddress = %s/32\n",
+                          wg_priv, GW_WG_LISTEN_PORT, client_ip);
+    for (size_t i = 0; r == 0 && i < n; i++) {
+        r = ds_buf_printf(&b,
+                          "\n[Peer]\nPublicKey = %s\nAllowedIPs = %s/32\nEndpoint = %s\n"
+                          "PersistentKeepalive = 25\n",
+                          peers[i].pk, peers[i].ip, peers[i].endpoint);
+    }
+    if (r < 0) {
+        ds_buf_done(&b);
+        return r;
+    }
+    size_t len;
+    ds_buf_steal(&b, (uint8_t **)out, &len);
+    return 0;
+}
+
+void util_gateway_register_usage(FILE *out)
+{
+    fprintf(out,
+            "usage: dstack-util gateway-register --gateway-url URL --cert CERT --key KEY --ca CA\n"
+            "                                    [--wg-config-out FILE]\n"
+            "\n"
+            "Register this CVM with a dstack gateway: generate a WireGuard key pair, call\n"
+            "RegisterCvm over mutual TLS (client certificate CERT/KEY, server trusted only\n"
+            "through CA, the KMS root CA) and write the WireGuard config (0600, "
+            "default\n" GW_DEFAULT_WG_CONF ").\n"
+            "Prints the assigned address and the gateway's answer (JSON) on stdout.\n");
+}
+
+int util_cmd_gateway_register(int argc, char **argv)
+{
+    const char *url = NULL, *cert = NULL, *key = NULL, *ca = NULL, *conf = GW_DEFAULT_WG_CONF;
+    char priv[45] = "", pub[45] = "", err[UTIL_KMS_ERR_MAX] = "";
+    json_t *resp = NULL;
+    char *text = NULL;
+    bool help = false;
+    const struct util_opt opts[] = {
+        {"gateway-url", UTIL_OPT_STRING, &url, "URL", true},
+        {"cert", UTIL_OPT_STRING, &cert, "CERT", true},
+        {"key", UTIL_OPT_STRING, &key, "KEY", true},
+        {"ca", UTIL_OPT_STRING, &ca, "CA", true},
+        {"wg-config-out", UTIL_OPT_STRING, &conf, "FILE", false},
+        {NULL, 0, NULL, NULL, false},
+    };
+    int rc = util_parse_opts("gateway-register", argc, argv, opts, &help);
+    if (help) {
+        util_gateway_register_usage(stdout);
+        return UTIL_EXIT_OK;
+    }
+    if (rc != 0) {
+        return rc;
+    }
+    rc = UTIL_EXIT_FAIL;
+    if (util_wg_keypair(priv, pub) < 0) {
+        log_warnx("cannot generate a WireGuard key pair");
+        goto out;
+    }
+    if (util_gateway_register(url, cert, key, ca, pub, &resp, err, sizeof(err)) < 0 ||
+        util_gateway_wg_config(resp, priv, &text, err, sizeof(err)) < 0) {
+        log_warnx("%s", err);
+        goto out;
+    }
+    int r = ds_write_file_atomic(conf, text, strlen(text), 0600);
+    if (r < 0) {
+        log_warnx("writing %s: %s", conf, ds_strerror(r));
+        goto out;
+    }
+    char *dump = json_dumps(resp, JSON_COMPACT);
+    printf("%s\n", dump ? dump : "{}");
+    free(dump);
+    log_info("registered: WireGuard address %s, config in %s",
+             json_string_value(json_object_get(json_object_get(resp, "wg"), "client_ip")), conf);
+    rc = UTIL_EXIT_OK;
+out:
+    if (text) {
+        ds_wipe(text, strlen(text));
+        free(text);
+    }
+    ds_wipe(priv, sizeof(priv));
+    json_decref(resp);
+    return rc;
+}
