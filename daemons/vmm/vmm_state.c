@@ -543,8 +543,6 @@ static int load_one(struct vmm *v, const char *id, struct vmm_vm_rec **out)
     }
     vm->started = started;
     vm->removing = file_exists(dir, ".removing");
-    char *ip = vmm_state_read_shared(vm, ".instance_info", 4096, NULL);
-    free(ip);
     *out = vm;
     r = 0;
 out:
