@@ -87,6 +87,22 @@ struct vmm_config {
     bool qmp_socket;
     char *user;
     int host_share_mode; /* 9p | vhd | vvfat */
+    /* accepted for upstream vmm.toml compatibility; see vmm_config.c */
+    int platform; /* auto | tdx | amd-sev-snp */
+    char *qemu_version;
+    bool use_mrconfigid;
+    int64_t qgs_port;
+    char *instance_id;
+    char *volumes_dir;
+    bool gpu_enabled;
+    char *sup_exe;
+    char *sup_sock;
+    char *sup_pid_file;
+    char *sup_log_file;
+    bool sup_detached;
+    bool sup_auto_start;
+    char *product_sys_vendor;
+    char *product_name;
     /* [cvm.port_mapping] */
     bool pm_enabled;
     char *pm_address;

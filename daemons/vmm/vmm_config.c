@@ -18,6 +18,7 @@
 
 static const char *const backend_choices[] = {"qemu", "sandbox", NULL};
 static const char *const accel_choices[] = {"auto", "kvm", "tcg", NULL};
+static const char *const platform_choices[] = {"auto", "tdx", "amd-sev-snp", NULL};
 static const char *const share_choices[] = {"9p", "vhd", "vvfat", NULL};
 static const char *const net_choices[] = {"user", "bridge", "custom", NULL};
 static const char *const proto_choices[] = {"tcp", "udp", NULL};
@@ -86,6 +87,36 @@ static const struct ds_config_key vmm_keys[] = {
     {"cvm.user", DS_CFG_STRING, OFF(user), "", 0, 64, NULL, NULL, "run QEMU as this user", 0},
     {"cvm.host_share_mode", DS_CFG_ENUM, OFF(host_share_mode), "9p", 0, 0, share_choices, NULL,
      "9p, vhd or vvfat", 0},
+    {"cvm.platform", DS_CFG_ENUM, OFF(platform), "auto", 0, 0, platform_choices, NULL,
+     "TEE platform (guests run without a TEE here; must stay auto)", 0},
+    {"cvm.qemu_version", DS_CFG_STRING, OFF(qemu_version), "", 0, 32, NULL, NULL,
+     "accepted (detected from qemu --version)", 0},
+    {"cvm.use_mrconfigid", DS_CFG_BOOL, OFF(use_mrconfigid), "true", 0, 0, NULL, NULL,
+     "accepted (TDX only)", 0},
+    {"cvm.qgs_port", DS_CFG_INT, OFF(qgs_port), "4050", 0, 65535, NULL, NULL, "accepted (TDX only)",
+     0},
+    {"cvm.instance_id", DS_CFG_STRING, OFF(instance_id), "", 0, 64, NULL, NULL,
+     "accepted (TAP name namespace)", 0},
+    {"cvm.volumes_dir", DS_CFG_PATH, OFF(volumes_dir), "", 0, 0, NULL, NULL,
+     "accepted (verity volumes not supported)", 0},
+    {"cvm.gpu.enabled", DS_CFG_BOOL, OFF(gpu_enabled), "false", 0, 0, NULL, NULL,
+     "GPU passthrough (not supported: must be false)", 0},
+    {"cvm.product.sys_vendor", DS_CFG_STRING, OFF(product_sys_vendor), "dstack", 0, 256, NULL, NULL,
+     "SMBIOS type 1 manufacturer (accepted)", 0},
+    {"cvm.product.product_name", DS_CFG_STRING, OFF(product_name), "dstack", 0, 256, NULL, NULL,
+     "SMBIOS type 1 product (accepted)", 0},
+    {"supervisor.exe", DS_CFG_STRING, OFF(sup_exe), "./supervisor", 0, 1024, NULL, NULL,
+     "accepted (guests are children of dstack-vmm's own sessions)", 0},
+    {"supervisor.sock", DS_CFG_STRING, OFF(sup_sock), "./run/supervisor.sock", 0, 1024, NULL, NULL,
+     "accepted", 0},
+    {"supervisor.pid_file", DS_CFG_STRING, OFF(sup_pid_file), "", 0, 1024, NULL, NULL, "accepted",
+     0},
+    {"supervisor.log_file", DS_CFG_STRING, OFF(sup_log_file), "", 0, 1024, NULL, NULL, "accepted",
+     0},
+    {"supervisor.detached", DS_CFG_BOOL, OFF(sup_detached), "false", 0, 0, NULL, NULL, "accepted",
+     0},
+    {"supervisor.auto_start", DS_CFG_BOOL, OFF(sup_auto_start), "true", 0, 0, NULL, NULL,
+     "accepted", 0},
     {"cvm.port_mapping.enabled", DS_CFG_BOOL, OFF(pm_enabled), "false", 0, 0, NULL, NULL,
      "allow port mappings", 0},
     {"cvm.port_mapping.address", DS_CFG_STRING, OFF(pm_address), "127.0.0.1", 0, VMM_ADDR_MAX - 1,
@@ -241,6 +272,18 @@ int vmm_config_load(const char *path, struct vmm_config *cfg, char *err, size_t 
     if (cfg->net_mode == 1 && !cfg->net_bridge[0]) {
         snprintf(err, err_size, "vmm.toml: cvm.networking.bridge is required in bridge mode");
         r = -DS_E_FORMAT;
+        goto fail;
+    }
+    if (cfg->gpu_enabled) {
+        snprintf(err, err_size, "vmm.toml: cvm.gpu.enabled: GPU passthrough is not supported");
+        r = -DS_E_UNSUPPORTED;
+        goto fail;
+    }
+    if (cfg->platform != 0) {
+        snprintf(err, err_size,
+                 "vmm.toml: cvm.platform: TDX / SEV-SNP launch is not supported by this VMM "
+                 "(leave it auto)");
+        r = -DS_E_UNSUPPORTED;
         goto fail;
     }
     if (cfg->auth_htpasswd_file && cfg->auth_htpasswd_file[0]) {
