@@ -183,4 +183,33 @@ DS_MUST_USE int gw_proxy_listen_port(struct gw_proxy *p, size_t i);
  */
 int gw_proxy_only_main(int argc, char **argv);
 
+/* ---- data-plane internals shared by gw_proxy.c, gw_sni.c, gw_proxyproto.c ------------------- */
+
+struct sockaddr_storage;
+struct ds_buf;
+
+/*
+ * Custom-domain lookup (spec §4.2 step 4) on a helper thread with res_query(3): TXT
+ * `<prefix>.<sni>` (and `_tapp-address.<sni>` when compat), then `<prefix>-wildcard.<parent>`.
+ * `cb` runs on the event base with rc 0 and the app address, or a negative error. Cancelling
+ * guarantees cb is not called afterwards. At most GW_DNS_INFLIGHT_MAX lookups run at once
+ * (-EAGAIN beyond).
+ */
+#define GW_DNS_INFLIGHT_MAX 64
+struct gw_dns_req;
+typedef void (*gw_dns_cb)(int rc, const char *app_id, uint16_t port, void *arg);
+DS_MUST_USE int gw_dns_lookup_start(struct event_base *base, const char *sni, const char *prefix,
+                                    bool compat, gw_dns_cb cb, void *arg, struct gw_dns_req **out);
+void gw_dns_lookup_cancel(struct gw_dns_req *req); /* NULL-safe */
+
+/*
+ * PROXY v2 header for a backend: src = the client (as reported by an inbound PROXY header or
+ * the socket), dst = the address the client connected to. Mixed families give a LOCAL header.
+ * Returns bytes appended or a negative error.
+ */
+DS_MUST_USE int gw_pp_backend_header(struct ds_buf *b, const struct sockaddr_storage *client,
+                                     const struct sockaddr_storage *local);
+/* Whether a backend port gets a PROXY header under cfg. */
+bool gw_pp_port_wants(const struct gw_proxy_config *cfg, uint16_t port);
+
 #endif /* DSTACK_GW_PROXY_H */
