@@ -103,6 +103,11 @@ fi
 echo "sandbox $DSTACK_VM_ID" > /www/index.html
 httpd -f -p 8080 -h /www &
 HTTPD=$!
+i=0
+while [ $i -lt 200 ] && ! netstat -ltn 2>/dev/null | grep -q ':8080 '; do
+    usleep 10000
+    i=$((i + 1))
+done
 stop() {
     echo "init: SIGTERM, shutting down"
     notify shutdown.progress "stopping"

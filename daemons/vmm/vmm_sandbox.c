@@ -304,7 +304,7 @@ static int sbx_init(struct vmm_backend *b)
     }
     char err[VMM_ERR_MAX];
     if (sbx_net_bridge_setup(err, sizeof(err)) < 0) {
-        snprintf(p->why, sizeof(p->why), "no backend can start VMs here: sandbox: %s", err);
+        snprintf(p->why, sizeof(p->why), "no backend can start VMs here: sandbox: %.200s", err);
         return 0;
     }
     cgroup_setup(p);
@@ -392,7 +392,9 @@ static int make_data_disk(const struct vmm_vm *vm, char *err, size_t err_size)
     if (access(img, F_OK) == 0) {
         return 0;
     }
-    snprintf(tmp, sizeof(tmp), "%s.tmp", img);
+    if (snprintf(tmp, sizeof(tmp), "%s.tmp", img) >= (int)sizeof(tmp)) {
+        return -ENAMETOOLONG;
+    }
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     if (fd < 0 || ftruncate(fd, (off_t)vm->disk_gb << 30) < 0) {
         int e = errno;
@@ -474,14 +476,15 @@ static void cgroup_apply(struct sbx_priv *p, const struct vmm_vm *vm, pid_t pid)
             r = write_text(file, text);
         }
         if (r == 0) {
-            snprintf(note, sizeof(note), "enforced cgroup=%s cpu.max=%u00000 memory.max=%uMiB\n",
-                     cg, vm->vcpu, vm->memory_mb);
+            snprintf(note, sizeof(note),
+                     "enforced cgroup=%.200s cpu.max=%u00000 memory.max=%uMiB\n", cg, vm->vcpu,
+                     vm->memory_mb);
             if (ds_write_file_atomic(rec, note, strlen(note), 0644) < 0) {
                 log_warnx("sandbox %s: cannot record the limits", vm->id);
             }
             return;
         }
-        snprintf(p->cgroup_why, sizeof(p->cgroup_why), "cannot configure %s: %s", cg,
+        snprintf(p->cgroup_why, sizeof(p->cgroup_why), "cannot configure %.150s: %s", cg,
                  ds_strerror(r));
     }
     if (!p->cgroup_warned) {
@@ -644,7 +647,10 @@ static int child_main(void *arg)
         if (mount("overlay", p, "overlay", 0, opts) < 0) {
             child_fail(c, "overlay root");
         }
-        snprintf(c->root, sizeof(c->root), "%s", p);
+        if (snprintf(c->root, sizeof(c->root), "%s", p) >= (int)sizeof(c->root)) {
+            errno = ENAMETOOLONG;
+            child_fail(c, "overlay root");
+        }
     }
     static const char *const dirs[] = {"/proc", "/sys", "/tmp", "/dstack", "/run"};
     for (size_t i = 0; i < DS_ARRAY_SIZE(dirs); i++) {
@@ -980,6 +986,7 @@ static bool sbx_is_running(struct vmm_backend *b, struct vmm_vm *vm, pid_t *out_
 {
     (void)b;
     unsigned long long want = 0;
+    sbx_fwd_reap(vm);
     pid_t pid = read_pid_file(vm->pid_file, &want);
     if (pid <= 0) {
         return false;
@@ -1080,6 +1087,7 @@ static void sbx_destroy(struct vmm_backend *b, struct vmm_vm *vm)
         sbx_tee_remove_td(ctl, vm->id);
     }
     sbx_net_veth_remove(vm->id);
+    sbx_net_release_ip(vm);
     loop_cleanup(vm);
     cgroup_remove(vm);
     (void)unlink(vm->pid_file);

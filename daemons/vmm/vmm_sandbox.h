@@ -40,9 +40,15 @@
 
 /* Create the host bridge with its gateway address if missing. 0 or negative with err. */
 DS_MUST_USE int sbx_net_bridge_setup(char *err, size_t err_size);
-/* The VM's guest address (kept in <workdir>/sandbox/net, unique among the run dir's VMs). */
+/* Host-wide address leases: SBX_LEASE_DIR/<n> holds the owning VM's workdir. */
+#define SBX_LEASE_DIR "/run/dstack-sandbox/ip"
+/* The VM's guest address (kept in <workdir>/sandbox/ip, leased host-wide so sandboxes of
+ * several run dirs on the one bridge never collide; a lease whose owner's ip file no longer
+ * names it is stale and reused). */
 DS_MUST_USE int sbx_net_assign_ip(const struct vmm_vm *vm, char ip[SBX_IP_MAX], char *err,
                                   size_t err_size);
+/* Give the address lease back (destroy). */
+void sbx_net_release_ip(const struct vmm_vm *vm);
 /* Host-side veth name for a VM id ("dsv" + 10 hex of SHA-256(id)). */
 void sbx_net_host_ifname(const char *id, char out[SBX_IFNAME_MAX]);
 /* Create the veth pair: host end on the bridge, the other end as eth0 in pid's netns. */
@@ -57,6 +63,8 @@ DS_MUST_USE int sbx_net_guest_config(const char *ip);
 DS_MUST_USE int sbx_fwd_start(const struct vmm_vm *vm, const char *guest_ip, pid_t guest_pid,
                               char *err, size_t err_size);
 void sbx_fwd_stop(const struct vmm_vm *vm);
+/* Reap the forwarder if it exited and is our child. */
+void sbx_fwd_reap(const struct vmm_vm *vm);
 
 /* ---- vmm_sandbox_measure.c ---- */
 

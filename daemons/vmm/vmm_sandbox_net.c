@@ -3,14 +3,13 @@
  * Networking of the sandbox backend (docs/sandbox.md "Network"): one host bridge (dstack-br0,
  * 10.213.77.1/24, created on first use), one veth pair per sandbox (host end "dsv<hex>" on the
  * bridge, guest end eth0 in the sandbox's network namespace), guest addresses 10.213.77.2-254
- * kept per VM in <workdir>/sandbox/ip and unique within the run directory, and the port
- * mappings served by a small userspace TCP forwarder process (host ADDR:PORT -> guest
+ * kept per VM in <workdir>/sandbox/ip and leased host-wide (/run/dstack-sandbox/ip/<n>), and the
+ * port mappings served by a small userspace TCP forwarder process (host ADDR:PORT -> guest
  * IP:PORT). The forwarder runs in its own session (it survives a VMM restart), records itself
  * in <workdir>/sandbox/forwarder.pid and exits when the sandbox's init exits (pidfd). UDP
  * mappings are refused with an explicit error.
  */
 #include <arpa/inet.h>
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -94,42 +93,92 @@ static int read_ip_file(const char *path, unsigned *out)
     return 0;
 }
 
-int sbx_net_assign_ip(const struct vmm_vm *vm, char ip[SBX_IP_MAX], char *err, size_t err_size)
+static void lease_path(unsigned host, char *out, size_t size)
 {
-    char path[PATH_MAX], run[PATH_MAX];
-    unsigned host = 0;
-    snprintf(path, sizeof(path), "%s/sandbox/ip", vm->workdir);
-    if (read_ip_file(path, &host) == 0) {
-        snprintf(ip, SBX_IP_MAX, SBX_SUBNET_PREFIX "%u", host);
-        return 0;
+    snprintf(out, size, SBX_LEASE_DIR "/%u", host);
+}
+
+/* The workdir a lease names; "" when unreadable. */
+static void lease_owner(unsigned host, char *out, size_t size)
+{
+    char path[64];
+    uint8_t *data = NULL;
+    size_t len = 0;
+    out[0] = '\0';
+    lease_path(host, path, sizeof(path));
+    if (ds_read_file(path, PATH_MAX, &data, &len) == 0) {
+        snprintf(out, size, "%.*s", (int)len, (const char *)data);
+        free(data);
     }
-    snprintf(run, sizeof(run), "%s", vm->workdir);
-    char *slash = strrchr(run, '/');
-    if (!slash) {
-        return -EINVAL;
+}
+
+/* A lease is stale when its owner's <workdir>/sandbox/ip no longer names that address. */
+static bool lease_stale(unsigned host, const char *owner)
+{
+    char path[PATH_MAX + 16];
+    unsigned h = 0;
+    if (!owner[0]) {
+        return true;
     }
-    *slash = '\0';
-    bool used[SBX_HOST_MAX + 1] = {false};
-    DIR *d = opendir(run);
-    if (!d) {
-        snprintf(err, err_size, "cannot list %s: %s", run, strerror(errno));
+    snprintf(path, sizeof(path), "%s/sandbox/ip", owner);
+    return read_ip_file(path, &h) < 0 || h != host;
+}
+
+static int lease_take(unsigned host, const char *workdir)
+{
+    char path[64];
+    lease_path(host, path, sizeof(path));
+    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    if (fd < 0) {
         return -errno;
     }
-    struct dirent *e;
-    while ((e = readdir(d))) {
-        char other[PATH_MAX];
-        unsigned h = 0;
-        if (e->d_name[0] == '.' || strcmp(e->d_name, vm->id) == 0) {
-            continue;
-        }
-        if (snprintf(other, sizeof(other), "%s/%s/sandbox/ip", run, e->d_name) <
-                (int)sizeof(other) &&
-            read_ip_file(other, &h) == 0) {
-            used[h] = true;
-        }
+    size_t n = strlen(workdir);
+    int r = write(fd, workdir, n) == (ssize_t)n ? 0 : -DS_E_IO;
+    close(fd);
+    if (r < 0) {
+        (void)unlink(path);
     }
-    closedir(d);
-    for (host = SBX_HOST_MIN; host <= SBX_HOST_MAX && used[host]; host++) {
+    return r;
+}
+
+int sbx_net_assign_ip(const struct vmm_vm *vm, char ip[SBX_IP_MAX], char *err, size_t err_size)
+{
+    char path[PATH_MAX], owner[PATH_MAX];
+    unsigned host = 0;
+    snprintf(path, sizeof(path), "%s/sandbox/ip", vm->workdir);
+    if ((mkdir("/run/dstack-sandbox", 0755) < 0 && errno != EEXIST) ||
+        (mkdir(SBX_LEASE_DIR, 0755) < 0 && errno != EEXIST)) {
+        snprintf(err, err_size, "cannot create " SBX_LEASE_DIR ": %s", strerror(errno));
+        return -errno;
+    }
+    if (read_ip_file(path, &host) == 0) {
+        lease_owner(host, owner, sizeof(owner));
+        bool mine = strcmp(owner, vm->workdir) == 0;
+        if (!mine && lease_stale(host, owner)) {
+            char lp[64];
+            lease_path(host, lp, sizeof(lp));
+            (void)unlink(lp);
+            mine = lease_take(host, vm->workdir) == 0;
+        }
+        if (mine) {
+            snprintf(ip, SBX_IP_MAX, SBX_SUBNET_PREFIX "%u", host);
+            return 0;
+        }
+        (void)unlink(path); /* another sandbox holds it now: pick a new one */
+    }
+    for (host = SBX_HOST_MIN; host <= SBX_HOST_MAX; host++) {
+        if (lease_take(host, vm->workdir) == 0) {
+            break;
+        }
+        lease_owner(host, owner, sizeof(owner));
+        if (lease_stale(host, owner)) {
+            char lp[64];
+            lease_path(host, lp, sizeof(lp));
+            (void)unlink(lp);
+            if (lease_take(host, vm->workdir) == 0) {
+                break;
+            }
+        }
     }
     if (host > SBX_HOST_MAX) {
         snprintf(err, err_size, "no free sandbox address in " SBX_SUBNET_PREFIX "0/24");
@@ -141,8 +190,26 @@ int sbx_net_assign_ip(const struct vmm_vm *vm, char ip[SBX_IP_MAX], char *err, s
     int r = ds_write_file_atomic(path, text, (size_t)n, 0644);
     if (r < 0) {
         snprintf(err, err_size, "cannot write %s: %s", path, ds_strerror(r));
+        sbx_net_release_ip(vm);
     }
     return r;
+}
+
+void sbx_net_release_ip(const struct vmm_vm *vm)
+{
+    char path[PATH_MAX], owner[PATH_MAX];
+    unsigned host = 0;
+    snprintf(path, sizeof(path), "%s/sandbox/ip", vm->workdir);
+    if (read_ip_file(path, &host) < 0) {
+        return;
+    }
+    lease_owner(host, owner, sizeof(owner));
+    if (strcmp(owner, vm->workdir) == 0) {
+        char lp[64];
+        lease_path(host, lp, sizeof(lp));
+        (void)unlink(lp);
+    }
+    (void)unlink(path);
 }
 
 void sbx_net_veth_remove(const char *id)
@@ -234,6 +301,16 @@ static bool is_forwarder(pid_t pid)
     return ok;
 }
 
+void sbx_fwd_reap(const struct vmm_vm *vm)
+{
+    char path[PATH_MAX];
+    fwd_pidfile_path(vm, path, sizeof(path));
+    pid_t pid = read_pid(path);
+    if (pid > 0) {
+        (void)waitpid(pid, NULL, WNOHANG); /* ECHILD after a VMM restart: init reaps it */
+    }
+}
+
 void sbx_fwd_stop(const struct vmm_vm *vm)
 {
     char path[PATH_MAX];
@@ -241,6 +318,9 @@ void sbx_fwd_stop(const struct vmm_vm *vm)
     pid_t pid = read_pid(path);
     if (pid > 0 && is_forwarder(pid)) {
         (void)kill(pid, SIGKILL);
+        (void)waitpid(pid, NULL, 0); /* ECHILD at once when it is not our child */
+    } else if (pid > 0) {
+        (void)waitpid(pid, NULL, WNOHANG);
     }
     (void)unlink(path);
 }
@@ -456,11 +536,8 @@ int sbx_fwd_start(const struct vmm_vm *vm, const char *guest_ip, pid_t guest_pid
         goto fail;
     }
     if (child == 0) {
-        /* intermediate: new session, fork the forwarder, exit (the VMM reaps us at once) */
+        /* the forwarder: own session (survives the VMM); the VMM reaps it (sbx_fwd_reap) */
         setsid();
-        if (fork() != 0) {
-            _exit(0);
-        }
         sigset_t none;
         sigemptyset(&none);
         sigprocmask(SIG_SETMASK, &none, NULL);
@@ -489,12 +566,13 @@ int sbx_fwd_start(const struct vmm_vm *vm, const char *guest_ip, pid_t guest_pid
         fwd_loop(pf, kl, dest, nl);
         _exit(0);
     }
-    (void)waitpid(child, NULL, 0);
     for (int i = 0; i < FWD_WAIT_STEPS && read_pid(pidpath) <= 0; i++) {
         usleep(2000);
     }
-    if (read_pid(pidpath) <= 0) {
+    if (read_pid(pidpath) != child) {
         snprintf(err, err_size, "the port forwarder did not start");
+        (void)kill(child, SIGKILL);
+        (void)waitpid(child, NULL, 0);
         r = -DS_E_IO;
     }
 fail:

@@ -33,7 +33,7 @@ cleanup() {
     done
     [ -n "$SIM_PID" ] && kill "$SIM_PID" 2>/dev/null && wait "$SIM_PID" 2>/dev/null
     sleep 0.2
-    rm -rf "$WORK"
+    if [ -n "${SANDBOX_KEEP:-}" ]; then echo "kept $WORK"; else rm -rf "$WORK"; fi
 }
 trap cleanup EXIT
 fail() { echo "FAIL: $*"; tail -20 "$WORK/vmm.log" 2>/dev/null; exit 1; }
