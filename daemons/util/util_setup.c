@@ -58,7 +58,8 @@ enum { SF_COMPOSE, SF_SYSCONFIG, SF_INSTANCE, SF_ENV, SF_USER, SF_COUNT };
 struct setup {
     /* options */
     const char *host_shared, *work_dir, *tee_spec, *host_api, *data_disk, *mount_point;
-    const char *pccs_url;
+    const char *pccs_url, *disk_encryption;
+    enum setup_disk_backend backend;
     bool allow_simulated, insecure_plaintext, no_data_disk;
     /* state */
     char share_dir[4096];
@@ -105,7 +106,9 @@ void util_setup_usage(FILE *out)
             "                     pccs_url, else " UTIL_PCCS_DEFAULT_URL ")\n"
             "  --insecure-allow-simulated  accept a KMS with simulated attestation (dev only)\n"
             "  --insecure-plaintext-data   store the data volume UNENCRYPTED (dev only)\n"
-            "  --no-data-disk     no persistent volume at all (nothing is stored)\n");
+            "  --no-data-disk     no persistent volume at all (nothing is stored)\n"
+            "  --disk-encryption auto|luks|fscrypt  LUKS2 (device-mapper + cryptsetup) or ext4\n"
+            "                     native encryption; auto = LUKS2 where device-mapper exists\n");
 }
 
 static void progress(struct setup *s, const char *msg)
@@ -402,7 +405,11 @@ static int keys_from_kms(struct setup *s)
         }
         log_warnx("KMS %s: %s", c.base, err);
         size_t used = strlen(s->err);
-        snprintf(s->err + used, sizeof(s->err) - used, "%s%s: %s", used ? "; " : "", c.base, err);
+        int w = snprintf(s->err + used, sizeof(s->err) - used, "%s%s: %s", used ? "; " : "", c.base,
+                         err);
+        if (w < 0 || (size_t)w >= sizeof(s->err) - used) {
+            log_debug("KMS error list truncated");
+        }
     }
     ds_verifier_free(verifier);
     if (r < 0) {
@@ -839,13 +846,14 @@ static int run(struct setup *s)
         log_warnx("--no-data-disk: no persistent storage for this app");
     } else {
         struct setup_disk_opts o = {s->data_disk, s->mount_point, s->work_dir,
-                                    s->insecure_plaintext};
+                                    s->insecure_plaintext, s->backend};
         char err[SETUP_ERR_MAX] = "";
         r = setup_data_volume(&o, s->keys.disk_crypt_key, progress_cb, s, &s->disk, err,
                               sizeof(err));
         if (r < 0) {
             return fail(s, r, "%s", err);
         }
+        log_info("data volume (%s) at %s", s->disk.backend, s->mount_point);
     }
     if ((r = decrypt_env(s)) < 0) {
         return r;
@@ -889,6 +897,7 @@ int util_cmd_setup(int argc, char **argv)
         {"insecure-allow-simulated", UTIL_OPT_FLAG, &s.allow_simulated, NULL, false},
         {"insecure-plaintext-data", UTIL_OPT_FLAG, &s.insecure_plaintext, NULL, false},
         {"no-data-disk", UTIL_OPT_FLAG, &s.no_data_disk, NULL, false},
+        {"disk-encryption", UTIL_OPT_STRING, &s.disk_encryption, "auto|luks|fscrypt", false},
         {NULL, 0, NULL, NULL, false},
     };
     int rc = util_parse_opts("setup", argc, argv, opts, &help);
@@ -912,6 +921,17 @@ int util_cmd_setup(int argc, char **argv)
     }
     if (!s.data_disk && !s.no_data_disk) {
         log_warnx("setup: --data-disk PATH is required (or --no-data-disk)");
+        return UTIL_EXIT_USAGE;
+    }
+    if (!s.disk_encryption || strcmp(s.disk_encryption, "auto") == 0) {
+        s.backend = SETUP_DISK_AUTO;
+    } else if (strcmp(s.disk_encryption, "luks") == 0) {
+        s.backend = SETUP_DISK_LUKS;
+    } else if (strcmp(s.disk_encryption, "fscrypt") == 0) {
+        s.backend = SETUP_DISK_FSCRYPT;
+    } else {
+        log_warnx("setup: --disk-encryption: expected auto, luks or fscrypt, got '%s'",
+                  s.disk_encryption);
         return UTIL_EXIT_USAGE;
     }
     if (s.data_disk && s.no_data_disk) {

@@ -25,19 +25,28 @@
  */
 int setup_notify(const char *socket_path, const char *event, const char *payload);
 
+enum setup_disk_backend {
+    SETUP_DISK_AUTO = 0, /* LUKS2 if device-mapper and cryptsetup exist, else fscrypt */
+    SETUP_DISK_LUKS,
+    SETUP_DISK_FSCRYPT,
+};
+
 /* How the data volume is set up. */
 struct setup_disk_opts {
     const char *device;      /* block device or regular image file */
     const char *mount_point; /* where the decrypted data directory appears */
     const char *work_dir;    /* private raw mount lives at <work_dir>/.data-fs */
     bool insecure_plaintext; /* explicit opt-out of encryption (loudly logged) */
+    enum setup_disk_backend backend;
 };
 
 /* What setup_data_volume did, for unmounting on a later failure. */
 struct setup_disk_state {
     bool fs_mounted;
     bool bind_mounted;
-    bool initialized; /* a new filesystem was created */
+    bool initialized;    /* a new filesystem was created */
+    bool luks_open;      /* /dev/mapper/dstack_data_disk is ours */
+    const char *backend; /* "luks2", "fscrypt" or "plaintext" once chosen */
     char fs_dir[4096];
     char mount_point[4096];
 };
@@ -62,6 +71,26 @@ int util_cmd_setup(int argc, char **argv);
 void util_setup_usage(FILE *out);
 int util_cmd_notify(int argc, char **argv);
 void util_notify_usage(FILE *out);
+
+/* ---- LUKS2 (util_setup_luks.c) ---- */
+
+/* true when buf starts with the primary LUKS magic. */
+bool setup_luks_has_header(const uint8_t *buf, size_t len);
+/* Does the device start with a LUKS header? 0 or -errno. */
+int setup_luks_probe(const char *dev, bool *out_luks);
+/*
+ * Validate a LUKS2 header area (the first 16 MiB of the device) against upstream's rules:
+ * both binary headers and the JSON metadata. Returns 0 or -DS_E_FORMAT with err saying why.
+ */
+int setup_luks_validate(const uint8_t *area, size_t len, char *err, size_t n);
+/*
+ * (format: luksFormat first) read and validate the header area, then luksOpen with the
+ * validated copy as --header; waits for the mapper device. 0 or negative with err.
+ */
+int setup_luks_open(const char *dev, const char *work_dir, const uint8_t key[DS_KEY_SIZE],
+                    bool format, char *err, size_t n);
+void setup_luks_close(void);
+const char *setup_luks_mapper_path(void);
 
 /* The filesystem name measured in the storage-fs event for this build ("ext4"). */
 #define SETUP_STORAGE_FS "ext4"

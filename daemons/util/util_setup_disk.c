@@ -247,7 +247,87 @@ void setup_data_volume_undo(struct setup_disk_state *st)
     if (st->fs_mounted && umount2(st->fs_dir, 0) < 0) {
         log_warn("umount %s", st->fs_dir);
     }
-    st->bind_mounted = st->fs_mounted = false;
+    if (st->luks_open) {
+        setup_luks_close();
+    }
+    st->bind_mounted = st->fs_mounted = st->luks_open = false;
+}
+
+static bool tool_in_path(const char *name)
+{
+    const char *path = getenv("PATH");
+    char buf[4200];
+    if (!path) {
+        path = "/usr/sbin:/usr/bin:/sbin:/bin";
+    }
+    while (*path) {
+        const char *c = strchr(path, ':');
+        size_t len = c ? (size_t)(c - path) : strlen(path);
+        if (len > 0 && len < 4000) {
+            snprintf(buf, sizeof(buf), "%.*s/%s", (int)len, path, name);
+            if (access(buf, X_OK) == 0) {
+                return true;
+            }
+        }
+        path += len + (c ? 1 : 0);
+    }
+    return false;
+}
+
+/* LUKS2 + ext4 on /dev/mapper/dstack_data_disk, mounted at the mount point. */
+static int luks_volume(const struct setup_disk_opts *o, const uint8_t disk_key[DS_KEY_SIZE],
+                       void (*progress)(void *ctx, const char *msg), void *progress_ctx,
+                       struct setup_disk_state *st, char *err, size_t n)
+{
+    bool luks = false, ext4 = false;
+    int r = setup_luks_probe(o->device, &luks);
+    if (r == 0) {
+        r = has_ext4(o->device, &ext4);
+    }
+    if (r < 0) {
+        snprintf(err, n, "data disk %s: %s", o->device, ds_strerror(r));
+        return r;
+    }
+    if (!luks && ext4) {
+        snprintf(err, n,
+                 "data disk %s holds a filesystem but no LUKS2 header; refusing to use or "
+                 "overwrite it (made by the fscrypt backend or unencrypted)",
+                 o->device);
+        return -DS_E_POLICY;
+    }
+    st->backend = "luks2";
+    progress(progress_ctx, luks ? "mounting data disk" : "initializing data disk");
+    if ((r = setup_luks_open(o->device, o->work_dir, disk_key, !luks, err, n)) < 0) {
+        return r;
+    }
+    st->luks_open = true;
+    char mapper[256];
+    snprintf(mapper, sizeof(mapper), "%s", setup_luks_mapper_path());
+    if (!luks) {
+        char *mkfs[] = {"mkfs.ext4", "-q", "-F", "-L", "dstack-data", mapper, NULL};
+        r = run_tool(mkfs);
+        st->initialized = true;
+    } else {
+        char *fsck[] = {"e2fsck", "-f", "-p", mapper, NULL};
+        r = run_tool(fsck);
+        r = r == 1 ? 0 : r;
+    }
+    if (r != 0) {
+        snprintf(err, n, "data disk: %s on %s failed (%s %d)", luks ? "e2fsck" : "mkfs.ext4",
+                 mapper, r < 0 ? "error" : "exit", r);
+        goto fail;
+    }
+    char *mnt[] = {"mount", "-t", "ext4", "-o", "nodev,nosuid", mapper, st->mount_point, NULL};
+    r = run_tool(mnt);
+    if (r != 0) {
+        snprintf(err, n, "data disk: mounting %s at %s failed", mapper, st->mount_point);
+        goto fail;
+    }
+    st->bind_mounted = true;
+    return 0;
+fail:
+    setup_data_volume_undo(st);
+    return r < 0 ? r : -DS_E_IO;
 }
 
 int setup_data_volume(const struct setup_disk_opts *o, const uint8_t disk_key[DS_KEY_SIZE],
@@ -286,7 +366,24 @@ int setup_data_volume(const struct setup_disk_opts *o, const uint8_t disk_key[DS
                  st->fs_dir, o->mount_point);
         return -EBUSY;
     }
-    bool exists = false;
+    bool use_luks = false;
+    if (!o->insecure_plaintext) {
+        use_luks = o->backend == SETUP_DISK_LUKS ||
+                   (o->backend == SETUP_DISK_AUTO && access("/dev/mapper/control", F_OK) == 0 &&
+                    tool_in_path("cryptsetup"));
+    }
+    if (use_luks) {
+        return luks_volume(o, disk_key, progress, progress_ctx, st, err, n);
+    }
+    bool exists = false, luks = false;
+    if ((r = setup_luks_probe(o->device, &luks)) == 0 && luks) {
+        snprintf(err, n,
+                 "data disk %s is a LUKS2 volume but this guest has no device-mapper / "
+                 "cryptsetup to open it; refusing to reformat it",
+                 o->device);
+        return -DS_E_UNSUPPORTED;
+    }
+    st->backend = o->insecure_plaintext ? "plaintext" : "fscrypt";
     if ((r = has_ext4(o->device, &exists)) < 0) {
         snprintf(err, n, "data disk %s: %s", o->device, ds_strerror(r));
         return r;
