@@ -349,9 +349,27 @@ if info()["status"] != "exited":
     print(f"FAIL: status after giving up: {info()['status']}"); sys.exit(1)
 rpc("StartVm", {"id": vid})
 wait_for(lambda: info()["status"] == "running", "StartVm after exhaustion")
+print("ok - auto-restart: restarted twice (max_retries = 2), then exhausted and left exited; StartVm resets")
+# GET /logs?follow=true on a running VM: held until the guest ends, then carries what was added
+import threading
+got = {}
+def follow():
+    with urllib.request.urlopen(f"{URL}/logs?id={vid}&follow=true&ansi=false&lines=1", timeout=30) as r:
+        got["body"] = r.read().decode()
+t = threading.Thread(target=follow)
+t.start()
+time.sleep(0.5)
+if "body" in got:
+    print("FAIL: follow answered while the VM runs"); sys.exit(1)
+with open(os.path.join(RUN, vid, "serial.log"), "a") as f:
+    f.write("guest says hello\n")
+time.sleep(0.6)
 rpc("StopVm", {"id": vid})
+t.join(10)
 if info()["status"] != "stopped":
     print("FAIL: StopVm"); sys.exit(1)
-print("ok - auto-restart: restarted twice (max_retries = 2), then exhausted and left exited; StartVm resets")
+if not got.get("body", "").endswith("guest says hello\n"):
+    print(f"FAIL: follow body {got}"); sys.exit(1)
+print("ok - logs follow: held while running, returned with the new output when the VM stopped")
 PY
 echo "PASS ($ITER SIGKILLs)"
