@@ -82,8 +82,12 @@ static void test_hex(void **state)
 
 static void test_base64(void **state)
 {
-    const char *vec[][2] = {{"", ""},         {"f", "Zg=="},         {"fo", "Zm8="},
-                            {"foo", "Zm9v"},  {"foob", "Zm9vYg=="},  {"fooba", "Zm9vYmE="},
+    const char *vec[][2] = {{"", ""},
+                            {"f", "Zg=="},
+                            {"fo", "Zm8="},
+                            {"foo", "Zm9v"},
+                            {"foob", "Zm9vYg=="},
+                            {"fooba", "Zm9vYmE="},
                             {"foobar", "Zm9vYmFy"}};
     for (size_t i = 0; i < DS_ARRAY_SIZE(vec); i++) {
         char *e = ds_base64_encode(vec[i][0], strlen(vec[i][0]));
@@ -138,6 +142,57 @@ static void test_files(void **state)
     rmdir(dir);
 }
 
+static void test_hex_digit(void **state)
+{
+    assert_int_equal(ds_hex_digit_value('0'), 0);
+    assert_int_equal(ds_hex_digit_value('9'), 9);
+    assert_int_equal(ds_hex_digit_value('a'), 10);
+    assert_int_equal(ds_hex_digit_value('F'), 15);
+    assert_int_equal(ds_hex_digit_value('g'), -1);
+    assert_int_equal(ds_hex_digit_value('/'), -1);
+    assert_int_equal(ds_hex_digit_value(0), -1);
+    assert_int_equal(ds_hex_digit_value(0xff), -1);
+    assert_int_equal(ds_hex_digit_value(-1), -1);
+}
+
+static void test_json_string(void **state)
+{
+    struct ds_buf b;
+    ds_buf_init(&b, 64);
+    /* RFC 8785: short escapes, other controls as lowercase \u00xx, everything else verbatim */
+    const char in[] = "a\"b\\c\b\f\n\r\t\x01\x1f/\xc3\xa9";
+    assert_int_equal(ds_json_append_string(&b, in, sizeof(in) - 1), 0);
+    assert_string_equal((char *)b.data, "\"a\\\"b\\\\c\\b\\f\\n\\r\\t\\u0001\\u001f/\xc3\xa9\"");
+    ds_buf_reset(&b);
+    assert_int_equal(ds_json_append_string(&b, "", 0), 0);
+    assert_string_equal((char *)b.data, "\"\"");
+    /* an embedded NUL is escaped, not a terminator */
+    ds_buf_reset(&b);
+    assert_int_equal(ds_json_append_string(&b, "x\0y", 3), 0);
+    assert_string_equal((char *)b.data, "\"x\\u0000y\"");
+    ds_buf_done(&b);
+    ds_buf_init(&b, 4);
+    assert_int_equal(ds_json_append_string(&b, "abcdef", 6), -DS_E_LIMIT);
+    ds_buf_done(&b);
+}
+
+static void test_memdup(void **state)
+{
+    uint8_t *p = NULL;
+    size_t n = 99;
+    assert_int_equal(ds_memdup("abc", 3, 2, &p, &n), -DS_E_LIMIT);
+    assert_null(p);
+    assert_int_equal(n, 99);
+    assert_int_equal(ds_memdup("abc", 3, 3, &p, &n), 0);
+    assert_int_equal(n, 3);
+    assert_memory_equal(p, "abc", 3);
+    free(p);
+    assert_int_equal(ds_memdup(NULL, 0, 0, &p, &n), 0);
+    assert_non_null(p);
+    assert_int_equal(n, 0);
+    free(p);
+}
+
 static void test_strerror(void **state)
 {
     assert_string_equal(ds_strerror(-DS_E_TRUNCATED), "input truncated");
@@ -151,7 +206,8 @@ int main(void)
         cmocka_unit_test(test_reader_bounds), cmocka_unit_test(test_buf_limit),
         cmocka_unit_test(test_hex),           cmocka_unit_test(test_base64),
         cmocka_unit_test(test_secure),        cmocka_unit_test(test_files),
-        cmocka_unit_test(test_strerror),
+        cmocka_unit_test(test_strerror),      cmocka_unit_test(test_hex_digit),
+        cmocka_unit_test(test_json_string),   cmocka_unit_test(test_memdup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
