@@ -116,8 +116,8 @@ stop() {
     exit 0
 }
 trap stop TERM
-notify boot.progress "booted"
 echo "init: booted"
+notify boot.progress "booted"
 while :; do
     sleep 3600 &
     wait $!

@@ -168,7 +168,7 @@ static int wd_file(const struct vmm_vm *vm, const char *name, char *out, size_t 
 /* ---- pid file (same format as the qemu backend: "<pid> <starttime>") ---------------------------
  */
 
-static unsigned long long proc_starttime(pid_t pid, char *state)
+unsigned long long sbx_proc_starttime(pid_t pid, char *state)
 {
     char path[64], buf[PROC_STAT_MAX];
     snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
@@ -759,7 +759,7 @@ static void sanitize_hostname(const char *name, char *out, size_t size)
 static int write_pid_file(const struct vmm_vm *vm, pid_t pid)
 {
     char text[64];
-    int n = snprintf(text, sizeof(text), "%d %llu\n", (int)pid, proc_starttime(pid, NULL));
+    int n = snprintf(text, sizeof(text), "%d %llu\n", (int)pid, sbx_proc_starttime(pid, NULL));
     return ds_write_file_atomic(vm->pid_file, text, (size_t)n, 0644);
 }
 
@@ -997,7 +997,7 @@ static bool sbx_is_running(struct vmm_backend *b, struct vmm_vm *vm, pid_t *out_
         return false;
     }
     char state = '?';
-    unsigned long long st = proc_starttime(pid, &state);
+    unsigned long long st = sbx_proc_starttime(pid, &state);
     if (st == 0 || st != want || state == 'Z' || state == 'X') {
         stop_mark(vm, false);
         return false;

@@ -88,6 +88,9 @@ void sbx_tee_remove_td(const char *control, const char *id);
 
 /* Run argv (absolute path) to completion, stdout/stderr to /dev/null. 0 when it exits 0. */
 DS_MUST_USE int sbx_run(char *const argv[]);
+/* Field 22 (starttime) of /proc/<pid>/stat, 0 when unreadable; *state (may be NULL) gets the
+ * state letter. Pid files hold "<pid> <starttime>" so a reused pid is never taken for ours. */
+unsigned long long sbx_proc_starttime(pid_t pid, char *state);
 /* Find an executable in PATH (and /usr/sbin, /sbin). */
 bool sbx_which(const char *name, char *out, size_t out_size);
 

@@ -272,6 +272,7 @@ static void fwd_pidfile_path(const struct vmm_vm *vm, char *out, size_t size)
     snprintf(out, size, "%s/sandbox/forwarder.pid", vm->workdir);
 }
 
+/* The forwarder recorded in path if that process still exists (possibly a zombie). */
 static pid_t read_pid(const char *path)
 {
     uint8_t *data = NULL;
@@ -284,21 +285,11 @@ static pid_t read_pid(const char *path)
     text[len] = '\0';
     free(data);
     int pid = 0;
-    return sscanf(text, "%d", &pid) == 1 && pid > 1 ? (pid_t)pid : 0;
-}
-
-/* Whether pid runs the forwarder (its comm is set to "dstack-sbx-fwd"). */
-static bool is_forwarder(pid_t pid)
-{
-    char path[64], comm[32] = "";
-    snprintf(path, sizeof(path), "/proc/%d/comm", (int)pid);
-    FILE *f = fopen(path, "re");
-    if (!f) {
-        return false;
+    unsigned long long st = 0;
+    if (sscanf(text, "%d %llu", &pid, &st) != 2 || pid <= 1) {
+        return 0;
     }
-    bool ok = fgets(comm, sizeof(comm), f) && strncmp(comm, "dstack-sbx-fwd", 14) == 0;
-    fclose(f);
-    return ok;
+    return sbx_proc_starttime((pid_t)pid, NULL) == st ? (pid_t)pid : 0;
 }
 
 void sbx_fwd_reap(const struct vmm_vm *vm)
@@ -316,11 +307,9 @@ void sbx_fwd_stop(const struct vmm_vm *vm)
     char path[PATH_MAX];
     fwd_pidfile_path(vm, path, sizeof(path));
     pid_t pid = read_pid(path);
-    if (pid > 0 && is_forwarder(pid)) {
+    if (pid > 0) {
         (void)kill(pid, SIGKILL);
         (void)waitpid(pid, NULL, 0); /* ECHILD at once when it is not our child */
-    } else if (pid > 0) {
-        (void)waitpid(pid, NULL, WNOHANG);
     }
     (void)unlink(path);
 }
@@ -558,8 +547,9 @@ int sbx_fwd_start(const struct vmm_vm *vm, const char *guest_ip, pid_t guest_pid
         (void)syscall(SYS_close_range, 3u, (unsigned)FWD_FD_BASE - 1, 0u);
         (void)syscall(SYS_close_range, (unsigned)(FWD_FD_BASE + 1 + (int)nl), ~0u, 0u);
         (void)prctl(PR_SET_NAME, "dstack-sbx-fwd", 0, 0, 0);
-        char text[32];
-        int tn = snprintf(text, sizeof(text), "%d\n", (int)getpid());
+        char text[64];
+        int tn = snprintf(text, sizeof(text), "%d %llu\n", (int)getpid(),
+                          sbx_proc_starttime(getpid(), NULL));
         if (ds_write_file_atomic(pidpath, text, (size_t)tn, 0644) < 0) {
             _exit(1);
         }

@@ -245,10 +245,12 @@ def main():
         must("RemoveVm", {"id": udp_id})
     ok("udp port mapping refused: %s" % b.get("error", b))
     # ---- stop / start ----
+    fwd = int(open(W + "/run/%s/sandbox/forwarder.pid" % vid).read().split()[0])
     must("StopVm", {"id": vid})
     time.sleep(0.2)
     if info(vid)["status"] != "stopped": die("status after StopVm: %s" % info(vid)["status"])
     if alive(pid): die("sandbox pid %d survived StopVm" % pid)
+    if alive(fwd): die("forwarder %d survived StopVm" % fwd)
     if os.path.exists("/sys/class/net/" + ifname(vid)): die("veth left after StopVm")
     try:
         http_get(PORT, timeout=1); die("port still forwarded after StopVm")
@@ -278,7 +280,7 @@ def after_restart():
     img = W + "/run/%s/data.img" % vid
     if not loops_of(img): die("no loop device for the data disk while running")
     ino_loops = loops_of(img)
-    fwd = int(open(W + "/run/%s/sandbox/forwarder.pid" % vid).read())
+    fwd = int(open(W + "/run/%s/sandbox/forwarder.pid" % vid).read().split()[0])
     must("RemoveVm", {"id": vid})
     t0 = time.time()
     while os.path.exists(W + "/run/" + vid) and time.time() - t0 < 10:
