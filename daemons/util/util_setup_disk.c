@@ -274,6 +274,23 @@ static bool tool_in_path(const char *name)
     return false;
 }
 
+/* The kernel has device-mapper when it registered the misc device (a /dev/mapper/control node
+ * alone proves nothing: package scripts create it without the module). */
+static bool have_device_mapper(void)
+{
+    FILE *f = fopen("/proc/misc", "re");
+    char line[128];
+    bool found = false;
+    if (!f) {
+        return false;
+    }
+    while (!found && fgets(line, sizeof(line), f)) {
+        found = strstr(line, " device-mapper") != NULL;
+    }
+    fclose(f);
+    return found && access("/dev/mapper/control", F_OK) == 0;
+}
+
 /* LUKS2 + ext4 on /dev/mapper/dstack_data_disk, mounted at the mount point. */
 static int luks_volume(const struct setup_disk_opts *o, const uint8_t disk_key[DS_KEY_SIZE],
                        void (*progress)(void *ctx, const char *msg), void *progress_ctx,
@@ -368,9 +385,9 @@ int setup_data_volume(const struct setup_disk_opts *o, const uint8_t disk_key[DS
     }
     bool use_luks = false;
     if (!o->insecure_plaintext) {
-        use_luks = o->backend == SETUP_DISK_LUKS ||
-                   (o->backend == SETUP_DISK_AUTO && access("/dev/mapper/control", F_OK) == 0 &&
-                    tool_in_path("cryptsetup"));
+        use_luks =
+            o->backend == SETUP_DISK_LUKS ||
+            (o->backend == SETUP_DISK_AUTO && have_device_mapper() && tool_in_path("cryptsetup"));
     }
     if (use_luks) {
         return luks_volume(o, disk_key, progress, progress_ctx, st, err, n);

@@ -28,7 +28,7 @@ umount_all() {
     done
     return 0
 }
-trap 'umount_all; kms_cleanup' EXIT
+trap 'rc=$?; umount_all; (exit $rc); kms_cleanup' EXIT
 
 SEED=6b6d732d746573742d73696d2d736565642d3030303030303030303030303031
 "$SIM" serve --seed $SEED --state-dir "$WORK/sim" --pccs-listen 127.0.0.1:0 >"$WORK/sim.log" 2>&1 &
@@ -276,6 +276,84 @@ assert "BEGIN CERTIFICATE" in k["ca_cert"]
 EOF2
 ok "key provider none + event_log_version 2: V2 digests replay to RTMR3, no os-image-hash, None keys"
 umount_all
+
+# --- LUKS2 backend (--disk-encryption luks): format parameters and header validation. Without
+# device-mapper (as on a sandbox host) luksOpen cannot work, so the validated open is expected
+# to fail at luksOpen, after validation; every refusal below happens before it.
+if command -v cryptsetup >/dev/null; then
+    NL=0
+    luks_setup() { # IMAGE [extra args]
+        NL=$((NL + 1))
+        local td
+        td=$("$SIM" create-td --state-dir "$WORK/sim" --name "luks$NL")
+        local img=$1
+        shift
+        "$UTIL" setup --host-shared "$SHARE2" --work-dir "$WORK/work-luks" --tee "sim:$td" \
+            --data-disk "$img" --disk-encryption luks "$@" >"$WORK/luks$NL.log" 2>&1
+    }
+    fmt() { # IMAGE cryptsetup-args...
+        local img=$1
+        shift
+        rm -f "$img"
+        truncate -s 40M "$img"
+        printf '%s' 00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff |
+            cryptsetup luksFormat -q --type luks2 --offset 32768 --pbkdf pbkdf2 --iter-time 10 \
+                "$@" -d- "$img" >/dev/null 2>&1 || fail "cryptsetup luksFormat $*"
+    }
+    L="$WORK/luks.img"
+    truncate -s 40M "$L"
+    if grep -q ' device-mapper' /proc/misc && [ -e /dev/mapper/control ]; then
+        luks_setup "$L" || fail "LUKS setup: $(tail -3 "$WORK/luks$NL.log")"
+        umount_all
+        cryptsetup close dstack_data_disk
+    else
+        luks_setup "$L" && fail "LUKS setup succeeded without device-mapper?"
+        grep -q 'luksOpen .* failed' "$WORK/luks$NL.log" || fail "luksOpen: $(tail -3 "$WORK/luks$NL.log")"
+        grep -q 'LUKS2 metadata refused\|checksum' "$WORK/luks$NL.log" && fail "own header refused"
+    fi
+    cryptsetup luksDump --dump-json-metadata "$L" | "$PY" -c '
+import json, sys
+m = json.load(sys.stdin)
+s = m["segments"]["0"]; k = m["keyslots"]["0"]
+assert s["offset"] == "16777216" and s["sector_size"] == 512 and s["encryption"] == "aes-xts-plain64", s
+assert k["kdf"]["type"] == "pbkdf2" and k["area"]["encryption"] == "aes-xts-plain64", k
+assert len(m["keyslots"]) == 1 and not m["tokens"]' || fail "setup's luksFormat parameters"
+    ok "LUKS2: setup formats with upstream's parameters (offset 16 MiB, aes-xts-plain64, pbkdf2, 512-byte sectors) and accepts its own header"
+
+    fmt "$L" --sector-size 512 --cipher aes-cbc-essiv:sha256
+    luks_setup "$L" && fail "aes-cbc header accepted"
+    grep -q 'LUKS2 metadata refused: keyslot 0 must be luks2, 64-byte aes-xts-plain64' "$WORK/luks$NL.log" ||
+        fail "cbc: $(tail -2 "$WORK/luks$NL.log")"
+    fmt "$L" --sector-size 4096 --cipher aes-xts-plain64
+    luks_setup "$L" && fail "4096-byte sector header accepted"
+    grep -q 'LUKS2 metadata refused: exactly one crypt segment at 16 MiB' "$WORK/luks$NL.log" ||
+        fail "sector: $(tail -2 "$WORK/luks$NL.log")"
+    fmt "$L" --sector-size 512 --cipher aes-xts-plain64
+    printf '%s' 00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff >"$WORK/k1"
+    printf '%s' ffeeddccbbaa99887766554433221100ffeeddccbbaa99887766554433221100 >"$WORK/k2"
+    cryptsetup luksAddKey -q --pbkdf pbkdf2 --iter-time 10 --key-file "$WORK/k1" "$L" "$WORK/k2" >/dev/null 2>&1 ||
+        fail "luksAddKey"
+    luks_setup "$L" && fail "two-keyslot header accepted"
+    grep -q 'LUKS2 metadata refused: exactly one keyslot' "$WORK/luks$NL.log" ||
+        fail "keyslots: $(tail -2 "$WORK/luks$NL.log")"
+    fmt "$L" --sector-size 512 --cipher aes-xts-plain64
+    # flip one byte of the primary JSON area: the recomputed sha256 checksum must catch it
+    "$PY" -c 'import sys
+f = open(sys.argv[1], "r+b"); f.seek(4096 + 3); b = f.read(1); f.seek(4096 + 3); f.write(bytes([b[0] ^ 1]))' "$L"
+    luks_setup "$L" && fail "tampered header accepted"
+    grep -q 'LUKS2 header 0: checksum mismatch' "$WORK/luks$NL.log" || fail "checksum: $(tail -2 "$WORK/luks$NL.log")"
+    fmt "$L" --sector-size 512 --cipher aes-xts-plain64
+    NL=$((NL + 1))
+    TD=$("$SIM" create-td --state-dir "$WORK/sim" --name "luks$NL")
+    "$UTIL" setup --host-shared "$SHARE2" --work-dir "$WORK/work-luks" --tee "sim:$TD" \
+        --data-disk "$L" --disk-encryption fscrypt >"$WORK/luks$NL.log" 2>&1 && fail "fscrypt reformatted a LUKS disk"
+    grep -q 'is a LUKS2 volume but this guest has no device-mapper' "$WORK/luks$NL.log" ||
+        fail "fscrypt on LUKS: $(tail -2 "$WORK/luks$NL.log")"
+    cryptsetup isLuks "$L" || fail "the LUKS header was overwritten"
+    ok "LUKS2 header validation refuses aes-cbc, 4096-byte sectors, a second keyslot, a bad checksum; fscrypt never reformats a LUKS disk"
+else
+    echo "note: cryptsetup not installed, LUKS2 checks not run"
+fi
 
 # usage errors
 rc=0
