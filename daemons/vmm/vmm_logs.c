@@ -34,7 +34,8 @@ struct follower {
     struct event *timer;
     char *id;
     char *path;
-    off_t start_size;
+    off_t start_size; /* file size when the request came */
+    off_t tail_start; /* where the requested tail began then */
     uint64_t deadline_ms;
     unsigned lines;
     bool ansi;
@@ -42,12 +43,15 @@ struct follower {
 
 static unsigned followers;
 
-/* Read the last `lines` lines of path, at most VMM_LOG_READ_MAX bytes from the end. */
-static int read_tail(const char *path, unsigned lines, struct ds_buf *out, off_t *out_size)
+/* Read the last `lines` lines of path, at most VMM_LOG_READ_MAX bytes from the end;
+ * *out_start gets the file offset where that tail begins. */
+static int read_tail(const char *path, unsigned lines, struct ds_buf *out, off_t *out_size,
+                     off_t *out_start)
 {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
         *out_size = 0;
+        *out_start = 0;
         return errno == ENOENT ? 0 : -errno;
     }
     struct stat st;
@@ -95,10 +99,12 @@ static int read_tail(const char *path, unsigned lines, struct ds_buf *out, off_t
     int r = ds_buf_append(out, buf + pos, got - pos);
     free(buf);
     *out_size = from + (off_t)got;
+    *out_start = from + (off_t)pos;
     return r;
 }
 
-static int read_range(const char *path, off_t from, struct ds_buf *out)
+/* Append bytes [from, to) of path. */
+static int read_range(const char *path, off_t from, off_t to, struct ds_buf *out)
 {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
@@ -107,7 +113,12 @@ static int read_range(const char *path, off_t from, struct ds_buf *out)
     char chunk[16384];
     ssize_t n;
     int r = 0;
-    while ((n = pread(fd, chunk, sizeof(chunk), from)) > 0) {
+    while (from < to) {
+        size_t want = (size_t)(to - from) < sizeof(chunk) ? (size_t)(to - from) : sizeof(chunk);
+        n = pread(fd, chunk, want, from);
+        if (n <= 0) {
+            break;
+        }
         if ((r = ds_buf_append(out, chunk, (size_t)n)) < 0) {
             break;
         }
@@ -175,10 +186,17 @@ static void follow_tick(evutil_socket_t fd, short what, void *arg)
         evtimer_add(f->timer, &tv);
         return;
     }
+    /* the tail as it was at request time plus everything appended since (the newest
+     * VMM_LOG_READ_MAX bytes if that is more; a rotated log restarts at its beginning) */
     struct ds_buf b;
-    ds_buf_init(&b, VMM_LOG_READ_MAX * 2);
-    off_t size = 0;
-    if (read_tail(f->path, f->lines, &b, &size) < 0 || read_range(f->path, size, &b) < 0) {
+    ds_buf_init(&b, VMM_LOG_READ_MAX);
+    struct stat st;
+    off_t size = stat(f->path, &st) == 0 ? st.st_size : 0;
+    off_t from = size >= f->tail_start ? f->tail_start : 0;
+    if (size - from > (off_t)VMM_LOG_READ_MAX) {
+        from = size - (off_t)VMM_LOG_READ_MAX;
+    }
+    if (read_range(f->path, from, size, &b) < 0) {
         ds_rpc_call_reply_error(f->call, "failed to read the log");
     } else {
         if (size == f->start_size && vmm_now_ms() >= f->deadline_ms) {
@@ -257,8 +275,12 @@ int vmm_logs_route(struct ds_rpc_call *call, void *ctx)
         f->lines = lines;
         f->ansi = ansi;
         f->deadline_ms = vmm_now_ms() + VMM_LOG_FOLLOW_MS;
-        struct stat st;
-        f->start_size = stat(path, &st) == 0 ? st.st_size : 0;
+        struct ds_buf tail;
+        ds_buf_init(&tail, VMM_LOG_READ_MAX);
+        if (read_tail(path, lines, &tail, &f->start_size, &f->tail_start) < 0) {
+            f->start_size = f->tail_start = 0;
+        }
+        ds_buf_done(&tail);
         f->timer = evtimer_new(v->base, follow_tick, f);
         struct timeval tv = {0, VMM_LOG_POLL_MS * 1000};
         if (!f->id || !f->path || !f->timer || evtimer_add(f->timer, &tv) < 0) {
@@ -269,8 +291,8 @@ int vmm_logs_route(struct ds_rpc_call *call, void *ctx)
     }
     struct ds_buf b;
     ds_buf_init(&b, VMM_LOG_READ_MAX);
-    off_t size = 0;
-    r = read_tail(path, lines, &b, &size);
+    off_t size = 0, start = 0;
+    r = read_tail(path, lines, &b, &size, &start);
     if (r < 0) {
         ds_buf_done(&b);
         return ds_rpc_call_error(call, "failed to read the log: %s", ds_strerror(r));

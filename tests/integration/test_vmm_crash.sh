@@ -368,7 +368,8 @@ rpc("StopVm", {"id": vid})
 t.join(10)
 if info()["status"] != "stopped":
     print("FAIL: StopVm"); sys.exit(1)
-if not got.get("body", "").endswith("guest says hello\n"):
+lines = got.get("body", "").splitlines()
+if len(lines) != 2 or not lines[0].startswith("===== boot @") or lines[1] != "guest says hello":
     print(f"FAIL: follow body {got}"); sys.exit(1)
 print("ok - logs follow: held while running, returned with the new output when the VM stopped")
 PY
