@@ -250,6 +250,19 @@ static int tls_ctx(struct kms *k, EVP_PKEY *key, const char *cert_pem, SSL_CTX *
     }
     SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
     SSL_CTX_set_verify_depth(ctx, 2);
+    /* Session resumption (TLS 1.2 session IDs, TLS 1.3 tickets). A server that asks for client
+     * certificates must name a session id context, else OpenSSL fails every resumption with an
+     * internal error alert. A resumed session keeps the client certificate (it is part of the
+     * session), and every request still verifies its attestation: resumption only saves the
+     * handshake. */
+    if (SSL_CTX_set_session_id_context(ctx, (const unsigned char *)KMS_TLS_SESSION_CTX,
+                                       sizeof(KMS_TLS_SESSION_CTX) - 1) != 1) {
+        goto out;
+    }
+    SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_SERVER);
+    SSL_CTX_sess_set_cache_size(ctx, KMS_TLS_SESSION_CACHE);
+    SSL_CTX_set_timeout(ctx, KMS_TLS_SESSION_TTL);
+    SSL_CTX_set_num_tickets(ctx, 1);
     *out = ctx;
     ctx = NULL;
     r = 0;
