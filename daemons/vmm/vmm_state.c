@@ -829,6 +829,12 @@ int vmm_vm_start(struct vmm *v, struct vmm_vm_rec *vm, char *err, size_t err_siz
         }
         vm->bk.image = vm->image;
     }
+    unsigned major = 0, minor = 0;
+    if (sscanf(vm->image->version, "%u.%u", &major, &minor) != 2 || (major == 0 && minor < 5)) {
+        snprintf(err, err_size, "image %s version \"%s\" is not supported (need >= 0.5.0)",
+                 vm->image->name, vm->image->version);
+        return -DS_E_UNSUPPORTED;
+    }
     uint32_t cid = alloc_cid(v, vm);
     if (cid == 0) {
         snprintf(err, err_size, "no free CID (cvm.cid_pool_size reached)");

@@ -327,6 +327,18 @@ def phase1():
     check(rpc("Status")["total"] == 3, "CreateVm with a failed start left a VM")
     ok("start: clear no-backend error, nothing changed; stop; shutdown of a stopped VM; create+start failure leaves nothing")
 
+    # an image older than 0.5.0 deploys but cannot start (host-side.md §1.4)
+    old_img = os.path.join(os.path.dirname(IMAGE_DIR), "dstack-0.4.2")
+    os.makedirs(old_img)
+    for f in ("bzImage", "initramfs.cpio.gz", "ovmf.fd"):
+        with open(os.path.join(old_img, f), "w") as fh:
+            fh.write("x")
+    with open(os.path.join(old_img, "metadata.json"), "w") as fh:
+        json.dump({"kernel": "bzImage", "initrd": "initramfs.cpio.gz", "bios": "ovmf.fd", "cmdline": ""}, fh)
+    check([i["version"] for i in rpc("ListImages")["images"] if i["name"] == "dstack-0.4.2"] == ["0.4.2"], "version guessed from the dir name")
+    import shutil
+    shutil.rmtree(old_img)
+
     # ---- bad inputs change nothing -----------------------------------------------------------
     before = snapshot()
     rpc_err("CreateVm", deploy("bad/name", c1), "Invalid VM name")
@@ -463,6 +475,19 @@ def phase2():
 
 
 def phase3_qemu():
+    # an image older than 0.5.0 cannot start (§1.4), whatever the backend can do
+    old_img = os.path.join(os.path.dirname(IMAGE_DIR), "dstack-0.4.2")
+    os.makedirs(old_img, exist_ok=True)
+    for f in ("bzImage", "initramfs.cpio.gz", "ovmf.fd"):
+        with open(os.path.join(old_img, f), "w") as fh:
+            fh.write("x")
+    with open(os.path.join(old_img, "metadata.json"), "w") as fh:
+        json.dump({"kernel": "bzImage", "initrd": "initramfs.cpio.gz", "bios": "ovmf.fd", "cmdline": ""}, fh)
+    vold = rpc("CreateVm", deploy("old-image", compose("old"), [], image="dstack-0.4.2"))["id"]
+    err = rpc_err("StartVm", {"id": vold}, "need >= 0.5.0")
+    check(status_of(vold) == "stopped", "old image: state changed")
+    rpc("RemoveVm", {"id": vold})
+    ok(f"image 0.4.2 refused at start: {err}")
     c = compose("qemu-app")
     vid = rpc("CreateVm", deploy("qemu-app", c, [], stopped=True))["id"]
     try:
