@@ -261,7 +261,8 @@ check "SIGHUP reloads the wildcard certificate" "$served" "$(fp wild2.pem)"
 # ---- PROXY protocol in ----------------------------------------------------------------------
 sed -e 's/^port_file=.*/port_file=port2/' -e '$a inbound_pp=1' gw.conf >gw2.conf
 "$GW" proxy-only --config gw2.conf >gw2.log 2>&1 &
-PIDS+=($!)
+GW2PID=$!
+PIDS+=($GW2PID)
 ds_wait_for 10 "" test -s port2 || fail "second gateway did not start"
 GP2=$(cat port2)
 out=$(curl -sS --max-time 10 --cacert ca.pem --haproxy-protocol \
@@ -273,11 +274,15 @@ curl -sS --max-time 5 --cacert ca.pem --resolve "$APP-$HP.gw.test:$GP2:127.0.0.1
 [ "$rc" -ne 0 ] && pass "missing PROXY header refused when inbound_pp" || fail "accepted w/o PROXY"
 
 # ---- shutdown -------------------------------------------------------------------------------
-kill -TERM "$GWPID"
-ds_wait_for 5 "" bash -c "! kill -0 $GWPID" && pass "SIGTERM drains and exits" ||
-    fail "gateway still running after SIGTERM"
-if ds_sanitizer_report gw.log || ds_sanitizer_report gw2.log; then
-    fail "sanitizer report"
-    cat gw.log
-fi
+kill -TERM "$GWPID" "$GW2PID" "$GW3PID"
+for p in "$GWPID" "$GW2PID" "$GW3PID"; do
+    ds_wait_for 5 "" bash -c "! kill -0 $p" && pass "SIGTERM drains and exits ($p)" ||
+        fail "gateway $p still running after SIGTERM"
+done
+for l in gw.log gw2.log gw3.log; do
+    if ds_sanitizer_report "$l"; then
+        fail "sanitizer report in $l"
+        cat "$l"
+    fi
+done
 ds_finish "gateway proxy: all checks passed"
