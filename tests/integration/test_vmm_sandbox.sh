@@ -232,7 +232,12 @@ def main():
     if "WRITABLE" in out or "SHARE" not in out or "TEE" not in out or "API" not in out:
         die("sandbox view wrong: %r %r" % (out, r.stderr))
     if "/init console=stdout dstack.sandbox=1" not in out: die("pid 1 is not the image init: %r" % out)
-    ok("host share read-only at /dstack/.host-shared, TD and host API sockets present, pid 1 = /init")
+    # the TD device as the guest sees it (through the sandbox's root)
+    r = sim("read", "--socket", "/proc/%d/root/dstack/.tee/tdx.sock" % pid)
+    if r.returncode != 0 or json.loads(r.stdout) != regs:
+        die("TD socket inside the sandbox: %s %s" % (r.stdout, r.stderr))
+    ok("host share read-only at /dstack/.host-shared, TD socket inside answers with the VM's "
+       "registers, host API socket present, pid 1 = /init")
     # ---- udp mapping refused ----
     st, b = create("udp", ports=[{"protocol": "udp", "host_port": 30001, "vm_port": 53,
                                  "host_address": "127.0.0.1"}])
@@ -262,6 +267,24 @@ def main():
     regs2 = json.loads(sim("read", "--socket", tdsock).stdout)
     if regs2 != regs: die("registers differ after StartVm")
     ok("StopVm (process, veth, forwarder gone) / StartVm (booted, same registers, port works)")
+    # ---- the guest's init ends on SIGTERM (what a graceful stop sends) ----
+    pid = pid_of(vid)
+    fwd = int(open(W + "/run/%s/sandbox/forwarder.pid" % vid).read().split()[0])
+    os.kill(pid, 15)
+    t0 = time.time()
+    while info(vid)["status"] == "running" and time.time() - t0 < 10:
+        time.sleep(0.05)
+    i = info(vid)
+    if i["status"] == "running": die("sandbox still running after SIGTERM to its init")
+    if i["shutdown_progress"] != "stopping": die("init's SIGTERM trap did not report: %s" % i)
+    t0 = time.time()
+    while alive(fwd) and time.time() - t0 < 5:
+        time.sleep(0.05)
+    if alive(fwd): die("forwarder did not exit with the sandbox")
+    if os.path.exists("/sys/class/net/" + ifname(vid)): die("veth left after the guest exited")
+    must("StartVm", {"id": vid})
+    wait_booted(vid)
+    ok("SIGTERM to the sandbox's pid 1: init traps it, reports, exits; forwarder and veth follow")
     with open(W + "/vm1", "w") as f:
         f.write("%d %s\n" % (pid_of(vid), vid))
 
