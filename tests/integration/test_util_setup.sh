@@ -355,6 +355,32 @@ else
     echo "note: cryptsetup not installed, LUKS2 checks not run"
 fi
 
+# key_provider_id pin: an app pinning a provider id cannot boot with another provider
+SHARE3="$WORK/share3"
+mkdir -p "$SHARE3"
+printf '%s' '{"manifest_version":2,"name":"pin-test","runner":"docker-compose","docker_compose_file":"x","key_provider":"none","key_provider_id":"abcdef","secure_time":false}' \
+    >"$SHARE3/app-compose.json"
+echo '{}' >"$SHARE3/.sys-config.json"
+TD=$("$SIM" create-td --state-dir "$WORK/sim" --name pin1)
+NOTIFIES=$(wc -l <"$WORK/notify.jsonl")
+"$UTIL" setup --host-shared "$SHARE3" --work-dir "$WORK/work3" --tee "sim:$TD" --host-api "$HAPI" \
+    --no-data-disk >"$WORK/pin.log" 2>&1 && fail "a pinned key_provider_id accepted key provider none"
+grep -q 'key provider id mismatch: the app pins key_provider_id abcdef, the key provider is (empty)' "$WORK/pin.log" ||
+    fail "pin: $(tail -2 "$WORK/pin.log")"
+tail -n +"$((NOTIFIES + 1))" "$WORK/notify.jsonl" | grep -q 'key provider id mismatch' || fail "pin: no boot.error"
+[ -e "$WORK/work3/.host-shared/.appkeys.json" ] && fail "pin: keys written"
+"$SIM" event-log --socket "$TD" | "$PY" -c 'import json,sys; n=[e["event"] for e in json.load(sys.stdin)]; assert "key-provider" not in n and n[-1]=="boot-mr-done", n' ||
+    fail "pin: events after the refusal"
+ok "key_provider_id pin mismatch refused before the key-provider event (boot.error, no keys)"
+
+# dstack-util notify
+"$UTIL" notify --host-api "$HAPI" --event boot.progress --payload done || fail "notify"
+tail -1 "$WORK/notify.jsonl" | grep -q '"event": "boot.progress", "payload": "done"' || fail "notify body: $(tail -1 "$WORK/notify.jsonl")"
+rc=0
+"$UTIL" notify --host-api "$WORK/nope.sock" --event boot.progress >/dev/null 2>&1 || rc=$?
+[ $rc = 1 ] || fail "notify to a missing socket: exit $rc"
+ok "dstack-util notify sends Notify; a missing host API socket fails with exit 1"
+
 # usage errors
 rc=0
 "$UTIL" setup --work-dir "$WORK/x" >/dev/null 2>&1 || rc=$?
