@@ -109,6 +109,7 @@ struct gw_proxy {
     uint16_t ports[GW_LISTEN_MAX * 4];
     size_t nls;
     struct gw_conn *conns;
+    struct gw_dns_cache *dns_cache;
     struct gw_proxy_stats st;
     bool stopping;
 };
@@ -980,6 +981,7 @@ static void on_dns(int rc, const char *app_id, uint16_t port, void *arg)
 {
     struct gw_conn *c = arg;
     c->dns = NULL;
+    gw_dns_cache_put(c->p->dns_cache, c->hello.sni, rc, app_id, port, now_ms());
     if (rc < 0) {
         refuse(c, &c->p->st.refused_unknown_app, "no app address record for the custom domain");
         return;
@@ -1034,8 +1036,26 @@ static void route(struct gw_conn *c)
         refuse(c, &p->st.refused_unknown_app, "no certificate for the SNI's domain");
         return;
     }
+    char app_id[DS_GW_ID_MAX + 1];
+    uint16_t port;
+    int hit = gw_dns_cache_get(p->dns_cache, c->hello.sni, now_ms(), app_id, &port);
+    if (hit < 0) {
+        refuse(c, &p->st.refused_unknown_app, "no app address record (cached)");
+        return;
+    }
     c->state = ST_RESOLVE;
     c->t_connect = now_ms();
+    if (hit > 0) {
+        c->dns = NULL;
+        memset(&c->target, 0, sizeof(c->target));
+        snprintf(c->target.id, sizeof(c->target.id), "%s", app_id);
+        c->target.port = port;
+        c->target.port_given = true;
+        c->target.mode = DS_GW_MODE_PASSTHROUGH;
+        c->terminate = false;
+        route_to_app(c);
+        return;
+    }
     int rc = gw_dns_lookup_start(p->base, c->hello.sni, p->cfg.app_address_ns_prefix,
                                  p->cfg.app_address_ns_compat, on_dns, c, &c->dns);
     if (rc < 0) {
@@ -1230,6 +1250,10 @@ int gw_proxy_new(struct event_base *base, const struct gw_proxy_config *cfg,
     }
     p->base = base;
     p->cfg = *cfg;
+    if (gw_dns_cache_new(&p->dns_cache) < 0) {
+        free(p);
+        return -ENOMEM;
+    }
     p->routes = routes;
     p->certs = certs;
     if (p->cfg.buffer_size == 0) {
@@ -1279,6 +1303,7 @@ fail:
     free(p->ns_prefix);
     free(p->backend_override);
     free(p->pp_ports);
+    gw_dns_cache_free(p->dns_cache);
     free(p);
     return rc;
 }
@@ -1315,6 +1340,7 @@ void gw_proxy_free(struct gw_proxy *p)
     while (p->conns) {
         conn_free(p->conns);
     }
+    gw_dns_cache_free(p->dns_cache);
     free(p->ns_prefix);
     free(p->backend_override);
     free(p->pp_ports);

@@ -203,6 +203,23 @@ DS_MUST_USE int gw_dns_lookup_start(struct event_base *base, const char *sni, co
 void gw_dns_lookup_cancel(struct gw_dns_req *req); /* NULL-safe */
 
 /*
+ * Answer cache of the custom-domain lookups (spec: 256 entries, negative answers at most 10 s).
+ * Positive answers are kept GW_DNS_POSITIVE_TTL_MS (the record TTL is not read). Used on the
+ * event-loop thread only. get: 1 = hit (app_id[DS_GW_ID_MAX + 1], port filled), negative =
+ * cached failure, 0 = miss.
+ */
+#define GW_DNS_CACHE_SIZE      256
+#define GW_DNS_NEGATIVE_TTL_MS 10000
+#define GW_DNS_POSITIVE_TTL_MS 60000
+struct gw_dns_cache;
+DS_MUST_USE int gw_dns_cache_new(struct gw_dns_cache **out);
+void gw_dns_cache_free(struct gw_dns_cache *c); /* NULL-safe */
+DS_MUST_USE int gw_dns_cache_get(struct gw_dns_cache *c, const char *sni, uint64_t now_ms,
+                                 char *app_id, uint16_t *port);
+void gw_dns_cache_put(struct gw_dns_cache *c, const char *sni, int rc, const char *app_id,
+                      uint16_t port, uint64_t now_ms);
+
+/*
  * PROXY v2 header for a backend: src = the client (as reported by an inbound PROXY header or
  * the socket), dst = the address the client connected to. Mixed families give a LOCAL header.
  * Returns bytes appended or a negative error.

@@ -176,3 +176,88 @@ void gw_dns_lookup_cancel(struct gw_dns_req *r)
     close(r->sv[0]);
     req_unref(r);
 }
+
+/* ---- answer cache (event-loop thread only) -------------------------------------------------- */
+
+struct gw_dns_cache_entry {
+    char sni[DS_GW_SNI_MAX + 1];
+    int rc;
+    char app_id[DS_GW_ID_MAX + 1];
+    uint16_t port;
+    uint64_t expires_ms;
+    uint64_t used_ms;
+};
+
+struct gw_dns_cache {
+    struct gw_dns_cache_entry e[GW_DNS_CACHE_SIZE];
+};
+
+int gw_dns_cache_new(struct gw_dns_cache **out)
+{
+    struct gw_dns_cache *c = calloc(1, sizeof(*c));
+    if (c == NULL) {
+        return -ENOMEM;
+    }
+    *out = c;
+    return 0;
+}
+
+void gw_dns_cache_free(struct gw_dns_cache *c)
+{
+    free(c);
+}
+
+int gw_dns_cache_get(struct gw_dns_cache *c, const char *sni, uint64_t now_ms, char *app_id,
+                     uint16_t *port)
+{
+    for (size_t i = 0; i < GW_DNS_CACHE_SIZE; i++) {
+        struct gw_dns_cache_entry *e = &c->e[i];
+        if (e->sni[0] == '\0' || strcmp(e->sni, sni) != 0) {
+            continue;
+        }
+        if (now_ms >= e->expires_ms) {
+            e->sni[0] = '\0';
+            return 0;
+        }
+        e->used_ms = now_ms;
+        if (e->rc < 0) {
+            return e->rc;
+        }
+        memcpy(app_id, e->app_id, sizeof(e->app_id));
+        *port = e->port;
+        return 1;
+    }
+    return 0;
+}
+
+void gw_dns_cache_put(struct gw_dns_cache *c, const char *sni, int rc, const char *app_id,
+                      uint16_t port, uint64_t now_ms)
+{
+    if (strlen(sni) > DS_GW_SNI_MAX) {
+        return;
+    }
+    /* Same name, else a free slot, else the least recently used. */
+    size_t slot = 0;
+    for (size_t i = 0; i < GW_DNS_CACHE_SIZE; i++) {
+        struct gw_dns_cache_entry *e = &c->e[i];
+        if (e->sni[0] != '\0' && strcmp(e->sni, sni) == 0) {
+            slot = i;
+            break;
+        }
+        if (e->sni[0] == '\0' || now_ms >= e->expires_ms) {
+            slot = i;
+        } else if (c->e[slot].sni[0] != '\0' && now_ms < c->e[slot].expires_ms &&
+                   e->used_ms < c->e[slot].used_ms) {
+            slot = i;
+        }
+    }
+    struct gw_dns_cache_entry *e = &c->e[slot];
+    strcpy(e->sni, sni);
+    e->rc = rc < 0 ? rc : 0;
+    if (rc == 0) {
+        snprintf(e->app_id, sizeof(e->app_id), "%s", app_id);
+        e->port = port;
+    }
+    e->used_ms = now_ms;
+    e->expires_ms = now_ms + (rc < 0 ? GW_DNS_NEGATIVE_TTL_MS : GW_DNS_POSITIVE_TTL_MS);
+}

@@ -93,6 +93,7 @@ handshake_timeout_ms=1500
 connect_timeout_ms=1000
 idle_timeout_ms=1500
 shutdown_timeout_ms=1000
+dns_timeout_ms=2000
 outbound_pp=1
 outbound_pp_port=$RP
 EOF
@@ -247,6 +248,22 @@ check "idle close counted" "$(stat3_of refused_timeout)" 1
 check "after idle close, the app takes connections again" \
     "$(curl -sS --max-time 5 --cacert ca.pem --resolve "$LIMITED-$HP.gw.test:$GP3:127.0.0.1" \
         "https://$LIMITED-$HP.gw.test:$GP3/hello.txt")" "hello from the backend"
+
+# ---- custom domain without an app-address record --------------------------------------------
+# No certificate for example.invalid: the gateway looks up TXT _dstack-app-address.<sni>; with a
+# reachable resolver the answer is NXDOMAIN (unknown app), without one the lookup hits
+# dns_timeout_ms (2 s). Either way the connection is refused within the DNS timeout.
+u0=$(stat_of refused_unknown_app)
+t0=$(stat_of refused_timeout)
+s0=$SECONDS
+rc=0
+curl -sk --max-time 6 --resolve "custom.example.invalid:$GP:127.0.0.1" \
+    "https://custom.example.invalid:$GP/" >/dev/null 2>&1 || rc=$?
+[ "$rc" -ne 0 ] && [ $((SECONDS - s0)) -le 4 ] && pass "custom domain without a record refused" ||
+    fail "custom domain: rc $rc after $((SECONDS - s0)) s"
+u1=$(stat_of refused_unknown_app)
+t1=$(stat_of refused_timeout)
+check "custom domain refusal counted once" "$((u1 - u0 + t1 - t0))" 1
 
 # ---- certificate reload ---------------------------------------------------------------------
 mkcert wild2 "DNS:*.gw.test"
