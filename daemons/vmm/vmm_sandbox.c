@@ -31,6 +31,7 @@
 #include <fcntl.h>
 #include <ftw.h>
 #include <limits.h>
+#include <linux/close_range.h>
 #include <linux/loop.h>
 #include <sched.h>
 #include <signal.h>
@@ -64,6 +65,7 @@
 #define SBX_CPU_PERIOD    100000
 #define PROC_STAT_MAX     4096
 #define SBX_ERRMSG_MAX    256
+
 #define SBX_CLONE_FLAGS                                                                            \
     (CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWUTS | CLONE_NEWIPC | SIGCHLD)
 
@@ -389,14 +391,21 @@ static int make_data_disk(const struct vmm_vm *vm, char *err, size_t err_size)
     if (vm->disk_gb == 0 || wd_file(vm, "data.img", img, sizeof(img)) < 0) {
         return 0;
     }
-    if (access(img, F_OK) == 0) {
+    struct stat st;
+    off_t want = (off_t)vm->disk_gb << 30;
+    if (stat(img, &st) == 0) {
+        /* a grown disk_size grows the file (sparse); the guest resizes its filesystem */
+        if (st.st_size < want && truncate(img, want) < 0) {
+            snprintf(err, err_size, "cannot grow the data disk: %s", strerror(errno));
+            return -errno;
+        }
         return 0;
     }
     if (snprintf(tmp, sizeof(tmp), "%s.tmp", img) >= (int)sizeof(tmp)) {
         return -ENAMETOOLONG;
     }
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    if (fd < 0 || ftruncate(fd, (off_t)vm->disk_gb << 30) < 0) {
+    if (fd < 0 || ftruncate(fd, want) < 0) {
         int e = errno;
         snprintf(err, err_size, "cannot create the data disk %s: %s", tmp, strerror(e));
         if (fd >= 0) {
@@ -693,6 +702,8 @@ static int child_main(void *arg)
         dup2(c->serial_fd, 2) < 0) {
         child_fail(c, "console");
     }
+    /* nothing of the VMM's (listeners, other VMs' sockets) reaches the guest */
+    (void)syscall(SYS_close_range, 3u, ~0u, CLOSE_RANGE_CLOEXEC);
     execve(c->init, c->argv, c->envp);
     child_fail(c, c->init);
     return 127;

@@ -232,6 +232,10 @@ def main():
     if "WRITABLE" in out or "SHARE" not in out or "TEE" not in out or "API" not in out:
         die("sandbox view wrong: %r %r" % (out, r.stderr))
     if "/init console=stdout dstack.sandbox=1" not in out: die("pid 1 is not the image init: %r" % out)
+    leaked = [os.readlink("/proc/%d/fd/%s" % (pid, f)) for f in os.listdir("/proc/%d/fd" % pid)]
+    leaked = [l for l in leaked if l.startswith("socket:") or l.startswith("anon_inode:") or
+              (l.startswith(W) and not l.endswith("/serial.log"))]
+    if leaked: die("VMM descriptors leaked into the guest's init: %s" % leaked)
     # the TD device as the guest sees it (through the sandbox's root)
     r = sim("read", "--socket", "/proc/%d/root/dstack/.tee/tdx.sock" % pid)
     if r.returncode != 0 or json.loads(r.stdout) != regs:
