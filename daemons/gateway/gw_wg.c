@@ -161,8 +161,9 @@ int gw_wg_ready(const struct gw_wg *wg, char *err, size_t err_size)
         return -DS_E_STATE;
     }
     char *argv[] = {"wg", "show", (char *)wg->iface, "public-key", NULL};
-    char *o = NULL;
-    int r = run_checked(argv, &o, "WireGuard interface", err, err_size);
+    char *o = NULL, what[64];
+    snprintf(what, sizeof(what), "WireGuard interface %s", wg->iface);
+    int r = run_checked(argv, &o, what, err, err_size);
     free(o);
     return r;
 }

@@ -510,6 +510,40 @@ expect_refused "range exhausted" c5 'no free WireGuard address'
 # a node marked down refuses registrations
 [[ $(admin SetNodeStatus '{"id":0,"status":"down"}' "Authorization: Bearer $TOKEN") == 200 ]] || fail "SetNodeStatus"
 expect_refused "node marked down" c1 'marked down'
+[[ $(admin SetNodeStatus '{"id":0,"status":"up"}' "Authorization: Bearer $TOKEN") == 200 ]] || fail "SetNodeStatus up"
+stop_gw
+
+# ---- auth webhook: allows app 1, denies app 2 ----------------------------------------------------
+HOOK_PORT=$(free_port)
+cat >"$T/hook.py" <<PY
+import http.server, json, sys
+class H(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers['Content-Length'])))
+        open('$T/hook.last', 'w').write(json.dumps(body))
+        self.send_response(403 if body['app_id'] == '$APP2' else 200)
+        self.end_headers()
+    def log_message(self, *a):
+        pass
+http.server.HTTPServer(('127.0.0.1', $HOOK_PORT), H).serve_forever()
+PY
+python3 "$T/hook.py" >"$T/hook.log" 2>&1 &
+PIDS+=($!)
+wait_for 10 curl -s -o /dev/null "http://127.0.0.1:$HOOK_PORT/" || die "webhook did not start"
+printf '[core.auth]\nenabled = true\nurl = "http://127.0.0.1:%s/"\n' "$HOOK_PORT" >>"$T/gateway.toml"
+start_gw 3
+URL="https://127.0.0.1:$PORT"
+if register r1w c1 && [[ $(ip_of r1w) == "$IP1" ]] && [[ $(jf "$T/hook.last" instance_id) == "$INST1" ]]; then
+    pass "auth webhook allows app 1 (it saw the instance id)"
+else
+    fail "webhook allow: $(cat "$T/r1w.err")"
+fi
+expect_refused "auth webhook denies app 2" c4 'denied by the auth webhook \(HTTP 403\)'
+if $WG_ENABLED; then # the interface disappears under a running gateway: a clear error
+    kill "$WGPID" 2>/dev/null || true
+    wait "$WGPID" 2>/dev/null || true
+    expect_refused "WireGuard interface gone" c1 'WireGuard unavailable: .*'"$WG_IF"
+fi
 stop_gw
 
 echo "# $FAILS failure(s)"
