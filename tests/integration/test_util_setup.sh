@@ -180,6 +180,18 @@ assert "BEGIN CERTIFICATE" in k["ca_cert"]
 EOF
 ok ".appkeys.json: env key pair = dstack kms env-pubkey, provider id = KMS root CA SPKI"
 
+# the guest agent accepts what setup wrote (docs/guest-boot.md "After setup")
+if [ -x "$BIN/dstack-guest-agent" ]; then
+    "$BIN/dstack-guest-agent" --check --tee "sim:$TD" --keys-file "$HS/.appkeys.json" \
+        --compose-file "$HS/app-compose.json" --sys-config-file "$HS/.sys-config.json" \
+        --instance-info-file "$HS/.instance_info" --socket "" --tappd-socket "" --http "" \
+        >"$WORK/agent-check.log" 2>&1 || fail "guest agent --check: $(tail -3 "$WORK/agent-check.log")"
+    grep -q 'configuration OK' "$WORK/agent-check.log" || fail "guest agent --check output"
+    ok "dstack-guest-agent --check accepts the files setup wrote"
+else
+    echo "note: dstack-guest-agent not built, agent check not run"
+fi
+
 grep -qx 'FOO="hello world \\$x"' "$HS/.decrypted-env" || fail "FOO: $(cat "$HS/.decrypted-env")"
 grep -qx 'BAR=2' "$HS/.decrypted-env" || fail "BAR: $(cat "$HS/.decrypted-env")"
 grep -q NOT_ALLOWED "$HS/.decrypted-env" "$HS/.decrypted-env.json" && fail "a var outside allowed_envs arrived"
