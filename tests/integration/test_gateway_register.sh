@@ -6,7 +6,8 @@
 # CVMs' RA-TLS client certificates (`dstack-util ratls-cert --client-auth`), dstack-gateway,
 # and the guest client `dstack-util gateway-register`. WireGuard: a userspace interface from
 # wireguard-go when it can be created here (peers checked with `wg show dump`), else the
-# gateway runs with core.wg.enabled = false and only the registry is checked (printed).
+# gateway runs with core.wg.enabled = false and only the registry is checked (printed; force
+# that mode with GW_TEST_NO_WG=1).
 # Checked:
 #   1. a CVM with a valid certificate registers, gets the first non-reserved address and a
 #      WireGuard config (0600) that names the gateway; the peer is on the interface;
@@ -228,7 +229,7 @@ pki noatt "$T/c2.pem" "$T/root.pem" "$T/root.key" "$T/cnoatt.pem"; cp "$T/c2.key
 
 # ---- WireGuard: userspace interface if possible -----------------------------------------------
 WG_ENABLED=false
-if command -v wg >/dev/null && command -v wireguard-go >/dev/null && [[ -c /dev/net/tun ]]; then
+if [[ ${GW_TEST_NO_WG:-} != 1 ]] && command -v wg >/dev/null && command -v wireguard-go >/dev/null && [[ -c /dev/net/tun ]]; then
     cand="dsgw$((RANDOM % 10000))"
     wireguard-go -f "$cand" >"$T/wireguard-go.log" 2>&1 &
     WGPID=$!
