@@ -322,7 +322,12 @@ def after_restart():
         if os.path.exists(bf): die("loop device %s still attached" % name)
     if vid in sim("list-tds", "--state-dir", W + "/sim").stdout: die("TD left after RemoveVm")
     if os.path.exists("/sys/fs/cgroup/dstack-vmm/" + vid): die("cgroup left after RemoveVm")
-    ok("RemoveVm: workdir, sandbox, forwarder, veth, loop device, TD and cgroup gone")
+    if vid in open("/proc/self/mountinfo").read(): die("a mount of the VM left on the host")
+    leases = "/run/dstack-sandbox/ip"
+    if any(open(os.path.join(leases, f)).read().endswith(vid) for f in os.listdir(leases)):
+        die("address lease left after RemoveVm")
+    ok("RemoveVm: workdir, sandbox, forwarder, veth, loop device, TD, cgroup, mounts and "
+       "address lease gone")
 
 def rss_kb(pid):
     for l in open("/proc/%d/status" % pid):
