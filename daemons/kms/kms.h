@@ -31,6 +31,8 @@
 #define KMS_ERR_MAX           512
 #define KMS_COLL_CACHE_SIZE   8                /* platforms (PCK chains) whose collateral is kept */
 #define KMS_COLL_CACHE_TTL    600              /* seconds before collateral is fetched again */
+#define KMS_TOML_THREADS_MAX    1024  /* range of [default] workers / max_blocking */
+#define KMS_TOML_KEEP_ALIVE_MAX 86400 /* seconds, [default] keep_alive */
 #define KMS_TLS_SESSION_CTX   "dstack-kms-rpc" /* session id context of the main listener */
 #define KMS_TLS_SESSION_CACHE 4096             /* server-side TLS sessions kept */
 #define KMS_TLS_SESSION_TTL   300              /* seconds a TLS session can be resumed */
@@ -69,6 +71,7 @@ struct kms_config {
     char *admin_token;
     bool admin_insecure_no_auth;
     bool metrics_enabled;
+    unsigned idle_timeout_ms; /* keep-alive idle timeout (kms.toml default.keep_alive); 0 = lib */
 };
 
 /* Parse argv (and kms.toml when given). Returns 0, 1 for --help/--version (exit 0), or < 0. */

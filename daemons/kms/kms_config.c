@@ -21,6 +21,14 @@
 /* ---- kms.toml -------------------------------------------------------------------------------- */
 
 struct kms_toml {
+    /* [default]: upstream's Rocket settings */
+    int64_t workers;
+    int64_t max_blocking;
+    char *ident;
+    char *temp_dir;
+    int64_t keep_alive;
+    int log_level;
+    struct ds_config_strmap limits;
     char *rpc_address;
     uint16_t rpc_port;
     char *cert_dir;
@@ -57,6 +65,10 @@ struct kms_toml {
 };
 
 static const char *const auth_types[] = {"dev", "webhook", "policy", NULL};
+/* Rocket's log levels; "debug" and "normal"/"info" map to ours, see load_toml */
+static const char *const log_levels[] = {"off",   "critical", "error", "warn", "normal",
+                                         "info",  "debug",    "trace", NULL};
+enum { LOG_LEVEL_DEBUG = 6, LOG_LEVEL_TRACE = 7 };
 
 #define K(key_, type_, member_, def_, help_)                                                       \
     {                                                                                              \
@@ -65,6 +77,36 @@ static const char *const auth_types[] = {"dev", "webhook", "policy", NULL};
     }
 
 static const struct ds_config_key toml_keys[] = {
+    {.key = "default.workers",
+     .type = DS_CFG_INT,
+     .offset = offsetof(struct kms_toml, workers),
+     .def = "8",
+     .min = 1,
+     .max = KMS_TOML_THREADS_MAX,
+     .help = "Rocket worker threads: ignored (one event loop)"},
+    {.key = "default.max_blocking",
+     .type = DS_CFG_INT,
+     .offset = offsetof(struct kms_toml, max_blocking),
+     .def = "64",
+     .min = 1,
+     .max = KMS_TOML_THREADS_MAX,
+     .help = "Rocket blocking threads: ignored"},
+    K("default.ident", DS_CFG_STRING, ident, "DStack KMS", "Rocket Server header: ignored"),
+    K("default.temp_dir", DS_CFG_PATH, temp_dir, "/tmp", "Rocket temp dir: ignored"),
+    {.key = "default.keep_alive",
+     .type = DS_CFG_INT,
+     .offset = offsetof(struct kms_toml, keep_alive),
+     .def = "10",
+     .min = 0,
+     .max = KMS_TOML_KEEP_ALIVE_MAX,
+     .help = "keep-alive idle timeout in seconds (0: default kept)"},
+    {.key = "default.log_level",
+     .type = DS_CFG_ENUM,
+     .offset = offsetof(struct kms_toml, log_level),
+     .def = "normal",
+     .choices = log_levels,
+     .help = "debug / trace = verbose log; other levels: the normal log"},
+    K("default.limits", DS_CFG_STRMAP, limits, NULL, "Rocket data limits: ignored"),
     K("rpc.address", DS_CFG_STRING, rpc_address, "0.0.0.0", "main RA-TLS listener address"),
     K("rpc.port", DS_CFG_PORT, rpc_port, "8000", "main RA-TLS listener port"),
     K("core.cert_dir", DS_CFG_PATH, cert_dir, "/etc/kms/certs", "state dir: keys and certs"),
@@ -151,6 +193,17 @@ static int load_toml(struct kms_config *c, const char *path, bool dump)
             log_warnx("cannot print the configuration");
         }
     }
+    /* [default] (upstream's Rocket settings): keep_alive and log_level mean something here;
+     * the rest is accepted for compatibility and has no effect */
+    if (t.keep_alive > 0) {
+        c->idle_timeout_ms = (unsigned)t.keep_alive * 1000u;
+    }
+    if (t.log_level >= LOG_LEVEL_DEBUG) {
+        c->verbose = t.log_level - LOG_LEVEL_DEBUG + 1;
+    }
+    log_info("%s: [default] keep_alive and log_level are used; workers, max_blocking, ident, "
+             "temp_dir and limits are accepted and ignored (one event loop)",
+             path);
     snprintf(c->listen_addr, sizeof(c->listen_addr), "%s", t.rpc_address);
     c->listen_port = t.rpc_port;
     c->enforce_self_authorization = t.enforce_self_authorization;

@@ -215,7 +215,12 @@ static int serve(struct kms *k)
     uint16_t port = 0;
     ms.ctx = k;
     as.ctx = k;
-    int r = ds_rpc_server_new(k->base, NULL, &k->main_srv);
+    struct ds_rpc_limits lim;
+    ds_rpc_limits_default(&lim);
+    if (k->cfg.idle_timeout_ms) {
+        lim.idle_timeout_ms = k->cfg.idle_timeout_ms;
+    }
+    int r = ds_rpc_server_new(k->base, &lim, &k->main_srv);
     if (r == 0) {
         r = ds_rpc_server_listen_tcp(k->main_srv, k->cfg.listen_addr, k->cfg.listen_port, &ms,
                                      k->tls, &port);
@@ -282,6 +287,7 @@ int main(int argc, char **argv)
         return r > 0 ? 0 : 1;
     }
     log_set_verbose(k.cfg.verbose);
+    log_debug("debug log on (level %d: -v or kms.toml default.log_level)", k.cfg.verbose);
     if (kms_config_validate(&k.cfg) < 0) {
         kms_config_done(&k.cfg);
         return 1;

@@ -156,4 +156,61 @@ echo "$out" | hasre 'bogus_key' || fail "--check error does not name the key: $o
 if out=$("$KMS" --auth webhook --check 2>&1); then fail "webhook without URL accepted"; fi
 echo "$out" | hasre 'needs a URL' || fail "webhook check: $out"
 ok "--check: valid kms.toml OK, unknown key and missing webhook URL rejected"
+
+# --- upstream's [default] section (Rocket settings)
+cat >"$WORK/up.toml" <<EOF
+[default]
+workers = 8
+max_blocking = 64
+ident = "DStack KMS"
+temp_dir = "/tmp"
+keep_alive = 1
+log_level = "debug"
+limits = { json = "1MiB" }
+
+[rpc]
+address = "127.0.0.1"
+port = 0
+
+[core]
+cert_dir = "$WORK/up"
+
+[core.auth_api]
+type = "dev"
+
+[core.onboard]
+auto_bootstrap_domain = "localhost"
+EOF
+out=$("$KMS" --config "$WORK/up.toml" --check 2>&1) || fail "--check rejected upstream's [default]: $out"
+echo "$out" | has 'workers, max_blocking, ident, temp_dir and limits are accepted and ignored' ||
+    fail "no info line for the ignored [default] keys: $out"
+sed 's/^workers = 8/wrokers = 8/' "$WORK/up.toml" >"$WORK/bad.toml"
+if out=$("$KMS" --config "$WORK/bad.toml" --check 2>&1); then fail "default.wrokers accepted"; fi
+echo "$out" | has 'default.wrokers' || fail "unknown [default] key not named: $out"
+sed 's/^log_level = "debug"/log_level = "loud"/' "$WORK/up.toml" >"$WORK/bad.toml"
+if out=$("$KMS" --config "$WORK/bad.toml" --check 2>&1); then fail "log_level loud accepted"; fi
+echo "$out" | has 'default.log_level' || fail "bad log_level not named: $out"
+sed 's/^workers = 8/workers = 0/' "$WORK/up.toml" >"$WORK/bad.toml"
+if out=$("$KMS" --config "$WORK/bad.toml" --check 2>&1); then fail "workers = 0 accepted"; fi
+echo "$out" | has 'default.workers' || fail "workers = 0 not named: $out"
+start_kms up --dev --config "$WORK/up.toml" || fail "KMS with [default] did not start"
+grep -q 'dstack-kms debug: debug log on' "$WORK/up.log" || fail "log_level = debug: no debug lines"
+# keep_alive = 1: an idle TLS connection is closed after about a second (default 10 s)
+secs=$(python3 -c '
+import socket, ssl, sys, time
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+ctx.check_hostname = False
+ctx.verify_mode = ssl.CERT_NONE
+s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", int(sys.argv[1]))))
+s.settimeout(20)
+t = time.monotonic()
+try:
+    s.recv(1)
+except (ssl.SSLError, OSError):
+    pass
+print(int(time.monotonic() - t))
+' "$PORT_up")
+[ "$secs" -le 4 ] || fail "keep_alive = 1 not honoured: idle connection closed after ${secs}s"
+stop_kms up
+ok "upstream [default] accepted: keep_alive and log_level honoured, others ignored (info line); unknown/invalid [default] keys rejected"
 echo "all dstack-kms bootstrap tests passed"
