@@ -24,6 +24,7 @@
 
 #include <curl/curl.h>
 #include <event2/event.h>
+#include <event2/thread.h>
 
 #include "dstack/crypto.h"
 #include "dstack/rpc.h"
@@ -266,6 +267,11 @@ int main(int argc, char **argv)
     if (!v.backend.ops->usable(&v.backend, err, sizeof(err))) {
         log_warnx("%s", err);
     }
+    /* GetAppEnvEncryptPubKey finishes from a worker thread (vmm_api.c) */
+    if (evthread_use_pthreads() < 0) {
+        log_warnx("cannot make libevent thread-aware");
+        goto out;
+    }
     v.base = event_base_new();
     if (!v.base || ds_rpc_server_new(v.base, NULL, &v.server) < 0) {
         log_warnx("cannot create the event loop / server");
@@ -312,6 +318,7 @@ out:
     if (v.tick) {
         event_free(v.tick);
     }
+    vmm_api_drain();
     vmm_state_free_all(&v);
     ds_rpc_server_free(v.server);
     if (v.base) {

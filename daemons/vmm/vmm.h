@@ -305,6 +305,8 @@ const char *vmm_vm_status(const struct vmm_vm_rec *vm);
 
 /* Listen on every configured address with the Vmm site. 0 or negative (logged). */
 DS_MUST_USE int vmm_api_listen(struct vmm *v);
+/* Wait (bounded) for GetAppEnvEncryptPubKey worker threads before the loop is freed. */
+void vmm_api_drain(void);
 /* GET /logs raw route. */
 int vmm_logs_route(struct ds_rpc_call *call, void *ctx);
 /* ProxiedGuestApi service mounted at /guest/. */

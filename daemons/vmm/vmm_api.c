@@ -10,11 +10,15 @@
  */
 #include <curl/curl.h>
 #include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+#include <event2/event.h>
 
 #include "dstack/compose.h"
 #include "dstack/crypto.h"
@@ -1116,78 +1120,144 @@ static const struct ds_rpc_field app_id_fields[] = {
     DS_RPC_FIELD(DS_RPC_FIELD_BYTES, struct app_id_req, app_id, 64),
 };
 
+/*
+ * The KMS request runs on its own thread so that a slow KMS does not stall the event loop;
+ * the result comes back to the loop through an event (libevent is made thread-aware in
+ * main.c with evthread_use_pthreads) and the deferred call is answered there.
+ */
+struct kms_job {
+    struct ds_rpc_call *call;
+    struct event *done_ev;
+    char *url;
+    char *body;
+    struct ds_buf reply;
+    long status;
+    CURLcode cc;
+};
+
+static atomic_int kms_jobs_running; /* worker threads not yet finished */
+
+void vmm_api_drain(void)
+{
+    for (int i = 0; i < (KMS_TIMEOUT_S + 2) * 100 && atomic_load(&kms_jobs_running) > 0; i++) {
+        usleep(10000);
+    }
+}
+
+static void kms_job_free(struct kms_job *j)
+{
+    if (j->done_ev) {
+        event_free(j->done_ev);
+    }
+    free(j->url);
+    free(j->body);
+    ds_buf_done(&j->reply);
+    free(j);
+}
+
+static void kms_job_done(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct kms_job *j = arg;
+    if (j->cc != CURLE_OK) {
+        ds_rpc_call_reply_error(j->call, "failed to get the app env pubkey from the KMS: %s",
+                                curl_easy_strerror(j->cc));
+    } else {
+        json_t *res = json_loadb((const char *)j->reply.data, j->reply.len, 0, NULL);
+        if (j->status != 200 || !json_is_object(res)) {
+            const char *msg = json_string_value(json_object_get(res, "error"));
+            ds_rpc_call_reply_error(j->call, "failed to get the app env pubkey from the KMS: %s",
+                                    msg ? msg : "bad reply");
+            json_decref(res);
+        } else {
+            ds_rpc_call_reply_json(j->call, res);
+        }
+    }
+    kms_job_free(j);
+}
+
+static void *kms_job_run(void *arg)
+{
+    struct kms_job *j = arg;
+    CURL *curl = curl_easy_init();
+    struct curl_slist *hdrs = curl_slist_append(NULL, "Content-Type: application/json");
+    j->cc = CURLE_OUT_OF_MEMORY;
+    if (curl && hdrs) {
+        curl_easy_setopt(curl, CURLOPT_URL, j->url);
+        curl_easy_setopt(curl, CURLOPT_POSTFIELDS, j->body);
+        curl_easy_setopt(curl, CURLOPT_HTTPHEADER, hdrs);
+        curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, curl_sink);
+        curl_easy_setopt(curl, CURLOPT_WRITEDATA, &j->reply);
+        curl_easy_setopt(curl, CURLOPT_TIMEOUT, (long)KMS_TIMEOUT_S);
+        curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
+        curl_easy_setopt(curl, CURLOPT_PROTOCOLS_STR, "http,https");
+        /* upstream's RA client does not check the KMS certificate here (§1.3); the reply is
+         * signed by the KMS and checked by the client (vmm-cli / dstack deploy) */
+        curl_easy_setopt(curl, CURLOPT_SSL_VERIFYPEER, 0L);
+        curl_easy_setopt(curl, CURLOPT_SSL_VERIFYHOST, 0L);
+        j->cc = curl_easy_perform(curl);
+        curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &j->status);
+    }
+    curl_slist_free_all(hdrs);
+    if (curl) {
+        curl_easy_cleanup(curl);
+    }
+    event_active(j->done_ev, 0, 0);
+    atomic_fetch_sub(&kms_jobs_running, 1);
+    return NULL;
+}
+
+/* GetAppEnvEncryptPubKey: POST {kms_url}/prpc/GetAppEnvEncryptPubKey?json {"app_id": hex}. */
 static int m_env_pubkey(struct ds_rpc_call *call, const json_t *params, json_t **out, void *ctx)
 {
+    (void)out;
     struct vmm *v = VMM_CTX(ctx);
     struct app_id_req req;
-    struct ds_buf reply;
-    char *url = NULL, *body = NULL, *hex = NULL;
-    CURL *curl = NULL;
-    struct curl_slist *hdrs = NULL;
+    char *hex = NULL;
     int r = decode(call, params, app_id_fields, DS_ARRAY_SIZE(app_id_fields), &req);
     if (r < 0) {
         return r;
     }
-    ds_buf_init(&reply, KMS_REPLY_MAX);
+    struct kms_job *j = calloc(1, sizeof(*j));
     hex = ds_hex_strdup(req.app_id.data, req.app_id.len);
+    ds_rpc_params_free(app_id_fields, DS_ARRAY_SIZE(app_id_fields), &req);
+    if (!j || !hex) {
+        free(j);
+        free(hex);
+        return -ENOMEM;
+    }
+    ds_buf_init(&j->reply, KMS_REPLY_MAX);
+    j->call = call;
     const char *base = v->cfg.kms_url;
     size_t bl = strlen(base);
     while (bl > 0 && base[bl - 1] == '/') {
         bl--;
     }
-    if (!hex || asprintf(&url, "%.*s/prpc/GetAppEnvEncryptPubKey?json", (int)bl, base) < 0 ||
-        asprintf(&body, "{\"app_id\":\"%s\"}", hex) < 0) {
-        url = NULL;
-        r = -ENOMEM;
-        goto out;
+    if (asprintf(&j->url, "%.*s/prpc/GetAppEnvEncryptPubKey?json", (int)bl, base) < 0) {
+        j->url = NULL;
     }
-    curl = curl_easy_init();
-    hdrs = curl_slist_append(NULL, "Content-Type: application/json");
-    if (!curl || !hdrs) {
-        r = -ENOMEM;
-        goto out;
+    if (asprintf(&j->body, "{\"app_id\":\"%s\"}", hex) < 0) {
+        j->body = NULL;
     }
-    curl_easy_setopt(curl, CURLOPT_URL, url);
-    curl_easy_setopt(curl, CURLOPT_POSTFIELDS, body);
-    curl_easy_setopt(curl, CURLOPT_HTTPHEADER, hdrs);
-    curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, curl_sink);
-    curl_easy_setopt(curl, CURLOPT_WRITEDATA, &reply);
-    curl_easy_setopt(curl, CURLOPT_TIMEOUT, (long)KMS_TIMEOUT_S);
-    curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(curl, CURLOPT_PROTOCOLS_STR, "http,https");
-    /* upstream's RA client does not check the KMS certificate here (§1.3); the reply is
-     * signed by the KMS and checked by the client (vmm-cli / dstack deploy) */
-    curl_easy_setopt(curl, CURLOPT_SSL_VERIFYPEER, 0L);
-    curl_easy_setopt(curl, CURLOPT_SSL_VERIFYHOST, 0L);
-    CURLcode cc = curl_easy_perform(curl);
-    long status = 0;
-    curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &status);
-    if (cc != CURLE_OK) {
-        r = ds_rpc_call_error(call, "failed to get the app env pubkey from the KMS: %s",
-                              curl_easy_strerror(cc));
-        goto out;
-    }
-    json_t *j = json_loadb((const char *)reply.data, reply.len, 0, NULL);
-    if (status != 200 || !json_is_object(j)) {
-        const char *msg = json_string_value(json_object_get(j, "error"));
-        r = ds_rpc_call_error(call, "failed to get the app env pubkey from the KMS: %s",
-                              msg ? msg : "bad reply");
-        json_decref(j);
-        goto out;
-    }
-    *out = j;
-    r = 0;
-out:
-    curl_slist_free_all(hdrs);
-    if (curl) {
-        curl_easy_cleanup(curl);
-    }
-    free(url);
-    free(body);
     free(hex);
-    ds_buf_done(&reply);
-    ds_rpc_params_free(app_id_fields, DS_ARRAY_SIZE(app_id_fields), &req);
-    return r;
+    j->done_ev = event_new(v->base, -1, 0, kms_job_done, j);
+    pthread_t th;
+    pthread_attr_t attr;
+    if (!j->url || !j->body || !j->done_ev || pthread_attr_init(&attr) != 0) {
+        kms_job_free(j);
+        return -ENOMEM;
+    }
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    atomic_fetch_add(&kms_jobs_running, 1);
+    r = pthread_create(&th, &attr, kms_job_run, j);
+    pthread_attr_destroy(&attr);
+    if (r != 0) {
+        atomic_fetch_sub(&kms_jobs_running, 1);
+        kms_job_free(j);
+        return ds_rpc_call_error(call, "cannot start the KMS request: %s", strerror(r));
+    }
+    return DS_RPC_DEFERRED;
 }
 
 static const struct ds_rpc_method vmm_methods[] = {
