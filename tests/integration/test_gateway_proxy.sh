@@ -76,9 +76,28 @@ s.bind(("127.0.0.1", int(sys.argv[1]))); s.listen(16); cs=[]
 while True: cs.append(s.accept()[0])' "$QP" >quiet.log 2>&1 &
 PIDS+=($!)
 
+# A blackhole at 127.0.0.2:$HP: listen(0), accept queue filled, so further connects hang.
+"$PY" -c 'import socket, sys, time
+s = socket.socket(); s.bind(("127.0.0.2", int(sys.argv[1]))); s.listen(0); held = []
+for _ in range(4):
+    c = socket.socket(); c.setblocking(False)
+    try: c.connect(("127.0.0.2", int(sys.argv[1])))
+    except BlockingIOError: pass
+    held.append(c)
+open("blackhole.ready", "w").write("1")
+time.sleep(3600)' "$HP" >blackhole.log 2>&1 &
+PIDS+=($!)
+ds_wait_for 10 "" test -s blackhole.ready || fail "blackhole did not start"
+rc=0
+timeout 1 bash -c "exec 3<>/dev/tcp/127.0.0.2/$HP" 2>/dev/null || rc=$?
+check "blackhole connects hang" "$rc" 124
+
 APP=0123456789abcdef0123456789abcdef01234567
 INST=89abcdef0123456789abcdef0123456789abcdef
 LIMITED=aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa
+STALE=bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb
+TWO=cccccccccccccccccccccccccccccccccccccccc
+DEAD=dddddddddddddddddddddddddddddddddddddddd
 cat >gw.conf <<EOF
 # proxy-only test configuration
 listen=127.0.0.1:0
@@ -88,6 +107,14 @@ route=$APP $INST 127.0.0.1 10
 # a second, stale instance of the same app on an address nobody listens on
 route=$APP 1111111111111111111111111111111111111111 127.0.0.9 100000
 route=$LIMITED 2222222222222222222222222222222222222222 127.0.0.1
+# an app whose only instance has not handshaken for 100000 s (> 30 min): not routable by app id
+route=$STALE 3333333333333333333333333333333333333333 127.0.0.1 100000
+# an app with two fresh instances: the freshest on a blackhole (127.0.0.2:$HP, a listener whose
+# accept queue is full, so SYNs go unanswered), then the real one
+route=$TWO 4444444444444444444444444444444444444444 127.0.0.2 1
+route=$TWO 5555555555555555555555555555555555555555 127.0.0.1 20
+# an app whose instance refuses connections
+route=$DEAD 6666666666666666666666666666666666666666 127.0.0.1
 tls_versions=1.2,1.3
 handshake_timeout_ms=1500
 connect_timeout_ms=1000
@@ -133,6 +160,26 @@ served=$(openssl s_client -connect "127.0.0.1:$GP" -servername "$APP-$HP.gw.test
     </dev/null 2>/dev/null | openssl x509 -noout -fingerprint -sha256 | cut -d= -f2)
 check "terminated mode serves the wildcard cert" "$served" "$(fp wild.pem)"
 
+# ---- backend selection ---------------------------------------------------------------------
+rc=0
+curl_gw "$STALE-$HP.gw.test" /hello.txt >/dev/null 2>&1 || rc=$?
+[ "$rc" -ne 0 ] && pass "app with only a stale instance refused" || fail "stale instance used"
+check "stale app counted as unknown" "$(stat_of refused_unknown_app)" 1
+check "stale instance still reachable by instance id" \
+    "$(curl_gw "3333333333333333333333333333333333333333-$HP.gw.test" /hello.txt)" \
+    "hello from the backend"
+s0=$(date +%s%N)
+check "concurrent connect: the reachable instance wins" "$(curl_gw "$TWO-$HP.gw.test" /hello.txt)" \
+    "hello from the backend"
+ms=$((($(date +%s%N) - s0) / 1000000))
+[ "$ms" -lt 900 ] && pass "no wait for the blackholed candidate (${ms} ms)" ||
+    fail "took ${ms} ms (connect timeout 1000 ms)"
+DEADP=$(free_port)
+rc=0
+curl_gw "$DEAD-$DEADP.gw.test" / >/dev/null 2>&1 || rc=$?
+[ "$rc" -ne 0 ] && pass "backend refusing connections: client closed" || fail "dead backend"
+check "backend failure counted" "$(stat_of backend_fail)" 1
+
 # ---- passthrough ----------------------------------------------------------------------------
 seen=$(openssl s_client -connect "127.0.0.1:$GP" -servername "$APP-${SP}s.gw.test" \
     </dev/null 2>/dev/null | openssl x509 -noout -fingerprint -sha256 | cut -d= -f2)
@@ -160,7 +207,7 @@ t0=$SECONDS
 rc=0
 curl_gw "ffffffffffffffffffffffffffffffffffffffff.gw.test" / >/dev/null 2>&1 || rc=$?
 [ "$rc" -ne 0 ] && pass "unknown app refused (curl rc $rc)" || fail "unknown app accepted"
-check "unknown app counted" "$(stat_of refused_unknown_app)" 1
+check "unknown app counted" "$(stat_of refused_unknown_app)" 2
 rc=0
 curl_gw "$APP-80sg.gw.test" / >/dev/null 2>&1 || rc=$?
 [ "$rc" -ne 0 ] && pass "malformed SNI refused" || fail "malformed SNI accepted"

@@ -22,6 +22,9 @@
 
 #include <dstack/gateway.h>
 
+/* The proxy's routing table is daemon code without other dependencies: test it here too. */
+#include "../../daemons/gateway/gw_routes.c"
+
 /* Run an OpenSSL client handshake into a memory BIO and return the bytes it wrote. */
 static size_t make_hello(const char *sni, const char *alpn_wire, size_t alpn_len, int max_ver,
                          uint8_t *out, size_t cap)
@@ -531,6 +534,69 @@ static void test_pp_malformed(void **state)
     assert_int_equal(ds_pp_parse(v2, 32, &info), -DS_E_UNSUPPORTED);
 }
 
+static void test_routes(void **state)
+{
+    (void)state;
+    struct gw_routes *rt = NULL;
+    struct gw_backend out[GW_ROUTES_LOOKUP_MAX];
+    const int64_t now = 1700000000;
+    assert_int_equal(gw_routes_new(&rt), 0);
+    /* app "a1" with four instances of different freshness, one stale; app "a2" with one. */
+    assert_int_equal(gw_routes_set_instance(rt, "a1", "i1", "10.0.0.2", now - 100), 0);
+    assert_int_equal(gw_routes_set_instance(rt, "a1", "i2", "10.0.0.3", now - 5), 0);
+    assert_int_equal(gw_routes_set_instance(rt, "a1", "i3", "10.0.0.4", now - 50), 0);
+    assert_int_equal(gw_routes_set_instance(rt, "a1", "i4", "10.0.0.5", now - 4000), 0);
+    assert_int_equal(gw_routes_set_instance(rt, "a1", "i5", "fd00::5", now - 10), 0);
+    assert_int_equal(gw_routes_set_instance(rt, "a2", "j1", "10.0.0.9", 0), 0);
+    /* invalid input */
+    assert_int_equal(gw_routes_set_instance(rt, "A1", "i9", "10.0.0.2", now), -EINVAL);
+    assert_int_equal(gw_routes_set_instance(rt, "a1", "", "10.0.0.2", now), -EINVAL);
+    assert_int_equal(gw_routes_set_instance(rt, "a1", "i9", "10.0.0.256", now), -EINVAL);
+    assert_int_equal(gw_routes_set_instance(rt, "a1", "i9", "host.example", now), -EINVAL);
+
+    /* freshest first, top 3, stale (> 1800 s) excluded */
+    int n = gw_routes_lookup(rt, "a1", now, 1800, 3, out, DS_ARRAY_SIZE(out));
+    assert_int_equal(n, 3);
+    assert_string_equal(out[0].instance_id, "i2");
+    assert_string_equal(out[1].instance_id, "i5");
+    assert_string_equal(out[2].instance_id, "i3");
+    n = gw_routes_lookup(rt, "a1", now, 1800, 10, out, DS_ARRAY_SIZE(out));
+    assert_int_equal(n, 4); /* i4 is stale */
+    n = gw_routes_lookup(rt, "a1", now, 0, 10, out, DS_ARRAY_SIZE(out));
+    assert_int_equal(n, 5); /* no staleness check */
+    /* never-handshaken instance is not healthy; by instance id it is still reachable */
+    assert_int_equal(gw_routes_lookup(rt, "a2", now, 1800, 3, out, DS_ARRAY_SIZE(out)), 0);
+    assert_int_equal(gw_routes_lookup(rt, "j1", now, 1800, 3, out, DS_ARRAY_SIZE(out)), 1);
+    assert_string_equal(out[0].app_id, "a2");
+    assert_string_equal(out[0].ip, "10.0.0.9");
+    /* top_n = 0: one healthy instance at random */
+    for (int i = 0; i < 20; i++) {
+        assert_int_equal(gw_routes_lookup(rt, "a1", now, 1800, 0, out, 1), 1);
+        assert_true(strcmp(out[0].instance_id, "i4") != 0);
+    }
+    assert_int_equal(gw_routes_lookup(rt, "nope", now, 1800, 3, out, DS_ARRAY_SIZE(out)), 0);
+    assert_int_equal(gw_routes_lookup(rt, "a1", now, 1800, 3, out, 0), -EINVAL);
+
+    /* counters survive updates; handshake refresh changes the order */
+    gw_routes_conn_inc(rt, "i3");
+    gw_routes_conn_inc(rt, "i3");
+    gw_routes_conn_dec(rt, "i3");
+    assert_int_equal(gw_routes_set_instance(rt, "a1", "i3", "10.0.0.44", now - 50), 0);
+    assert_int_equal(gw_routes_set_handshake(rt, "i3", now), 0);
+    assert_int_equal(gw_routes_set_handshake(rt, "zz", now), -ENOENT);
+    n = gw_routes_lookup(rt, "a1", now, 1800, 1, out, DS_ARRAY_SIZE(out));
+    assert_int_equal(n, 1);
+    assert_string_equal(out[0].instance_id, "i3");
+    assert_string_equal(out[0].ip, "10.0.0.44");
+    assert_int_equal(out[0].num_connections, 1);
+
+    assert_int_equal(gw_routes_remove_instance(rt, "i3"), 0);
+    assert_int_equal(gw_routes_remove_instance(rt, "i3"), -ENOENT);
+    assert_int_equal(gw_routes_list(rt, out, DS_ARRAY_SIZE(out)), 5);
+    gw_routes_free(rt);
+    gw_routes_free(NULL);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -538,7 +604,7 @@ int main(void)
         cmocka_unit_test(test_hello_fragmented), cmocka_unit_test(test_hello_garbage),
         cmocka_unit_test(test_hello_bad_names),  cmocka_unit_test(test_sni_grammar),
         cmocka_unit_test(test_txt_app_address),  cmocka_unit_test(test_pp_roundtrip),
-        cmocka_unit_test(test_pp_malformed),
+        cmocka_unit_test(test_pp_malformed),     cmocka_unit_test(test_routes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
