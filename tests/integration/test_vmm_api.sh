@@ -135,10 +135,12 @@ PY
 # GetAppEnvEncryptPubKey is forwarded to {kms_url}/prpc/GetAppEnvEncryptPubKey?json: a mock KMS
 # on the configured port checks the path and body and answers; the VMM passes the reply through
 python3 - "$KMS_PORT" >"$WORK/kms.log" 2>&1 <<'PY' &
-import http.server, json, sys
+import http.server, json, sys, time
 class H(http.server.BaseHTTPRequestHandler):
     def do_POST(self):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        if body == {"app_id": "ef" * 20}:
+            time.sleep(2)  # a slow KMS
         ok = self.path == "/prpc/GetAppEnvEncryptPubKey?json" and body == {"app_id": "ab" * 20} \
             and self.headers["Content-Type"] == "application/json"
         out = json.dumps({"public_key": "11" * 32, "signature": "22" * 65, "timestamp": 7,
@@ -150,8 +152,9 @@ class H(http.server.BaseHTTPRequestHandler):
         self.wfile.write(out)
     def log_message(self, *a):
         pass
-http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), H).handle_request()
-http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), H).handle_request()
+srv = http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), H)
+for _ in range(3):
+    srv.handle_request()
 PY
 KMS_PID=$!
 sleep 0.5
@@ -170,7 +173,20 @@ st, r = call("0x" + "AB" * 20)
 assert st == 200 and r == {"public_key": "11" * 32, "signature": "22" * 65, "timestamp": 7, "signature_v1": "33" * 65}, (st, r)
 st, r = call("cd" * 20)
 assert st == 400 and "mock: bad request" in r["error"] and "KMS" in r["error"], (st, r)
-print("ok - GetAppEnvEncryptPubKey forwarded to the KMS (path, JSON body, hex app_id) and its reply / error passed on")
+import threading, time
+slow = {}
+t = threading.Thread(target=lambda: slow.setdefault("r", call("ef" * 20)))
+t.start()
+time.sleep(0.3)
+t0 = time.time()
+req = urllib.request.Request(os.environ["VMM_URL"] + "/prpc/Version?json", data=b"{}",
+    headers={"Content-Type": "application/json", "Authorization": "Bearer " + os.environ["VMM_TOKEN"]})
+urllib.request.urlopen(req, timeout=5).read()
+dt = time.time() - t0
+t.join()
+assert dt < 1.0 and "r" in slow and slow["r"][0] == 400, (dt, slow)
+print("ok - GetAppEnvEncryptPubKey forwarded to the KMS (path, JSON body, hex app_id) and its reply / error passed on; "
+      f"a slow KMS does not stall other calls (Version in {dt * 1000:.0f} ms)")
 PY
 wait "$KMS_PID" 2>/dev/null
 
