@@ -35,6 +35,7 @@
 #include <linux/loop.h>
 #include <sched.h>
 #include <signal.h>
+#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -113,21 +114,15 @@ bool sbx_which(const char *name, char *out, size_t out_size)
     return false;
 }
 
+/* posix_spawn, not fork: it takes no malloc or stdio locks, so it is safe in the clone()d
+ * sandbox child of a multi-threaded VMM too. Output goes to the caller's stdout/stderr (the
+ * VMM's log; serial.log in the sandbox child). */
 int sbx_run(char *const argv[])
 {
-    pid_t pid = fork();
-    if (pid < 0) {
-        return -errno;
-    }
-    if (pid == 0) {
-        int devnull = open("/dev/null", O_RDWR);
-        if (devnull >= 0) {
-            dup2(devnull, 0);
-            dup2(devnull, 1);
-            dup2(devnull, 2);
-        }
-        execv(argv[0], argv);
-        _exit(127);
+    pid_t pid = 0;
+    int e = posix_spawn(&pid, argv[0], NULL, NULL, argv, environ);
+    if (e != 0) {
+        return -e;
     }
     int status = 0;
     while (waitpid(pid, &status, 0) < 0) {
@@ -619,6 +614,11 @@ static int child_main(void *arg)
         if (s != SIGKILL && s != SIGSTOP) {
             signal(s, SIG_DFL);
         }
+    }
+    /* setup tools (ip) write their errors to the console */
+    int nul = open("/dev/null", O_RDWR | O_CLOEXEC);
+    if (nul < 0 || dup2(nul, 0) < 0 || dup2(nul, 1) < 0 || dup2(c->serial_fd, 2) < 0) {
+        _exit(1);
     }
     char go = 0;
     if (read(c->go_fd, &go, 1) != 1 || go != 'g') {

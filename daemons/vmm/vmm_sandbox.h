@@ -86,7 +86,8 @@ void sbx_tee_remove_td(const char *control, const char *id);
 
 /* ---- vmm_sandbox.c helpers used by the others ---- */
 
-/* Run argv (absolute path) to completion, stdout/stderr to /dev/null. 0 when it exits 0. */
+/* Run argv (absolute path) to completion with posix_spawn (safe in the sandbox child of a
+ * multi-threaded VMM). 0 when it exits 0. */
 DS_MUST_USE int sbx_run(char *const argv[]);
 /* Field 22 (starttime) of /proc/<pid>/stat, 0 when unreadable; *state (may be NULL) gets the
  * state letter. Pid files hold "<pid> <starttime>" so a reused pid is never taken for ours. */
