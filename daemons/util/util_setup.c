@@ -243,6 +243,9 @@ static int parse_inputs(struct setup *s)
         return fail(s, -DS_E_FORMAT, ".sys-config.json: not a JSON object (%s)", jerr.text);
     }
     s->kp = ds_app_compose_key_provider(s->compose);
+    if (s->compose->secure_time) {
+        log_info("secure_time: this dstack-util does not wait for NTS time sync");
+    }
     s->event_version = s->compose->event_log_version ? s->compose->event_log_version : 1;
     if (s->compose->has_requirements) {
         /* os_version / platforms / launch token checks are not implemented: fail closed. */
@@ -551,9 +554,6 @@ static int verify_v3(struct setup *s, const uint8_t mr[DS_MR_CONFIG_ID_SIZE])
         return fail(s, -DS_E_MISMATCH, "MRCONFIGID v3 does not match the mr_config document");
     }
     json_t *j = json_loads(doc, JSON_REJECT_DUPLICATES, NULL);
-    const uint8_t *kid;
-    size_t kid_len;
-    provider_id(s, &kid, &kid_len);
     const char *kpn = json_string_value(json_object_get(j, "key_provider"));
     int bad = !json_is_object(j) || !kpn || strcmp(kpn, ds_key_provider_name(s->kp)) != 0 ||
               hex_field_eq(j, "compose_hash", s->compose_hash, sizeof(s->compose_hash)) < 0 ||
@@ -575,7 +575,6 @@ static int verify_v3(struct setup *s, const uint8_t mr[DS_MR_CONFIG_ID_SIZE])
         }
     }
     json_decref(j);
-    (void)kid;
     if (bad) {
         return fail(s, -DS_E_MISMATCH,
                     "the MrConfigV3 document does not match the measured app (compose hash, "
