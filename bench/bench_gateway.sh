@@ -13,7 +13,8 @@
 # wrk takes the SNI from the URL's host, so the run happens in a private mount namespace
 # with an /etc/hosts that maps *.bench.test to 127.0.0.1 (needs root; nothing outside changes).
 #
-# usage: bench/bench_gateway.sh [SECONDS_PER_RUN]     (default 5; DS_BIN = build/bin)
+# usage: bench/bench_gateway.sh [SECONDS_PER_RUN]     (default 5; DS_BIN = build/bin;
+#        DS_BENCH_SPLICE=0 relays passthrough through buffers instead of splice)
 set -euo pipefail
 DUR="${1:-5}"
 HERE="$(cd "$(dirname "$0")" && pwd)"
@@ -99,7 +100,7 @@ cert=bench.test $TMP/wild.pem $TMP/wild.key
 route=$APP 89abcdef0123456789abcdef0123456789abcdef 127.0.0.1
 tls_versions=1.2,1.3
 max_connections_per_app=0
-splice=1
+splice=${DS_BENCH_SPLICE:-1}
 EOC
 "$GW" proxy-only --config gw.conf >gw.log 2>&1 &
 GWPID=$!
