@@ -488,9 +488,15 @@ out:
 static int get_keys(struct setup *s)
 {
     switch (s->kp) {
-    case DS_KP_KMS:
+    case DS_KP_KMS: {
         progress(s, "requesting app keys");
-        return keys_from_kms(s);
+        int r = keys_from_kms(s);
+        /* upstream measures os-image-hash as part of the KMS key request (before verify_app) */
+        return r < 0 ? r
+                     : emit(s, DS_EVENT_OS_IMAGE_HASH,
+                            s->os_image_hash ? s->os_image_hash : (const uint8_t *)"",
+                            s->os_image_hash_len);
+    }
     case DS_KP_NONE:
         log_warnx("!!! key provider NONE: the app keys come from a RANDOM seed made inside "
                   "this CVM; they change every boot, nothing encrypted in an earlier boot "
@@ -646,14 +652,7 @@ static int verify_app(struct setup *s)
 
 static int measure_keys(struct setup *s)
 {
-    int r = 0;
-    if (s->kp == DS_KP_KMS) {
-        r = emit(s, DS_EVENT_OS_IMAGE_HASH, s->os_image_hash ? s->os_image_hash : (uint8_t *)"",
-                 s->os_image_hash_len);
-    }
-    if (r < 0) {
-        return r;
-    }
+    int r;
     const uint8_t *kid;
     size_t kid_len;
     provider_id(s, &kid, &kid_len);
