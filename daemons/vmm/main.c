@@ -319,6 +319,7 @@ out:
         event_free(v.tick);
     }
     vmm_api_drain();
+    vmm_guest_drain();
     vmm_state_free_all(&v);
     ds_rpc_server_free(v.server);
     if (v.base) {

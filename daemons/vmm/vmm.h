@@ -314,8 +314,13 @@ extern const struct ds_rpc_service vmm_guest_service;
 /* Per-VM host API (Unix socket in the workdir). 0 or negative. */
 DS_MUST_USE int vmm_hostapi_open(struct vmm *v, struct vmm_vm_rec *vm);
 void vmm_hostapi_close(struct vmm_vm_rec *vm);
-/* One HTTP JSON POST to the VM's guest agent (unix socket or vsock). Result new ref. */
-DS_MUST_USE int vmm_guest_call(struct vmm *v, struct vmm_vm_rec *vm, const char *method,
-                               json_t **out, char *err, size_t err_size);
+/* Forward `method` to the VM's guest agent on a worker thread and answer `call` from the loop
+ * (the result JSON, or {} when empty_reply). Returns DS_RPC_DEFERRED or an error (call's
+ * message set). */
+DS_MUST_USE int vmm_guest_call_deferred(struct vmm *v, struct vmm_vm_rec *vm,
+                                        struct ds_rpc_call *call, const char *method,
+                                        bool empty_reply);
+/* Wait (bounded) for guest request threads before the loop is freed. */
+void vmm_guest_drain(void);
 
 #endif /* DSTACK_VMM_H */

@@ -610,10 +610,9 @@ static int m_stop_vm(struct ds_rpc_call *call, const json_t *params, json_t **ou
 
 static int m_shutdown_vm(struct ds_rpc_call *call, const json_t *params, json_t **out, void *ctx)
 {
+    (void)out;
     struct vmm *v = VMM_CTX(ctx);
     struct vmm_vm_rec *vm = NULL;
-    char err[VMM_ERR_MAX] = "";
-    json_t *res = NULL;
     int r = find_vm(call, v, params, &vm);
     if (r < 0) {
         return r;
@@ -622,12 +621,8 @@ static int m_shutdown_vm(struct ds_rpc_call *call, const json_t *params, json_t 
     if (!vm->running) {
         return ds_rpc_call_error(call, "VM is not running");
     }
-    if ((r = vmm_guest_call(v, vm, "Shutdown", &res, err, sizeof(err))) < 0) {
-        return ds_rpc_call_error(call, "failed to shut down VM: %s", err);
-    }
-    json_decref(res);
-    *out = json_object();
-    return 0;
+    /* the guest notifies shutdown.progress "powering off", which sets started=false */
+    return vmm_guest_call_deferred(v, vm, call, "Shutdown", true);
 }
 
 static int m_remove_vm(struct ds_rpc_call *call, const json_t *params, json_t **out, void *ctx)

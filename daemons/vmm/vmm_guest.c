@@ -2,12 +2,16 @@
 /*
  * ProxiedGuestApi at /guest/<Method> (host-side.md §1.3): Info, SysInfo, NetworkInfo,
  * ListContainers and Shutdown, each taking Id{id}, forwarded to the VM's guest agent
- * (service GuestApi at /api/<Method>, Empty request). The agent is reached through
- * <workdir>/guest-api.sock when the backend provides one (sandbox), else over vsock
- * <cid>:8000 (qemu). One blocking HTTP/1.1 exchange with a short timeout; a VM that is not
- * running or whose agent does not answer gets a clear error.
+ * (service GuestApi at /api/<Method>, Empty request); ShutdownVm uses the same path. The agent
+ * is reached through <workdir>/guest-api.sock when the backend provides one (sandbox), else
+ * over vsock <cid>:8000 (qemu). Each call is one HTTP/1.1 exchange on a worker thread (a guest
+ * that does not answer must not stall the event loop), with a short timeout; the deferred pRPC
+ * call is answered back on the loop. A VM that is not running, or whose agent does not answer,
+ * gets a clear error.
  */
 #include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,32 +20,60 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <event2/event.h>
 #include <linux/vm_sockets.h>
 
 #include "dstack/rpc.h"
 #include "log.h"
 #include "vmm.h"
 
-#define GUEST_PORT      8000
-#define GUEST_TIMEOUT_S 5
-#define GUEST_REPLY_MAX (4u * 1024 * 1024)
+#define GUEST_PORT       8000
+#define GUEST_TIMEOUT_S  5
+#define GUEST_REPLY_MAX  (4u * 1024 * 1024)
+#define GUEST_METHOD_MAX 32
 
-static int guest_connect(struct vmm *v, struct vmm_vm_rec *vm, char *err, size_t err_size)
+struct guest_job {
+    struct ds_rpc_call *call;
+    struct event *done_ev;
+    char vm_id[VMM_ID_MAX + 1];
+    char sock_path[sizeof(((struct sockaddr_un *)0)->sun_path)]; /* "" = use vsock */
+    uint32_t cid;
+    char method[GUEST_METHOD_MAX];
+    bool empty_reply; /* ShutdownVm answers {} */
+    json_t *result;
+    char err[VMM_ERR_MAX];
+};
+
+static atomic_int guest_jobs_running;
+
+void vmm_guest_drain(void)
 {
-    char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
-    int n = snprintf(path, sizeof(path), "%s/guest-api.sock", vm->workdir);
-    int fd = -1;
-    if (n > 0 && (size_t)n < sizeof(path) && access(path, F_OK) == 0) {
+    for (int i = 0; i < (GUEST_TIMEOUT_S * 3 + 2) * 100 && atomic_load(&guest_jobs_running) > 0;
+         i++) {
+        usleep(10000);
+    }
+}
+
+static void set_timeouts(int fd)
+{
+    struct timeval tv = {GUEST_TIMEOUT_S, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+}
+
+/* Runs on the worker thread: touches only the job. */
+static int guest_connect(struct guest_job *j)
+{
+    int fd;
+    if (j->sock_path[0]) {
         struct sockaddr_un a = {.sun_family = AF_UNIX};
-        memcpy(a.sun_path, path, (size_t)n + 1);
+        memcpy(a.sun_path, j->sock_path, strlen(j->sock_path) + 1);
         fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        struct timeval tv = {GUEST_TIMEOUT_S, 0};
         if (fd >= 0) {
-            setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-            setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+            set_timeouts(fd);
         }
         if (fd < 0 || connect(fd, (struct sockaddr *)&a, sizeof(a)) < 0) {
-            snprintf(err, err_size, "guest agent of VM %s is not reachable: %s", vm->id,
+            snprintf(j->err, sizeof(j->err), "guest agent of VM %s is not reachable: %s", j->vm_id,
                      strerror(errno));
             if (fd >= 0) {
                 close(fd);
@@ -50,21 +82,15 @@ static int guest_connect(struct vmm *v, struct vmm_vm_rec *vm, char *err, size_t
         }
         return fd;
     }
-    if (v->cfg.backend != VMM_BACKEND_QEMU || vm->bk.cid == 0) {
-        snprintf(err, err_size, "guest agent of VM %s is not reachable: no guest API endpoint",
-                 vm->id);
-        return -DS_E_NETWORK;
-    }
-    struct sockaddr_vm va = {.svm_family = AF_VSOCK, .svm_cid = vm->bk.cid, .svm_port = GUEST_PORT};
+    struct sockaddr_vm va = {.svm_family = AF_VSOCK, .svm_cid = j->cid, .svm_port = GUEST_PORT};
     fd = socket(AF_VSOCK, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd >= 0) {
-        struct timeval tv = {GUEST_TIMEOUT_S, 0};
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+        set_timeouts(fd);
     }
     if (fd < 0 || connect(fd, (struct sockaddr *)&va, sizeof(va)) < 0) {
-        snprintf(err, err_size, "guest agent of VM %s is not reachable over vsock %u:%d: %s",
-                 vm->id, vm->bk.cid, GUEST_PORT, strerror(errno));
+        snprintf(j->err, sizeof(j->err),
+                 "guest agent of VM %s is not reachable over vsock %u:%d: %s", j->vm_id, j->cid,
+                 GUEST_PORT, strerror(errno));
         if (fd >= 0) {
             close(fd);
         }
@@ -73,10 +99,9 @@ static int guest_connect(struct vmm *v, struct vmm_vm_rec *vm, char *err, size_t
     return fd;
 }
 
-int vmm_guest_call(struct vmm *v, struct vmm_vm_rec *vm, const char *method, json_t **out,
-                   char *err, size_t err_size)
+static int guest_exchange(struct guest_job *j)
 {
-    int fd = guest_connect(v, vm, err, err_size);
+    int fd = guest_connect(j);
     if (fd < 0) {
         return fd;
     }
@@ -84,12 +109,13 @@ int vmm_guest_call(struct vmm *v, struct vmm_vm_rec *vm, const char *method, jso
     int n = snprintf(req, sizeof(req),
                      "POST /api/%s?json HTTP/1.1\r\nHost: localhost\r\nContent-Type: "
                      "application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}",
-                     method);
+                     j->method);
     struct ds_buf b;
     ds_buf_init(&b, GUEST_REPLY_MAX);
     int r = 0;
     if (write(fd, req, (size_t)n) != n) {
-        snprintf(err, err_size, "guest agent of VM %s: send failed: %s", vm->id, strerror(errno));
+        snprintf(j->err, sizeof(j->err), "guest agent of VM %s: send failed: %s", j->vm_id,
+                 strerror(errno));
         r = -DS_E_NETWORK;
         goto out;
     }
@@ -97,12 +123,12 @@ int vmm_guest_call(struct vmm *v, struct vmm_vm_rec *vm, const char *method, jso
     ssize_t got;
     while ((got = read(fd, chunk, sizeof(chunk))) > 0) {
         if ((r = ds_buf_append(&b, chunk, (size_t)got)) < 0) {
-            snprintf(err, err_size, "guest agent of VM %s: reply too large", vm->id);
+            snprintf(j->err, sizeof(j->err), "guest agent of VM %s: reply too large", j->vm_id);
             goto out;
         }
     }
     if (got < 0 || b.len < 12 || memcmp(b.data, "HTTP/1.", 7) != 0) {
-        snprintf(err, err_size, "guest agent of VM %s: no valid reply", vm->id);
+        snprintf(j->err, sizeof(j->err), "guest agent of VM %s: no valid reply", j->vm_id);
         r = -DS_E_PROTOCOL;
         goto out;
     }
@@ -115,20 +141,21 @@ int vmm_guest_call(struct vmm *v, struct vmm_vm_rec *vm, const char *method, jso
         }
     }
     size_t body_len = body ? b.len - (size_t)(body - b.data) : 0;
-    json_t *j = body_len ? json_loadb((const char *)body, body_len, 0, NULL) : json_object();
+    json_t *res = body_len ? json_loadb((const char *)body, body_len, 0, NULL) : json_object();
     if (status != 200) {
-        const char *m = json_string_value(json_object_get(j, "error"));
-        snprintf(err, err_size, "guest agent of VM %s: %s", vm->id, m ? m : "request failed");
-        json_decref(j);
+        const char *m = json_string_value(json_object_get(res, "error"));
+        snprintf(j->err, sizeof(j->err), "guest agent of VM %s: %s", j->vm_id,
+                 m ? m : "request failed");
+        json_decref(res);
         r = -DS_E_PROTOCOL;
         goto out;
     }
-    if (!j) {
-        snprintf(err, err_size, "guest agent of VM %s: reply is not JSON", vm->id);
+    if (!res) {
+        snprintf(j->err, sizeof(j->err), "guest agent of VM %s: reply is not JSON", j->vm_id);
         r = -DS_E_PROTOCOL;
         goto out;
     }
-    *out = j;
+    j->result = res;
     r = 0;
 out:
     ds_buf_done(&b);
@@ -136,13 +163,88 @@ out:
     return r;
 }
 
+static void *guest_job_run(void *arg)
+{
+    struct guest_job *j = arg;
+    if (guest_exchange(j) < 0 && !j->err[0]) {
+        snprintf(j->err, sizeof(j->err), "guest agent of VM %s: request failed", j->vm_id);
+    }
+    event_active(j->done_ev, 0, 0);
+    atomic_fetch_sub(&guest_jobs_running, 1);
+    return NULL;
+}
+
+static void guest_job_done(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct guest_job *j = arg;
+    if (!j->result) {
+        ds_rpc_call_reply_error(j->call, "%s%s", j->empty_reply ? "failed to shut down VM: " : "",
+                                j->err);
+    } else if (j->empty_reply) {
+        json_decref(j->result);
+        ds_rpc_call_reply_json(j->call, json_object());
+    } else {
+        ds_rpc_call_reply_json(j->call, j->result);
+    }
+    event_free(j->done_ev);
+    free(j);
+}
+
+int vmm_guest_call_deferred(struct vmm *v, struct vmm_vm_rec *vm, struct ds_rpc_call *call,
+                            const char *method, bool empty_reply)
+{
+    struct guest_job *j = calloc(1, sizeof(*j));
+    if (!j) {
+        return -ENOMEM;
+    }
+    j->call = call;
+    j->empty_reply = empty_reply;
+    j->cid = vm->bk.cid;
+    snprintf(j->vm_id, sizeof(j->vm_id), "%s", vm->id);
+    snprintf(j->method, sizeof(j->method), "%s", method);
+    int n = snprintf(j->sock_path, sizeof(j->sock_path), "%s/guest-api.sock", vm->workdir);
+    if (n < 0 || (size_t)n >= sizeof(j->sock_path) || access(j->sock_path, F_OK) < 0) {
+        j->sock_path[0] = '\0';
+        if (v->cfg.backend != VMM_BACKEND_QEMU || j->cid == 0) {
+            free(j);
+            return ds_rpc_call_error(call,
+                                     "%sguest agent of VM %s is not reachable: no guest "
+                                     "API endpoint",
+                                     empty_reply ? "failed to shut down VM: " : "", vm->id);
+        }
+    }
+    j->done_ev = event_new(v->base, -1, 0, guest_job_done, j);
+    pthread_t th;
+    pthread_attr_t attr;
+    if (!j->done_ev || pthread_attr_init(&attr) != 0) {
+        if (j->done_ev) {
+            event_free(j->done_ev);
+        }
+        free(j);
+        return -ENOMEM;
+    }
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    atomic_fetch_add(&guest_jobs_running, 1);
+    int r = pthread_create(&th, &attr, guest_job_run, j);
+    pthread_attr_destroy(&attr);
+    if (r != 0) {
+        atomic_fetch_sub(&guest_jobs_running, 1);
+        event_free(j->done_ev);
+        free(j);
+        return ds_rpc_call_error(call, "cannot start the guest request: %s", strerror(r));
+    }
+    return DS_RPC_DEFERRED;
+}
+
 static int proxy(struct ds_rpc_call *call, const json_t *params, json_t **out, void *ctx)
 {
+    (void)out;
     struct vmm *v = ctx;
     const json_t *idv = json_object_get(params, "id");
     const char *id = json_is_string(idv) ? json_string_value(idv) : "";
     struct vmm_vm_rec *vm = vmm_vm_id_valid(id) ? vmm_vm_find(v, id) : NULL;
-    char err[VMM_ERR_MAX];
     if (!vm) {
         return ds_rpc_call_error(call, "VM not found: %.80s", id);
     }
@@ -150,10 +252,7 @@ static int proxy(struct ds_rpc_call *call, const json_t *params, json_t **out, v
     if (!vm->running) {
         return ds_rpc_call_error(call, "VM is not running");
     }
-    if (vmm_guest_call(v, vm, ds_rpc_call_method(call), out, err, sizeof(err)) < 0) {
-        return ds_rpc_call_error(call, "%s", err);
-    }
-    return 0;
+    return vmm_guest_call_deferred(v, vm, call, ds_rpc_call_method(call), false);
 }
 
 static const struct ds_rpc_method guest_methods[] = {

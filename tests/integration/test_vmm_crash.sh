@@ -14,7 +14,9 @@
 #    are reflected in vm-state.json;
 #  - exactly one guest process per running VM and none for any other (no orphans, no doubles).
 # Then auto-restart (§1.5): a guest killed behind the VMM's back is restarted max_retries
-# times, then the budget is exhausted (event, status "exited"), and StartVm resets it.
+# times, then the budget is exhausted (event, status "exited"), and StartVm resets it; the
+# ProxiedGuestApi and ShutdownVm against a mock guest agent (and a silent one that must not
+# stall the VMM); GET /logs follow on a running VM.
 # The guest processes come from a stand-in QEMU binary (cvm.qemu_path: a script answering
 # --version and then sleeping) so that starts succeed on any host; the real QEMU path is
 # covered by test_vmm_api.sh.
@@ -350,6 +352,61 @@ if info()["status"] != "exited":
 rpc("StartVm", {"id": vid})
 wait_for(lambda: info()["status"] == "running", "StartVm after exhaustion")
 print("ok - auto-restart: restarted twice (max_retries = 2), then exhausted and left exited; StartVm resets")
+# ProxiedGuestApi / ShutdownVm: a mock guest agent on <workdir>/guest-api.sock (the sandbox
+# form of the guest API endpoint)
+import socket, threading, urllib.error
+gsock = os.path.join(RUN, vid, "guest-api.sock")
+srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+srv.bind(gsock)
+srv.listen(8)
+seen = []
+def agent():
+    while True:
+        try:
+            c, _ = srv.accept()
+        except OSError:
+            return
+        data = b""
+        while b"\r\n\r\n" not in data:
+            data += c.recv(4096)
+        line = data.split(b"\r\n")[0].decode()
+        seen.append(line)
+        if "/api/Hang" in line or "/api/NetworkInfo" in line:
+            time.sleep(7)  # longer than the VMM's 5 s guest timeout
+            c.close()
+            continue
+        body = json.dumps({"version": "mock-agent", "app_id": "00" * 20}).encode() if "/api/Info" in line else b"{}"
+        c.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+        c.close()
+threading.Thread(target=agent, daemon=True).start()
+req = urllib.request.Request(f"{URL}/guest/Info?json", data=json.dumps({"id": vid}).encode(), headers={"Content-Type": "application/json"})
+with urllib.request.urlopen(req, timeout=10) as resp:
+    gi = json.loads(resp.read())
+if gi != {"version": "mock-agent", "app_id": "00" * 20} or seen[-1] != "POST /api/Info?json HTTP/1.1":
+    print(f"FAIL: guest Info {gi} {seen}"); sys.exit(1)
+# an agent that does not answer: a clear error after the timeout, other calls unaffected
+hang = {}
+def slow():
+    r2 = urllib.request.Request(f"{URL}/guest/NetworkInfo?json", data=json.dumps({"id": vid}).encode(), headers={"Content-Type": "application/json"})
+    try:
+        urllib.request.urlopen(r2, timeout=20)
+    except urllib.error.HTTPError as e:
+        hang["err"] = json.loads(e.read())["error"]
+th = threading.Thread(target=slow)
+th.start()
+time.sleep(0.3)
+t0 = time.time()
+rpc("Status", {"brief": True})
+dt = time.time() - t0
+th.join()
+if dt > 1.0 or "not" not in hang.get("err", "") and "no valid reply" not in hang.get("err", ""):
+    print(f"FAIL: hanging guest: Status took {dt:.2f}s, error {hang}"); sys.exit(1)
+rpc("ShutdownVm", {"id": vid})
+if seen[-1] != "POST /api/Shutdown?json HTTP/1.1":
+    print(f"FAIL: ShutdownVm did not reach the agent: {seen}"); sys.exit(1)
+srv.close()
+os.unlink(gsock)
+print(f"ok - ProxiedGuestApi and ShutdownVm reach the guest agent; a silent agent fails clearly ({hang['err']}) without stalling the VMM")
 # GET /logs?follow=true on a running VM: held until the guest ends, then carries what was added
 import threading
 got = {}
