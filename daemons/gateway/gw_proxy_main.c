@@ -7,8 +7,8 @@
  * timeout. SIGHUP reloads the certificates, SIGTERM/SIGINT stop accepting and exit once the
  * connections drained (at most timeouts.shutdown later), SIGUSR1 logs the counters.
  *
- * The control plane's main.c owns the real entry point and dispatches the `proxy-only`
- * subcommand here; until it exists, the weak main() below stands in so the program links.
+ * The control plane's main.c owns the entry point and dispatches the `proxy-only` subcommand
+ * here (argv may start at the program name or at "proxy-only").
  */
 #include <errno.h>
 #include <signal.h>
@@ -357,17 +357,4 @@ out:
     gw_routes_free(d.routes);
     free(text);
     return code;
-}
-
-/*
- * Stand-in entry point while the control plane's main.c is not there (a strong main() in
- * main.c replaces this one at link time). It only knows the proxy-only subcommand.
- */
-__attribute__((weak)) int main(int argc, char **argv)
-{
-    if (argc < 2 || strcmp(argv[1], "proxy-only") != 0) {
-        fprintf(stderr, "dstack-gateway: only \"proxy-only --config FILE\" is available\n");
-        return 2;
-    }
-    return gw_proxy_only_main(argc, argv);
 }
