@@ -264,6 +264,9 @@ int gw_health(struct ds_rpc_call *call, void *ctx);
 int gw_restore(struct gw *g);
 /* Refresh handshakes from `wg show dump` into routes and the registry. */
 void gw_refresh_handshakes(struct gw *g);
+/* [core.recycle] (spec §4.3): remove instances registered longer than the timeout ago whose
+ * latest handshake is older than the timeout (never = older); peers and routes too. */
+void gw_recycle(struct gw *g);
 
 /* gw_admin.c: the Admin service, its token filter and the status page. */
 extern const struct ds_rpc_service gw_admin_service;

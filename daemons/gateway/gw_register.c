@@ -427,3 +427,38 @@ void gw_refresh_handshakes(struct gw *g)
     free(h.v);
     free(dump);
 }
+
+void gw_recycle(struct gw *g)
+{
+    struct gw_instance *v = NULL;
+    size_t n = 0, removed = 0;
+    char err[GW_ERR_MAX];
+    int64_t now = (int64_t)time(NULL);
+    int64_t timeout = (int64_t)(g->cfg.rc_timeout / 1000);
+    gw_refresh_handshakes(g);
+    if (gw_db_list(g->db, &v, &n) < 0) {
+        log_warnx("recycle: cannot list the registry");
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (now - v[i].reg_time <= timeout || now - v[i].last_handshake <= timeout) {
+            continue;
+        }
+        if (gw_db_remove(g->db, v[i].instance_id) < 0) {
+            continue;
+        }
+        if (g->wg.enabled && gw_wg_remove_peer(&g->wg, v[i].public_key, err, sizeof(err)) < 0) {
+            log_warnx("%s", err);
+        }
+        if (g->routes && gw_routes_remove_instance(g->routes, v[i].instance_id) < 0) {
+            log_debug("routing table: %s was not present", v[i].instance_id);
+        }
+        log_info("recycled instance %s (%s): no handshake for %llds", v[i].instance_id, v[i].ip,
+                 (long long)timeout);
+        removed++;
+    }
+    if (removed) {
+        log_info("recycle: removed %zu stale instance(s)", removed);
+    }
+    free(v);
+}

@@ -11,7 +11,8 @@
  *   5. admin: the Admin service and status page behind a token (gw_admin.c);
  *   6. proxy: the SNI proxy of the data plane (gw_proxy.h) fed with the registered instances.
  * `dstack-gateway proxy-only --config FILE` runs the data plane alone (gw_proxy_only_main).
- * Not implemented: cluster sync (§4.5), ACME (§4.6), the debug server, instance recycling.
+ * [core.recycle] runs gw_recycle() every interval. Not implemented: cluster sync (§4.5), ACME
+ * (§4.6), the debug server.
  */
 #include <errno.h>
 #include <signal.h>
@@ -54,6 +55,13 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
     (void)what;
     log_info("signal %d: shutting down", (int)sig);
     event_base_loopexit(arg, NULL);
+}
+
+static void on_recycle_timer(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    gw_recycle(arg);
 }
 
 static void on_handshake_timer(evutil_socket_t fd, short what, void *arg)
@@ -335,7 +343,7 @@ int main(int argc, char **argv)
 {
     struct gw g;
     struct gw_opts o;
-    struct event *sigint = NULL, *sigterm = NULL, *hs = NULL;
+    struct event *sigint = NULL, *sigterm = NULL, *hs = NULL, *rc = NULL;
     char err[GW_ERR_MAX] = "";
     int r;
     memset(&g, 0, sizeof(g));
@@ -414,6 +422,15 @@ int main(int argc, char **argv)
             goto out;
         }
     }
+    if (g.cfg.rc_enabled) {
+        struct timeval tv = {(time_t)(g.cfg.rc_interval / 1000),
+                             (suseconds_t)(g.cfg.rc_interval % 1000) * 1000};
+        rc = event_new(g.base, -1, EV_PERSIST, on_recycle_timer, &g);
+        if (!rc || event_add(rc, &tv) < 0) {
+            r = -ENOMEM;
+            goto out;
+        }
+    }
     /* 4. rpc, 5. admin */
     if ((r = open_verifier(&g)) < 0 || (r = make_tls(&g)) < 0 || (r = listen_main(&g)) < 0 ||
         (r = listen_admin(&g)) < 0) {
@@ -424,6 +441,9 @@ int main(int argc, char **argv)
 out:
     if (hs) {
         event_free(hs);
+    }
+    if (rc) {
+        event_free(rc);
     }
     if (sigint) {
         event_free(sigint);

@@ -547,5 +547,26 @@ if $WG_ENABLED; then # the interface disappears under a running gateway: a clear
 fi
 stop_gw
 
+# ---- recycle: instances without a handshake for longer than the timeout are removed -----------
+python3 - "$T/gateway.toml" <<'PY'
+import sys
+p = sys.argv[1]
+s = open(p).read().replace('[core.wg]\nenabled = true', '[core.wg]\nenabled = false')
+open(p, 'w').write(s + '[core.recycle]\ninterval = "1s"\ntimeout = "2s"\n')
+PY
+start_gw 4
+n=0
+until [[ $(admin GetMeta '{}' "Authorization: Bearer $TOKEN") == 200 ]] &&
+    grep -q '"registered":0' "$T/admin.out"; do
+    n=$((n + 1)); [[ $n -lt 50 ]] || break
+    sleep 0.2
+done
+if grep -q '"registered":0' "$T/admin.out" && grep -q 'recycled instance' "$T/gateway.log"; then
+    pass "recycle removed the instances that never had a handshake"
+else
+    fail "recycle: $(cat "$T/admin.out")"
+fi
+stop_gw
+
 echo "# $FAILS failure(s)"
 [[ $FAILS -eq 0 ]]
