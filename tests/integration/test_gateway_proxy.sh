@@ -251,11 +251,38 @@ awk -v t="$dribble" 'BEGIN { exit !(t >= 1.0 && t <= 4.0) }' &&
     pass "dribbled ClientHello closed after ${dribble}s (handshake timeout 1.5 s)" ||
     fail "dribbled ClientHello closed after ${dribble}s"
 check "dribble counted as timeout" "$(stat_of refused_timeout)" 1
+# 200 connections that send one byte of a hello and stall: all closed at the handshake timeout,
+# while a normal request goes through.
+"$PY" - "$GP" <<'EOF' >slowloris.out &
+import socket, sys, time
+socks = []
+for _ in range(200):
+    s = socket.create_connection(("127.0.0.1", int(sys.argv[1]))); s.sendall(b"\x16"); socks.append(s)
+t0 = time.time(); closed = 0
+for s in socks:
+    s.settimeout(max(0.1, 6 - (time.time() - t0)))
+    try:
+        if s.recv(1) == b"": closed += 1
+    except OSError:
+        closed += 1
+print(closed, "%.1f" % (time.time() - t0))
+EOF
+LORISPID=$!
+sleep 0.5
+check "normal request during 200 stalled hellos" "$(curl_gw "$INST-$HP.gw.test" /hello.txt)" \
+    "hello from the backend"
+wait "$LORISPID" || true
+read -r lclosed ltime <slowloris.out
+check "all stalled hellos closed" "$lclosed" 200
+awk -v t="$ltime" 'BEGIN { exit !(t <= 3.0) }' && pass "stalled hellos closed within ${ltime}s" ||
+    fail "stalled hellos took ${ltime}s"
+check "stalled hellos counted as timeouts" "$(stat_of refused_timeout)" 201
 wait "$SLOWPID" && check "parallel transfer unaffected" "$(wc -c <slow.out)" 20000000 ||
     fail "parallel transfer failed"
 
 # ---- per-app limit and idle timeout (a third gateway with max_connections_per_app=1) ---------
-sed -e 's/^port_file=.*/port_file=port3/' -e '$a max_connections_per_app=1' gw.conf >gw3.conf
+sed -e 's/^port_file=.*/port_file=port3/' -e '$a max_connections_per_app=1' \
+    -e '$a total_timeout_ms=3000' gw.conf >gw3.conf
 "$GW" proxy-only --config gw3.conf >gw3.log 2>&1 &
 GW3PID=$!
 PIDS+=($GW3PID)
@@ -292,6 +319,33 @@ awk -v t="$idle" 'BEGIN { exit !(t >= 1.2 && t <= 4.0) }' &&
     pass "silent connection closed after ${idle}s (idle timeout 1.5 s)" ||
     fail "silent connection closed after ${idle}s"
 check "idle close counted" "$(stat3_of refused_timeout)" 1
+# A connection that keeps trickling data is never idle but ends at total_timeout (3 s).
+chatty=$("$PY" - "$GP3" "$LIMITED-${QP}s.gw.test" <<'EOF'
+import socket, ssl, sys, time
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
+i, o = ssl.MemoryBIO(), ssl.MemoryBIO()
+obj = ctx.wrap_bio(i, o, server_hostname=sys.argv[2])
+try: obj.do_handshake()
+except ssl.SSLWantReadError: pass
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1]))); s.sendall(o.read())
+t0 = time.time()
+try:
+    while time.time() - t0 < 10:
+        s.sendall(b"x"); time.sleep(0.4)
+        s.settimeout(0.001)
+        try:
+            if s.recv(1) == b"": break
+        except socket.timeout: pass
+        s.settimeout(None)
+except OSError:
+    pass
+print("%.1f" % (time.time() - t0))
+EOF
+)
+awk -v t="$chatty" 'BEGIN { exit !(t >= 2.5 && t <= 5.0) }' &&
+    pass "busy connection closed after ${chatty}s (total timeout 3 s, idle 1.5 s)" ||
+    fail "busy connection closed after ${chatty}s"
+check "total timeout counted" "$(stat3_of refused_timeout)" 2
 check "after idle close, the app takes connections again" \
     "$(curl -sS --max-time 5 --cacert ca.pem --resolve "$LIMITED-$HP.gw.test:$GP3:127.0.0.1" \
         "https://$LIMITED-$HP.gw.test:$GP3/hello.txt")" "hello from the backend"
