@@ -14,8 +14,8 @@
 #   2. the same instance registering again gets the same address (new key replaces the old
 #      peer); other instances get other addresses; reserved / network / gateway addresses
 #      are never handed out;
-#   3. after a gateway restart the registry is intact: old instances keep their addresses, a
-#      new one gets a fresh address;
+#   3. after the gateway is SIGKILLed and restarted the registry is intact: old instances keep
+#      their addresses and peers, a removed instance's address is reused, a full range refuses;
 #   4. refused: tampered quote, certificate from another CA, app id extension that does not
 #      match the attestation, certificate without attestation or app info;
 #   5. Admin: no token / wrong token -> 401, with the token Status/GetMeta/GetInfo work,
@@ -468,8 +468,9 @@ grep -q 'client certificate required' "$T/nocert.out" && pass "no client certifi
 [[ $(admin GetMeta '{}' "Authorization: Bearer $TOKEN") == 200 ]] && grep -q '"registered":4' "$T/admin.out" &&
     pass "refused callers left the registry unchanged" || fail "registry changed: $(cat "$T/admin.out")"
 
-# ---- 3. restart: persisted --------------------------------------------------------------------
-stop_gw
+# ---- 3. restart: persisted (the gateway is SIGKILLed: committed registrations must survive) ---
+kill -9 "$GW_PID" 2>/dev/null || true
+wait "$GW_PID" 2>/dev/null || true
 start_gw 2
 URL="https://127.0.0.1:$PORT"
 if register r2b c2 && [[ $(ip_of r2b) == "$IP2" ]]; then
