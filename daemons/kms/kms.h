@@ -22,20 +22,20 @@
 #include "dstack/rpc.h"
 #include "dstack/tee.h"
 
-#define KMS_VERSION           "0.5.0-c"
-#define KMS_ADDR_MAX          64
-#define KMS_PATH_MAX          4096
-#define KMS_DEFAULT_PORT      8000
-#define KMS_DEFAULT_DOMAIN    "localhost"
-#define KMS_DEFAULT_PCCS      "https://api.trustedservices.intel.com"
-#define KMS_ERR_MAX           512
-#define KMS_COLL_CACHE_SIZE   8                /* platforms (PCK chains) whose collateral is kept */
-#define KMS_COLL_CACHE_TTL    600              /* seconds before collateral is fetched again */
+#define KMS_VERSION             "0.5.0-c"
+#define KMS_ADDR_MAX            64
+#define KMS_PATH_MAX            4096
+#define KMS_DEFAULT_PORT        8000
+#define KMS_DEFAULT_DOMAIN      "localhost"
+#define KMS_DEFAULT_PCCS        "https://api.trustedservices.intel.com"
+#define KMS_ERR_MAX             512
+#define KMS_COLL_CACHE_SIZE     8     /* platforms (PCK chains) whose collateral is kept */
+#define KMS_COLL_CACHE_TTL      600   /* seconds before collateral is fetched again */
 #define KMS_TOML_THREADS_MAX    1024  /* range of [default] workers / max_blocking */
 #define KMS_TOML_KEEP_ALIVE_MAX 86400 /* seconds, [default] keep_alive */
-#define KMS_TLS_SESSION_CTX   "dstack-kms-rpc" /* session id context of the main listener */
-#define KMS_TLS_SESSION_CACHE 4096             /* server-side TLS sessions kept */
-#define KMS_TLS_SESSION_TTL   300              /* seconds a TLS session can be resumed */
+#define KMS_TLS_SESSION_CTX     "dstack-kms-rpc" /* session id context of the main listener */
+#define KMS_TLS_SESSION_CACHE   1024 /* server-side TLS sessions kept (each holds a client cert) */
+#define KMS_TLS_SESSION_TTL     300  /* seconds a TLS session can be resumed */
 
 /* ---- configuration (kms_config.c) ------------------------------------------------------------ */
 

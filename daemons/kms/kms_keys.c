@@ -262,6 +262,11 @@ static int tls_ctx(struct kms *k, EVP_PKEY *key, const char *cert_pem, SSL_CTX *
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_SERVER);
     SSL_CTX_sess_set_cache_size(ctx, KMS_TLS_SESSION_CACHE);
     SSL_CTX_set_timeout(ctx, KMS_TLS_SESSION_TTL);
+    /* Stateful resumption only (TLS 1.2 session ids, TLS 1.3 tickets that name a cached
+     * session): a stateless ticket makes OpenSSL 3.0 serialize, re-parse and serialize the
+     * session on every full handshake, and re-parse it on every resumption, and the session
+     * holds the client certificate with its quote (a tenth of the server's CPU per release). */
+    SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET);
     SSL_CTX_set_num_tickets(ctx, 1);
     *out = ctx;
     ctx = NULL;
