@@ -63,14 +63,16 @@ int util_cmd_ratls_cert(int argc, char **argv);
 void util_ratls_cert_usage(FILE *out);
 
 /* `dstack-util gateway-register` and its reusable client (util_gateway.c, host-side.md §4.3):
- * a WireGuard key pair (base64), RegisterCvm over mutual TLS (answer: *out, a JSON object),
+ * a WireGuard key pair (base64), RegisterCvm over mutual TLS (answer: *out, a JSON object;
+ * gateway_app_id NULL = chain only, "any" = no server verification, else the substring rule),
  * and the WireGuard config text the answer describes (malloc'd, holds the private key). */
 int util_cmd_gateway_register(int argc, char **argv);
 void util_gateway_register_usage(FILE *out);
 int util_wg_keypair(char priv_b64[45], char pub_b64[45]);
 struct json_t;
 int util_gateway_register(const char *url, const char *cert, const char *key, const char *ca,
-                          const char *wg_pub, struct json_t **out, char *err, size_t err_size);
+                          const char *gateway_app_id, const char *wg_pub, struct json_t **out,
+                          char *err, size_t err_size);
 int util_gateway_wg_config(const struct json_t *resp, const char *wg_priv, char **out, char *err,
                            size_t err_size);
 

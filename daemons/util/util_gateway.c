@@ -19,6 +19,7 @@
 #include <jansson.h>
 
 #include "dstack/crypto.h"
+#include "dstack/ratls.h"
 #include "log.h"
 #include "util.h"
 
@@ -72,9 +73,91 @@ int util_wg_keypair(char priv_b64[45], char pub_b64[45])
     return r;
 }
 
-int util_gateway_register(const char *url, const char *cert, const char *key, const char *ca,
-                          const char *wg_pub, json_t **out, char *err, size_t err_size)
+/* Server certificate checks (§4.3): chain to the KMS root CA only, then the app id rule. */
+struct gw_tls {
+    X509 *root;
+    const char *expect_app_id; /* NULL = no app id check */
+    char why[256];
+};
+
+/* The app id extension (hex) must be a case-insensitive substring of expect. */
+static int check_app_id(X509 *leaf, const char *expect, char *why, size_t why_size)
 {
+    const uint8_t *id = NULL;
+    size_t n = 0;
+    char hex[2 * DS_RATLS_MAX_APP_ID + 1], low[UTIL_KMS_URL_MAX];
+    if (ds_ratls_cert_get_ext(leaf, DS_RATLS_EXT_APP_ID, &id, &n) < 0 || n == 0) {
+        snprintf(why, why_size, "gateway certificate carries no app id");
+        return -DS_E_CERT;
+    }
+    ds_hex_encode(id, n, hex);
+    size_t i = 0;
+    for (; expect[i] && i + 1 < sizeof(low); i++) {
+        low[i] = (char)(expect[i] >= 'A' && expect[i] <= 'Z' ? expect[i] + 32 : expect[i]);
+    }
+    low[i] = '\0';
+    if (!strstr(low, hex)) {
+        snprintf(why, why_size, "gateway app id %s is not the expected gateway app id", hex);
+        return -DS_E_CERT;
+    }
+    return 0;
+}
+
+static int verify_gateway(X509_STORE_CTX *xs, void *arg)
+{
+    struct gw_tls *t = arg;
+    if (X509_verify_cert(xs) <= 0) {
+        snprintf(t->why, sizeof(t->why), "gateway certificate does not chain to the CA: %s",
+                 X509_verify_cert_error_string(X509_STORE_CTX_get_error(xs)));
+        return 0;
+    }
+    X509 *leaf = X509_STORE_CTX_get0_cert(xs);
+    if (t->expect_app_id &&
+        (!leaf || check_app_id(leaf, t->expect_app_id, t->why, sizeof(t->why)) < 0)) {
+        X509_STORE_CTX_set_error(xs, X509_V_ERR_APPLICATION_VERIFICATION);
+        return 0;
+    }
+    return 1;
+}
+
+static CURLcode on_ssl_ctx(CURL *curl, void *sslctx, void *parm)
+{
+    struct gw_tls *t = parm;
+    (void)curl;
+    X509_STORE *st = X509_STORE_new();
+    if (!st || X509_STORE_add_cert(st, t->root) != 1) {
+        X509_STORE_free(st);
+        return CURLE_OUT_OF_MEMORY;
+    }
+    SSL_CTX_set_cert_store(sslctx, st); /* only the KMS root CA: no system roots */
+    SSL_CTX_set_cert_verify_callback(sslctx, verify_gateway, t);
+    return CURLE_OK;
+}
+
+static int load_root(const char *path, X509 **out, char *err, size_t err_size)
+{
+    uint8_t *pem = NULL;
+    size_t len = 0;
+    int r = ds_read_file(path, UTIL_PEM_MAX, &pem, &len);
+    if (r == 0) {
+        char *text = strndup((const char *)pem, len);
+        r = text ? util_pem_to_cert(text, out) : -ENOMEM;
+        free(text);
+    }
+    free(pem);
+    if (r < 0) {
+        snprintf(err, err_size, "--ca %s: %s", path, ds_strerror(r));
+    }
+    return r;
+}
+
+int util_gateway_register(const char *url, const char *cert, const char *key, const char *ca,
+                          const char *gateway_app_id, const char *wg_pub, json_t **out, char *err,
+                          size_t err_size)
+{
+    struct gw_tls tls = {.root = NULL, .why = ""};
+    bool any = gateway_app_id && strcasecmp(gateway_app_id, "any") == 0;
+    tls.expect_app_id = any ? NULL : gateway_app_id;
     char full[UTIL_KMS_URL_MAX + 64], curl_err[CURL_ERROR_SIZE] = "";
     struct body b = {.overflow = false};
     struct curl_slist *hdr = NULL;
@@ -93,6 +176,10 @@ int util_gateway_register(const char *url, const char *cert, const char *key, co
     }
     bool has_prpc = n >= 5 && memcmp(url + n - 5, "/prpc", 5) == 0;
     snprintf(full, sizeof(full), "%.*s%s/RegisterCvm?json", (int)n, url, has_prpc ? "" : "/prpc");
+    if (!any && (r = load_root(ca, &tls.root, err, err_size)) < 0) {
+        return r;
+    }
+    r = -ENOMEM;
     req = json_pack("{s:s, s:{s:[], s:b}}", "client_public_key", wg_pub, "port_policy", "ports",
                     "restrict_mode", 0);
     body = req ? json_dumps(req, JSON_COMPACT) : NULL;
@@ -110,11 +197,19 @@ int util_gateway_register(const char *url, const char *cert, const char *key, co
     curl_easy_setopt(h, CURLOPT_SSLCERTTYPE, "PEM");
     curl_easy_setopt(h, CURLOPT_SSLKEY, key);
     curl_easy_setopt(h, CURLOPT_SSLKEYTYPE, "PEM");
-    /* trust root = the KMS root CA only (§4.3): no system store */
-    curl_easy_setopt(h, CURLOPT_CAINFO, ca);
-    curl_easy_setopt(h, CURLOPT_CAPATH, NULL);
-    curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 1L);
-    curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 2L);
+    if (any) {
+        /* gateway_app_id "any" disables server verification (upstream's rule, §4.3) */
+        curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 0L);
+        curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 0L);
+    } else {
+        /* trust root = the KMS root CA only (§4.3): our own store, checked in the callback */
+        curl_easy_setopt(h, CURLOPT_CAINFO, NULL);
+        curl_easy_setopt(h, CURLOPT_CAPATH, NULL);
+        curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 1L);
+        curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 2L);
+        curl_easy_setopt(h, CURLOPT_SSL_CTX_FUNCTION, on_ssl_ctx);
+        curl_easy_setopt(h, CURLOPT_SSL_CTX_DATA, &tls);
+    }
     curl_easy_setopt(h, CURLOPT_POSTFIELDS, body);
     curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdr);
     curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
@@ -124,6 +219,7 @@ int util_gateway_register(const char *url, const char *cert, const char *key, co
     if (cc != CURLE_OK) {
         snprintf(err, err_size, "RegisterCvm: %s",
                  b.overflow    ? "answer too large"
+                 : tls.why[0]  ? tls.why
                  : curl_err[0] ? curl_err
                                : curl_easy_strerror(cc));
         r = -DS_E_NETWORK;
@@ -152,6 +248,7 @@ out:
     if (h) {
         curl_easy_cleanup(h);
     }
+    X509_free(tls.root);
     curl_slist_free_all(hdr);
     json_decref(req);
     json_decref(resp);
@@ -254,20 +351,25 @@ int util_gateway_wg_config(const json_t *resp, const char *wg_priv, char **out, 
 
 void util_gateway_register_usage(FILE *out)
 {
-    fprintf(out,
-            "usage: dstack-util gateway-register --gateway-url URL --cert CERT --key KEY --ca CA\n"
-            "                                    [--wg-config-out FILE]\n"
-            "\n"
-            "Register this CVM with a dstack gateway: generate a WireGuard key pair, call\n"
-            "RegisterCvm over mutual TLS (client certificate CERT/KEY, server trusted only\n"
-            "through CA, the KMS root CA) and write the WireGuard config (0600, "
-            "default\n" GW_DEFAULT_WG_CONF ").\n"
-            "Prints the assigned address and the gateway's answer (JSON) on stdout.\n");
+    fprintf(
+        out,
+        "usage: dstack-util gateway-register --gateway-url URL --cert CERT --key KEY --ca CA\n"
+        "                                    [--wg-config-out FILE] [--gateway-app-id HEX|any]\n"
+        "\n"
+        "Register this CVM with a dstack gateway: generate a WireGuard key pair, call\n"
+        "RegisterCvm over mutual TLS (client certificate CERT/KEY, server trusted only\n"
+        "through CA, the KMS root CA) and write the WireGuard config (0600, "
+        "default\n" GW_DEFAULT_WG_CONF ").\n"
+        "--gateway-app-id: the gateway certificate's app id (extension .1.3, hex) must be\n"
+        "a case-insensitive substring of HEX (the KMS's gateway_app_id); \"any\" disables\n"
+        "server verification (upstream's rule).\n"
+        "Prints the assigned address and the gateway's answer (JSON) on stdout.\n");
 }
 
 int util_cmd_gateway_register(int argc, char **argv)
 {
     const char *url = NULL, *cert = NULL, *key = NULL, *ca = NULL, *conf = GW_DEFAULT_WG_CONF;
+    const char *app_id = NULL;
     char priv[45] = "", pub[45] = "", err[UTIL_KMS_ERR_MAX] = "";
     json_t *resp = NULL;
     char *text = NULL;
@@ -278,6 +380,7 @@ int util_cmd_gateway_register(int argc, char **argv)
         {"key", UTIL_OPT_STRING, &key, "KEY", true},
         {"ca", UTIL_OPT_STRING, &ca, "CA", true},
         {"wg-config-out", UTIL_OPT_STRING, &conf, "FILE", false},
+        {"gateway-app-id", UTIL_OPT_STRING, &app_id, "HEX|any", false},
         {NULL, 0, NULL, NULL, false},
     };
     int rc = util_parse_opts("gateway-register", argc, argv, opts, &help);
@@ -293,7 +396,7 @@ int util_cmd_gateway_register(int argc, char **argv)
         log_warnx("cannot generate a WireGuard key pair");
         goto out;
     }
-    if (util_gateway_register(url, cert, key, ca, pub, &resp, err, sizeof(err)) < 0 ||
+    if (util_gateway_register(url, cert, key, ca, app_id, pub, &resp, err, sizeof(err)) < 0 ||
         util_gateway_wg_config(resp, priv, &text, err, sizeof(err)) < 0) {
         log_warnx("%s", err);
         goto out;

@@ -141,10 +141,10 @@ def ca(name, cp, kp):
     save(cert, key, cp, kp)
 
 
-def server(cacp, cakp, cp, kp):
+def server(cacp, cakp, cp, kp, app=None):
     cac, cak = load(cacp, cakp)
     key = ec.generate_private_key(ec.SECP256R1())
-    cert = (x509.CertificateBuilder()
+    b = (x509.CertificateBuilder()
             .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, 'dstack-gateway')]))
             .issuer_name(cac.subject).public_key(key.public_key())
             .serial_number(x509.random_serial_number())
@@ -154,9 +154,12 @@ def server(cacp, cakp, cp, kp):
                 [x509.IPAddress(ipaddress.ip_address('127.0.0.1')), x509.DNSName('localhost')]),
                 critical=False)
             .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]),
-                           critical=False)
-            .sign(cak, hashes.SHA256()))
-    save(cert, key, cp, kp)
+                           critical=False))
+    if app:
+        raw = bytes.fromhex(app)
+        b = b.add_extension(x509.UnrecognizedExtension(APPID, bytes([4, len(raw)]) + raw),
+                            critical=False)
+    save(b.sign(cak, hashes.SHA256()), key, cp, kp)
 
 
 def rebuild(src, cac, cak, out, drop_att=False, ext_value=None, app_id=None):
@@ -212,7 +215,8 @@ PY
 pki() { python3 "$T/pki.py" "$@"; }
 pki ca "test KMS root CA" "$T/root.pem" "$T/root.key"
 pki ca "another CA" "$T/other.pem" "$T/other.key"
-pki server "$T/root.pem" "$T/root.key" "$T/server.pem" "$T/server.key"
+GWAPP=$(hexrep 9a 20)
+pki server "$T/root.pem" "$T/root.key" "$T/server.pem" "$T/server.key" "$GWAPP"
 
 mint() { # NAME TD [CA CAKEY]: client certificate NAME.{pem,key} from TD signed by CA
     "$BIN/dstack-util" ratls-cert --tee "sim:$2" --ca-cert "${3:-$T/root.pem}" \
@@ -335,10 +339,10 @@ stop_gw() { kill "$GW_PID" 2>/dev/null || true; wait "$GW_PID" 2>/dev/null || tr
 start_gw 1
 URL="https://127.0.0.1:$PORT"
 
-register() { # NAME CERTNAME -> $T/NAME.json, $T/NAME.conf, $T/NAME.err; returns the exit code
+register() { # NAME CERTNAME [CA [OPTIONS...]] -> $T/NAME.{json,conf,err}; returns the exit code
     set +e
     "$BIN/dstack-util" gateway-register --gateway-url "$URL" --cert "$T/$2.pem" \
-        --key "$T/$2.key" --ca "$T/root.pem" --wg-config-out "$T/$1.conf" \
+        --key "$T/$2.key" --ca "${3:-$T/root.pem}" --wg-config-out "$T/$1.conf" "${@:4}" \
         >"$T/$1.json" 2>"$T/$1.err"
     local rc=$?
     set -e
@@ -405,6 +409,28 @@ if register r1c cappok && [[ $(ip_of r1c) == "$IP1" ]]; then
     pass "a matching app id extension is accepted (same address)"
 else
     fail "matching app id extension: $(cat "$T/r1c.err")"
+fi
+# the guest's checks of the gateway certificate (§4.3, kms-ratls §6.5)
+if register r1d c1 "$T/root.pem" --gateway-app-id "00${GWAPP^^}ff" && [[ $(ip_of r1d) == "$IP1" ]]; then
+    pass "guest: gateway app id contained (case-insensitive) in --gateway-app-id"
+else
+    fail "guest app id check: $(cat "$T/r1d.err")"
+fi
+if ! register r1e c1 "$T/root.pem" --gateway-app-id "$(hexrep 9b 20)" &&
+    grep -q 'is not the expected gateway app id' "$T/r1e.err"; then
+    pass "guest: refuses a gateway with another app id"
+else
+    fail "guest accepted a gateway with another app id: $(cat "$T/r1e.err")"
+fi
+if ! register r1f c1 "$T/other.pem" && grep -q 'does not chain to the CA' "$T/r1f.err"; then
+    pass "guest: refuses a gateway certificate not from the KMS root CA"
+else
+    fail "guest trusted another CA: $(cat "$T/r1f.err")"
+fi
+if register r1g c1 "$T/other.pem" --gateway-app-id any && [[ $(ip_of r1g) == "$IP1" ]]; then
+    pass "guest: --gateway-app-id any skips server verification (upstream's rule)"
+else
+    fail "guest any: $(cat "$T/r1g.err")"
 fi
 register r2 c2 || fail "CVM 2: $(cat "$T/r2.err")"
 register r3 c3 || fail "CVM 3: $(cat "$T/r3.err")"
