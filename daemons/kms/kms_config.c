@@ -66,8 +66,8 @@ struct kms_toml {
 
 static const char *const auth_types[] = {"dev", "webhook", "policy", NULL};
 /* Rocket's log levels; "debug" and "normal"/"info" map to ours, see load_toml */
-static const char *const log_levels[] = {"off",   "critical", "error", "warn", "normal",
-                                         "info",  "debug",    "trace", NULL};
+static const char *const log_levels[] = {"off",  "critical", "error", "warn", "normal",
+                                         "info", "debug",    "trace", NULL};
 enum { LOG_LEVEL_DEBUG = 6, LOG_LEVEL_TRACE = 7 };
 
 #define K(key_, type_, member_, def_, help_)                                                       \
