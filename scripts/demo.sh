@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: Apache-2.0
 # The main job, one command (`make demo`): install dependencies, build, start the simulated TDX
-# module with its PCCS-compatible collateral service, boot a simulated CVM's measurement
-# sequence (the runtime events dstack-util extends into RTMR3), serve it through the guest
-# agent, fetch an attestation over the dstack.sock API and verify it from outside.
+# module with its PCCS-compatible collateral service and a KMS in its own simulated CVM, boot
+# examples/hello's CVM with dstack-util setup (measurement into RTMR3, keys from the KMS over
+# RA-TLS, encrypted data volume when run as root), serve it through the guest agent, and verify
+# its attestation from outside. Deployment through the VMM with running containers is the next
+# step (see the README's status table).
 # `scripts/demo.sh down` (make demo-down) stops everything it started. Running it twice is safe.
 #
 # Everything here is SIMULATED: quotes are signed by a mock Intel PKI and only verify because
@@ -29,6 +31,15 @@ stop_all() {
     fi
     rm -f "$pidfile"
   done
+  # The app's encrypted data volume: unmount (deepest first) and detach its loop device.
+  if [ -d "$STATE" ]; then
+    awk -v s="$STATE/" 'index($2, s) == 1 { print $2 }' /proc/mounts | sort -r |
+      while read -r m; do umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true; done
+    if command -v losetup >/dev/null; then
+      losetup -j "$STATE/hello/data.img" 2>/dev/null | cut -d: -f1 |
+        while read -r dev; do losetup -d "$dev" 2>/dev/null || true; done
+    fi
+  fi
 }
 
 wait_for_file() {
@@ -59,38 +70,58 @@ echo $! >"$STATE/tee-sim.pid"
 wait_for_file "$STATE/tee/pccs.addr"
 PCCS_URL="http://$(cat "$STATE/tee/pccs.addr")"
 
-say "Creating a CVM (its MRTD/RTMR0-2 come from the measured image; fixed values here)"
-MRTD=$(printf '%096d' 0 | tr 0 1)
-TD_SOCK=$("$BIN/dstack-tee-sim" create-td --state-dir "$STATE/tee" --name demo-app --mrtd "$MRTD")
+say "Starting the KMS in its own simulated CVM (dstack-kms --dev: allows every app)"
+KMS_TD=$("$BIN/dstack-tee-sim" create-td --state-dir "$STATE/tee" --name kms)
+"$BIN/dstack-kms" --dev --tee "sim:$KMS_TD" --pccs-url "$PCCS_URL" --state-dir "$STATE/kms" \
+  --listen 127.0.0.1:0 >"$STATE/kms.log" 2>&1 &
+echo $! >"$STATE/kms.pid"
+for _ in $(seq 300); do grep -qs 'KMS listening on' "$STATE/kms.log" && break; sleep 0.1; done
+KMS_PORT=$(grep -o 'KMS listening on [^ ]*' "$STATE/kms.log" | tail -1 | sed 's/.*://')
+[ -n "$KMS_PORT" ] || { echo "demo: the KMS did not start:" >&2; tail -5 "$STATE/kms.log" >&2; exit 1; }
+KMS_URL="https://localhost:$KMS_PORT"
 
-say "Measuring the boot as dstack-util does (runtime events into RTMR3)"
-COMPOSE=examples/hello/app-compose.json
-COMPOSE_HASH=$(sha256sum "$COMPOSE" | cut -c1-64)
+say "Creating the app's CVM and its host share (examples/hello)"
+APP_TD=$("$BIN/dstack-tee-sim" create-td --state-dir "$STATE/tee" --name hello)
+SHARE="$STATE/hello/share"
+mkdir -p "$SHARE"
+cp examples/hello/app-compose.json "$SHARE/app-compose.json"
+COMPOSE_HASH=$(sha256sum "$SHARE/app-compose.json" | cut -c1-64)
 APP_ID=${COMPOSE_HASH:0:40}
-INSTANCE_ID=$(printf 'demo-instance' | sha256sum | cut -c1-40)
-KEY_PROVIDER=$(printf '{"name":"none","id":""}' | od -An -tx1 | tr -d ' \n')
-ext() { "$BIN/dstack-tee-sim" extend --socket "$TD_SOCK" --index 3 --event "$1" ${2:+--payload "$2"} >/dev/null; }
-ext system-preparing
-ext app-id "$APP_ID"
-ext compose-hash "$COMPOSE_HASH"
-ext instance-id "$INSTANCE_ID"
-ext boot-mr-done
-ext key-provider "$KEY_PROVIDER"
-ext system-ready
+printf '{"kms_urls":["%s"],"pccs_url":"%s","vm_config":"{\\"cpu_count\\":1,\\"memory_size\\":1073741824}"}\n' \
+  "$KMS_URL" "$PCCS_URL" >"$SHARE/.sys-config.json"
 
-say "Starting the guest agent on the CVM's TEE (dstack.sock API)"
-DSTACK_TEE="sim:$TD_SOCK" "$BIN/dstack-guest-agent" --socket "$STATE/dstack.sock" \
-  --app-compose "$COMPOSE" --app-id "$APP_ID" --instance-id "$INSTANCE_ID" \
-  >"$STATE/guest-agent.log" 2>&1 &
+say "Booting it: dstack-util setup measures the app into RTMR3, gets its keys from the KMS over RA-TLS"
+DISK_ARGS=(--no-data-disk)
+if [ "$(id -u)" -eq 0 ]; then
+  truncate -s 64M "$STATE/hello/data.img"
+  DISK_ARGS=(--data-disk "$STATE/hello/data.img")
+else
+  echo "demo: not root, so no encrypted data volume (ext4 encryption needs a loop mount)"
+fi
+"$BIN/dstack-util" setup --host-shared "$SHARE" --work-dir "$STATE/hello/work" --tee "sim:$APP_TD" \
+  "${DISK_ARGS[@]}" --insecure-allow-simulated >"$STATE/setup.log" 2>&1 ||
+  { echo "demo: setup failed:" >&2; tail -5 "$STATE/setup.log" >&2; exit 1; }
+HS="$STATE/hello/work/.host-shared"
+
+say "Starting the guest agent (the app-facing dstack.sock API)"
+"$BIN/dstack-guest-agent" --tee "sim:$APP_TD" --keys-file "$HS/.appkeys.json" \
+  --compose-file "$HS/app-compose.json" --sys-config-file "$HS/.sys-config.json" \
+  --instance-info-file "$HS/.instance_info" --socket "$STATE/dstack.sock" --tappd-socket "" \
+  --http 127.0.0.1:0 >"$STATE/guest-agent.log" 2>&1 &
 echo $! >"$STATE/guest-agent.pid"
 for _ in $(seq 100); do [ -S "$STATE/dstack.sock" ] && break; sleep 0.1; done
+[ -S "$STATE/dstack.sock" ] || { echo "demo: the guest agent did not start" >&2; tail -5 "$STATE/guest-agent.log" >&2; exit 1; }
 
-say "An app asks for its attestation: GetQuote over /var/run/dstack.sock"
+say "The app derives a key through dstack.sock (GetKey)"
+curl -sf --unix-socket "$STATE/dstack.sock" "http://localhost/GetKey?path=hello&purpose=demo" |
+  tee "$STATE/getkey.json" | head -c 300; echo
+
+say "The app asks for its attestation (GetQuote)"
 REPORT_DATA=$(printf 'hello from the demo' | od -An -tx1 | tr -d ' \n')
 curl -sf --unix-socket "$STATE/dstack.sock" "http://localhost/GetQuote?report_data=$REPORT_DATA" \
   >"$STATE/attestation.json"
 
-say "Verifying it from outside: quote (DCAP against the simulator's PCCS), event log, app identity"
+say "Verifying it from outside: DCAP quote against the simulator's PCCS, event log, app identity"
 "$BIN/dstack" verify attestation "$STATE/attestation.json" --pccs-url "$PCCS_URL" \
   --insecure-allow-simulated
 
@@ -99,9 +130,11 @@ cat <<EOF
 The demo is running (simulated TEE). Try next:
   curl -s --unix-socket $STATE/dstack.sock http://localhost/Info | jq .
   curl -s --unix-socket $STATE/dstack.sock 'http://localhost/GetKey?path=demo&purpose=signing'
+  $BIN/dstack kms meta $KMS_URL
   $BIN/dstack verify attestation $STATE/attestation.json --pccs-url $PCCS_URL --insecure-allow-simulated --json
   make demo-down
 EOF
 echo "PCCS_URL=$PCCS_URL"
+echo "KMS_URL=$KMS_URL"
 echo "DSTACK_SOCKET=$STATE/dstack.sock"
 echo "APP_ID=$APP_ID"
