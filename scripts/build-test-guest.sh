@@ -6,12 +6,24 @@
 # loads the virtio modules, writes one JSON boot notification line to the host-API
 # virtio-serial port (named org.dstack.host-api, see include/dstack/vmm_qemu.h) and powers off.
 #
-# Usage: build-test-guest.sh OUT_DIR
+# With --prpc the guest instead speaks the VMM's real host API over that port (the byte stream
+# reaches dstack-vmm's per-VM host-API server through QEMU's chardev connection): it sends
+# `POST /api/Notify?json` (pRPC as upstream's ra-rpc client sends it; JSON body
+# {"event":"boot.progress","payload":"booted"}, host-side.md §1.7), logs the HTTP status line it
+# reads back to the serial console, then sends a guest.heartbeat Notify every 2 s until the host
+# stops it (tests/integration/test_vmm_qemu_boot.sh).
+#
+# Usage: build-test-guest.sh [--prpc] OUT_DIR
 # Writes OUT_DIR/vmlinuz and OUT_DIR/initramfs.cpio.gz. Exit 2 = no kernel found, 3 = missing
 # build tool (busybox-static, cpio, gzip); messages on stderr.
 set -euo pipefail
 
-out=${1:?usage: build-test-guest.sh OUT_DIR}
+mode=line
+if [ "${1:-}" = "--prpc" ]; then
+  mode=prpc
+  shift
+fi
+out=${1:?usage: build-test-guest.sh [--prpc] OUT_DIR}
 mkdir -p "$out"
 
 # ---- kernel -----------------------------------------------------------------------------------
@@ -97,7 +109,36 @@ while [ -z "$port" ] && [ $i -lt 100 ]; do
   [ -n "$port" ] || { sleep 0.1; i=$((i + 1)); }
 done
 up=$(cut -d' ' -f1 /proc/uptime)
-if [ -n "$port" ]; then
+if [ -n "$port" ] && [ "$(cat /report-mode)" = prpc ]; then
+  # pRPC calls over the port, exactly as an HTTP client sends them on the host-API socket.
+  cr=$(printf '\r')
+  exec 3<>"$port"
+  # notify EVENT PAYLOAD: one POST /api/Notify?json; prints the status line, drains the reply
+  notify() {
+    body="{\"event\":\"$1\",\"payload\":\"$2\"}"
+    printf 'POST /api/Notify?json HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s' \
+      "${#body}" "$body" >&3
+    read -t 5 -r status <&3 || { echo "no answer within 5 s"; return 1; }
+    len=0
+    while read -t 5 -r h <&3; do
+      h=${h%"$cr"}
+      [ -z "$h" ] && break
+      case $h in [Cc]ontent-[Ll]ength:*) len=${h#*:}; len=${len# } ;; esac
+    done
+    [ "$len" -gt 0 ] && read -t 5 -r -n "$len" reply <&3
+    echo "${status%"$cr"}"
+  }
+  echo "guest: host-api Notify on $port at uptime $up"
+  echo "guest: host-api answered: $(notify boot.progress booted)"
+  # Heartbeats (unknown events: the VMM logs them and keeps them in the VM's event ring) show
+  # the channel keeps working, e.g. across a VMM restart (QEMU redials the socket).
+  n=0
+  while :; do
+    sleep 2
+    n=$((n + 1))
+    echo "guest: heartbeat $n answered: $(notify guest.heartbeat "$n")"
+  done
+elif [ -n "$port" ]; then
   echo "smoke: reporting on $port at uptime $up"
   printf '{"event":"boot.progress","payload":"smoke-ok","uptime":%s,"kernel":"%s","port":"%s"}\n' \
     "$up" "$(uname -r)" "$port" >"$port"
@@ -109,6 +150,7 @@ sync
 poweroff -f
 EOF
 chmod 755 "$root/init"
+echo "$mode" >"$root/report-mode"
 
 (cd "$root" && find . -print0 | cpio --null -o -H newc --quiet | gzip -9) >"$out/initramfs.cpio.gz"
 cp "$kernel" "$out/vmlinuz"

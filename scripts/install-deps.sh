@@ -14,6 +14,8 @@ APT_PACKAGES=(
   python3 python3-pycryptodome
   nodejs npm
   curl jq socat iproute2 util-linux e2fsprogs
+  # qemu backend: qemu-img creates each VM's qcow2 data disk (hda.img) at first start
+  qemu-utils
   # gateway benchmark (bench/bench_gateway.sh): HAProxy as the reference proxy, wrk as load
   haproxy wrk
   # dstack-util setup's LUKS2 data volume (header format/validation tests; luksOpen needs dm)

@@ -2,8 +2,9 @@
 /*
  * The host API a guest calls (host-side.md §1.7), service HostApi at /api/<Method>, served per
  * VM on a Unix socket in its workdir (<workdir>/host-api.sock, bound into sandbox guests; QEMU
- * guests reach the same service over vsock/virtio-serial once that transport is wired up). The
- * VM is identified by the socket it came in on, never by anything in the request.
+ * guests on hosts without vhost-vsock reach it through a virtio-serial port whose chardev QEMU
+ * connects to this socket: the guest's HTTP bytes arrive as an ordinary client connection).
+ * The VM is identified by the socket it came in on, never by anything in the request.
  * - Info -> {name, version}
  * - Notify{event, payload}: boot.progress / boot.error / shutdown.progress update the VM's
  *   status fields ("powering off" also sets the desired state to stopped), instance.info
@@ -20,6 +21,10 @@
 #include "dstack/rpc.h"
 #include "log.h"
 #include "vmm.h"
+
+/* Idle limit of a host-API connection: a day (the guest may stay silent between boot and
+ * shutdown reports; QEMU redials after a close anyway, reconnect=1). */
+#define VMM_HOSTAPI_IDLE_TIMEOUT_MS (24u * 3600u * 1000u)
 
 struct hostapi_ctx {
     struct vmm *v;
@@ -131,8 +136,14 @@ int vmm_hostapi_open(struct vmm *v, struct vmm_vm_rec *vm)
     h->site.mounts = hostapi_mounts;
     h->site.mount_count = DS_ARRAY_SIZE(hostapi_mounts);
     h->site.ctx = h;
+    /* QEMU guests without vhost-vsock reach this server through one long-lived connection
+     * that QEMU's virtio-serial chardev holds open for the VM's lifetime: the default 10 s
+     * keep-alive idle timeout would close it before a TCG guest has booted. */
+    struct ds_rpc_limits lim;
+    ds_rpc_limits_default(&lim);
+    lim.idle_timeout_ms = VMM_HOSTAPI_IDLE_TIMEOUT_MS;
     struct ds_rpc_server *s = NULL;
-    int r = h->vm_id ? ds_rpc_server_new(v->base, NULL, &s) : -ENOMEM;
+    int r = h->vm_id ? ds_rpc_server_new(v->base, &lim, &s) : -ENOMEM;
     if (r == 0) {
         r = ds_rpc_server_listen_unix(s, vm->host_api_socket, 0600, &h->site);
     }

@@ -71,6 +71,9 @@ enum ds_qemu_host_api {
 };
 
 #define DS_QEMU_HOST_API_PORT_NAME "org.dstack.host-api"
+/* Seconds QEMU waits before dialling the host-API socket again after the VMM closed it or
+ * restarted (serial mode). */
+#define DS_QEMU_HOST_API_RECONNECT_S 1u
 
 /* Unset / off / on, for the optional measurement booleans of VmConfig. */
 enum ds_qemu_tristate { DS_QEMU_UNSET = 0, DS_QEMU_OFF, DS_QEMU_ON };

@@ -497,12 +497,16 @@ static void add_host_api(struct argv_builder *ab, const struct ds_qemu_config *c
         ab_end(ab);
         return;
     }
-    /* dstack-c: hosts without vhost-vsock get a virtio-serial port at the same position. */
+    /* dstack-c: hosts without vhost-vsock get a virtio-serial port at the same position. QEMU
+     * is the client of the VMM's host-API socket; reconnect=N makes it dial again when the VMM
+     * closes the connection or restarts (without it the port would stay dead: QEMU drops what
+     * the guest writes to a disconnected chardev). */
     ab_pair(ab, "-device", "virtio-serial-pci,id=vser0");
     ab_push(ab, "-chardev");
     ab_begin(ab);
     ab_raw(ab, "socket,id=hostapi,path=");
     ab_esc(ab, cfg->host_api_socket);
+    ab_raw(ab, ",reconnect=%u", DS_QEMU_HOST_API_RECONNECT_S);
     ab_end(ab);
     ab_pair(ab, "-device",
             "virtserialport,bus=vser0.0,chardev=hostapi,name=" DS_QEMU_HOST_API_PORT_NAME);

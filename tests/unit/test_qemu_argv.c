@@ -540,7 +540,7 @@ static void test_commas_escaped(void **state)
                                     "logappend=on") == 0;
         seen_share |= strcmp(argv[i], "local,path=/tmp/s,,security_model=none,mount_tag=host-"
                                       "shared,readonly=off,security_model=mapped,id=virtfs0") == 0;
-        seen_sock |= strcmp(argv[i], "socket,id=hostapi,path=/tmp/h,,server=on") == 0;
+        seen_sock |= strcmp(argv[i], "socket,id=hostapi,path=/tmp/h,,server=on,reconnect=1") == 0;
         seen_smb |= strcmp(argv[i], "type=1,product=p,,uuid=1") == 0;
         seen_kernel |= strcmp(argv[i], "/tmp/k,1") == 0;
     }
