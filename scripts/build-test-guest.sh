@@ -11,7 +11,9 @@
 # `POST /api/Notify?json` (pRPC as upstream's ra-rpc client sends it; JSON body
 # {"event":"boot.progress","payload":"booted"}, host-side.md §1.7), logs the HTTP status line it
 # reads back to the serial console, then sends a guest.heartbeat Notify every 2 s until the host
-# stops it (tests/integration/test_vmm_qemu_boot.sh).
+# stops it (tests/integration/test_vmm_qemu_boot.sh). Before that it mounts the vhd host share
+# (block device labelled DSTACKSHR) if there is one and sends Notify guest.share with the SHA-256
+# of its .sys-config.json ("none" without such a disk).
 #
 # Usage: build-test-guest.sh [--prpc] OUT_DIR
 # Writes OUT_DIR/vmlinuz and OUT_DIR/initramfs.cpio.gz. Exit 2 = no kernel found, 3 = missing
@@ -71,7 +73,10 @@ add_mod() {
   order+=("$m")
 }
 if [ -f "$moddir/modules.dep" ]; then
-  for want in virtio_pci virtio_console; do
+  # --prpc also mounts the vhd host share (virtio-blk, FAT32 labelled DSTACKSHR)
+  wants="virtio_pci virtio_console"
+  [ "$mode" = prpc ] && wants="$wants virtio_blk vfat nls_cp437 nls_ascii nls_utf8"
+  for want in $wants; do
     if ! grep -qE "/${want}\.ko" "$moddir/modules.builtin" 2>/dev/null; then
       path=$(grep -oE "^[^:]*/${want}\.ko(\.[a-z]+)?:" "$moddir/modules.dep" | tr -d : || true)
       [ -n "$path" ] && add_mod "$path"
@@ -129,6 +134,14 @@ if [ -n "$port" ] && [ "$(cat /report-mode)" = prpc ]; then
     echo "${status%"$cr"}"
   }
   echo "guest: host-api Notify on $port at uptime $up"
+  # vhd host share (host-side.md §1.7): report the hash of the .sys-config.json it carries
+  share=$(findfs LABEL=DSTACKSHR 2>/dev/null || true)
+  if [ -n "$share" ] && mkdir -p /share && mount -t vfat -o ro "$share" /share; then
+    echo "guest: host share $share mounted: $(ls -A /share | tr '\n' ' ')"
+    echo "guest: share report answered: $(notify guest.share "$(sha256sum /share/.sys-config.json | cut -c1-64)")"
+  else
+    echo "guest: share report answered: $(notify guest.share none)"
+  fi
   echo "guest: host-api answered: $(notify boot.progress booted)"
   # Heartbeats (unknown events: the VMM logs them and keeps them in the VM's event ring) show
   # the channel keeps working, e.g. across a VMM restart (QEMU redials the socket).

@@ -16,6 +16,8 @@ APT_PACKAGES=(
   curl jq socat iproute2 util-linux e2fsprogs
   # qemu backend: qemu-img creates each VM's qcow2 data disk (hda.img) at first start
   qemu-utils
+  # vhd host share (cvm.host_share_mode = "vhd"): shared.img FAT32 built with mkfs.fat + mcopy
+  dosfstools mtools
   # gateway benchmark (bench/bench_gateway.sh): HAProxy as the reference proxy, wrk as load
   haproxy wrk
   # dstack-util setup's LUKS2 data volume (header format/validation tests; luksOpen needs dm)

@@ -73,8 +73,9 @@ struct vmm_vm {
     const char *stdout_log; /* <workdir>/stdout.log */
     const char *stderr_log; /* <workdir>/stderr.log */
     const char *pid_file;   /* <workdir>/<backend>.pid */
-    /* Host API endpoint the guest talks to (sandbox: a Unix socket bound in the workdir;
-     * qemu: NULL, the guest reaches the host API over vsock). */
+    /* Host API endpoint the guest talks to: <workdir>/host-api.sock, already listening (sandbox:
+     * bound into the guest; qemu without vhost-vsock: the virtio-serial chardev connects to it;
+     * qemu with vhost-vsock: unused, the guest calls vsock CID 2). */
     const char *host_api_socket;
     /* Simulated TEE device socket (simulated_tee set), else NULL. */
     const char *tee_device_socket;

@@ -2,11 +2,12 @@
 /*
  * The `qemu` backend's process management (DESIGN.md §4, host-side.md §1.5/§1.8): the argument
  * vector comes from lib/vmm/qemu_argv.c (ds_qemu_build_argv), this file finds QEMU and its
- * version, creates the data disk, spawns QEMU in its own session (so it survives a VMM restart,
- * the role upstream's supervisor plays) with stdout/stderr appended to the workdir logs and the
- * serial console in serial.log, records "<pid> <starttime>" in the pid file (so a reused pid is
- * never mistaken for the VM after a restart), and stops it with SIGKILL (hard) or SIGTERM
- * (graceful) to its process group.
+ * version, creates the data disk (qemu-img, at first start) and in `vhd` share mode the
+ * shared.img FAT32 image (mkfs.fat + mcopy, regenerated each start), spawns QEMU in its own session
+ * (so it survives a VMM restart, the role upstream's supervisor plays) with stdout/stderr appended
+ * to the workdir logs and the serial console in serial.log, records "<pid> <starttime>" in the pid
+ * file (so a reused pid is never mistaken for the VM after a restart), and stops it with SIGKILL
+ * (hard) or SIGTERM (graceful) to its process group.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -15,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -28,12 +30,20 @@
 #define PROC_STAT_MAX       4096
 #define PID_WAIT_STEPS      2000 /* x 1 ms */
 #define PID_WAIT_STEP_US    1000
+/* vhd host share (host-side.md §1.4): 128 MiB FAT32 labelled DSTACKSHR; mkfs.fat counts 1 KiB
+ * blocks */
+#define SHARE_IMG_BLOCKS "131072"
+#define SHARE_IMG_LABEL  "DSTACKSHR"
+#define SHARE_FILES_MAX  64
+#define SHARE_MODE_VHD   1 /* cvm.host_share_mode index: 9p, vhd, vvfat */
 
 struct qemu_priv {
     char path[PATH_MAX]; /* "" when not found */
     char version[QEMU_VERSION_MAX];
-    char img_path[PATH_MAX]; /* qemu-img, "" when not found */
-    char why[VMM_ERR_MAX];   /* why the backend is unusable */
+    char img_path[PATH_MAX];   /* qemu-img, "" when not found */
+    char mkfs_path[PATH_MAX];  /* mkfs.fat (dosfstools), "" when not found: no vhd share */
+    char mcopy_path[PATH_MAX]; /* mcopy (mtools), "" when not found: no vhd share */
+    char why[VMM_ERR_MAX];     /* why the backend is unusable */
     bool kvm;
     bool vhost_vsock; /* else the host API goes over virtio-serial to host-api.sock */
 };
@@ -54,6 +64,14 @@ static bool find_in_path(const char *name, char *out, size_t out_size)
             }
         }
         path += n + (colon ? 1 : 0);
+    }
+    /* mkfs.fat lives in /usr/sbin, often not in a user's PATH */
+    static const char *const sbin[] = {"/usr/sbin", "/sbin"};
+    for (size_t i = 0; i < DS_ARRAY_SIZE(sbin); i++) {
+        int w = snprintf(out, out_size, "%s/%s", sbin[i], name);
+        if (w > 0 && (size_t)w < out_size && access(out, X_OK) == 0) {
+            return true;
+        }
     }
     out[0] = '\0';
     return false;
@@ -135,6 +153,8 @@ static int qemu_init(struct vmm_backend *b)
         p->path[0] = '\0';
     }
     (void)find_in_path("qemu-img", p->img_path, sizeof(p->img_path));
+    (void)find_in_path("mkfs.fat", p->mkfs_path, sizeof(p->mkfs_path));
+    (void)find_in_path("mcopy", p->mcopy_path, sizeof(p->mcopy_path));
     p->kvm = b->cfg->accel == 1 || (b->cfg->accel == 0 && access("/dev/kvm", R_OK | W_OK) == 0);
     p->vhost_vsock = access("/dev/vhost-vsock", R_OK | W_OK) == 0;
     b->priv = p;
@@ -163,7 +183,8 @@ static char *wd_path(const struct vmm_vm *vm, const char *name)
     return asprintf(&s, "%s/%s", vm->workdir, name) < 0 ? NULL : s;
 }
 
-static int run_wait(char *const argv[])
+/* Runs argv (absolute argv[0]) with stdin/stdout on /dev/null; envp NULL = inherit. */
+static int run_wait_env(char *const argv[], char *const envp[])
 {
     pid_t pid = fork();
     if (pid < 0) {
@@ -175,7 +196,11 @@ static int run_wait(char *const argv[])
             dup2(devnull, 0);
             dup2(devnull, 1);
         }
-        execv(argv[0], argv);
+        if (envp) {
+            execve(argv[0], argv, envp);
+        } else {
+            execv(argv[0], argv);
+        }
         _exit(127);
     }
     int status = 0;
@@ -185,6 +210,117 @@ static int run_wait(char *const argv[])
     return WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : -DS_E_IO;
 }
 
+static int run_wait(char *const argv[])
+{
+    return run_wait_env(argv, NULL);
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* vhd share mode (host-side.md §1.4, §1.7): <workdir>/shared.img, a 128 MiB FAT32 image
+ * labelled DSTACKSHR holding every regular file of shared/, rebuilt at each start (the files
+ * change between starts: .instance_info, .user-config, ...). Built as shared.img.tmp and renamed
+ * so a failed build never leaves a half image behind. */
+static int build_share_image(const struct qemu_priv *p, const struct vmm_vm *vm, char *err,
+                             size_t err_size)
+{
+    char *img = wd_path(vm, "shared.img");
+    char *tmp = wd_path(vm, "shared.img.tmp");
+    char *files[SHARE_FILES_MAX];
+    size_t nfiles = 0;
+    DIR *d = NULL;
+    int r = 0;
+
+    if (!img || !tmp) {
+        r = -ENOMEM;
+        goto out;
+    }
+    if (!p->mkfs_path[0] || !p->mcopy_path[0]) {
+        snprintf(err, err_size,
+                 "host_share_mode vhd needs mkfs.fat and mcopy (install dosfstools and mtools)");
+        r = -DS_E_UNSUPPORTED;
+        goto out;
+    }
+    (void)unlink(tmp);
+    char *mkfs[] = {(char *)p->mkfs_path, "-F", "32", "-n", SHARE_IMG_LABEL, "-C", tmp,
+                    SHARE_IMG_BLOCKS,     NULL};
+    if ((r = run_wait(mkfs)) < 0) {
+        snprintf(err, err_size, "mkfs.fat %s failed", tmp);
+        goto out;
+    }
+    if (!(d = opendir(vm->shared_dir))) {
+        r = -errno;
+        snprintf(err, err_size, "cannot read %s: %s", vm->shared_dir, strerror(errno));
+        goto out;
+    }
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0) {
+            continue;
+        }
+        char *f = NULL;
+        struct stat st;
+        if (asprintf(&f, "%s/%s", vm->shared_dir, de->d_name) < 0) {
+            r = -ENOMEM;
+            goto out;
+        }
+        if (lstat(f, &st) < 0 || !S_ISREG(st.st_mode)) {
+            free(f); /* only regular files are shared (§1.4) */
+            continue;
+        }
+        if (nfiles == SHARE_FILES_MAX) {
+            free(f);
+            snprintf(err, err_size, "more than %d files in %s", SHARE_FILES_MAX, vm->shared_dir);
+            r = -DS_E_LIMIT;
+            goto out;
+        }
+        files[nfiles++] = f;
+    }
+    if (nfiles > 0) {
+        qsort(files, nfiles, sizeof(files[0]), cmp_str);
+        /* mcopy -i IMG -o -Q FILE... :: ; MTOOLS_SKIP_CHECK: no geometry sanity checks */
+        char *argv[SHARE_FILES_MAX + 7];
+        size_t n = 0;
+        argv[n++] = (char *)p->mcopy_path;
+        argv[n++] = "-i";
+        argv[n++] = tmp;
+        argv[n++] = "-o";
+        argv[n++] = "-Q";
+        for (size_t i = 0; i < nfiles; i++) {
+            argv[n++] = files[i];
+        }
+        argv[n++] = "::";
+        argv[n] = NULL;
+        char *envp[] = {"MTOOLS_SKIP_CHECK=1", "PATH=/usr/bin:/bin", NULL};
+        if ((r = run_wait_env(argv, envp)) < 0) {
+            snprintf(err, err_size, "mcopy into %s failed", tmp);
+            goto out;
+        }
+    }
+    if (rename(tmp, img) < 0) {
+        r = -errno;
+        snprintf(err, err_size, "rename %s: %s", tmp, strerror(errno));
+        goto out;
+    }
+    r = 0;
+out:
+    if (d) {
+        closedir(d);
+    }
+    for (size_t i = 0; i < nfiles; i++) {
+        free(files[i]);
+    }
+    if (r < 0 && tmp) {
+        (void)unlink(tmp);
+    }
+    free(img);
+    free(tmp);
+    return r;
+}
+
 static int qemu_prepare(struct vmm_backend *b, struct vmm_vm *vm, char *err, size_t err_size)
 {
     const struct qemu_priv *p = b->priv;
@@ -192,6 +328,10 @@ static int qemu_prepare(struct vmm_backend *b, struct vmm_vm *vm, char *err, siz
     int r = 0;
     if (!hda) {
         return -ENOMEM;
+    }
+    if (b->cfg->host_share_mode == SHARE_MODE_VHD &&
+        (r = build_share_image(p, vm, err, err_size)) < 0) {
+        goto out;
     }
     if (access(hda, F_OK) == 0 || !p->img_path[0]) {
         goto out; /* exists, or no qemu-img: the VM boots without a data disk */
@@ -318,10 +458,12 @@ static int qemu_start(struct vmm_backend *b, struct vmm_vm *vm, pid_t *out_pid, 
     char mac[18];
     char *hda = wd_path(vm, "hda.img");
     char *qmp = c->qmp_socket ? wd_path(vm, "qmp.sock") : NULL;
+    /* vhd: the FAT image qemu_prepare built; 9p and vvfat export the directory itself */
+    char *share_img = c->host_share_mode == SHARE_MODE_VHD ? wd_path(vm, "shared.img") : NULL;
     struct ds_qemu_port ports[VMM_PORTS_MAX];
     int r;
 
-    if (!hda || (c->qmp_socket && !qmp)) {
+    if (!hda || (c->qmp_socket && !qmp) || (c->host_share_mode == SHARE_MODE_VHD && !share_img)) {
         r = -ENOMEM;
         goto out;
     }
@@ -368,7 +510,7 @@ static int qemu_start(struct vmm_backend *b, struct vmm_vm *vm, pid_t *out_pid, 
         .image_name = vm->image->name,
         .data_disk = access(hda, F_OK) == 0 ? hda : NULL,
         .share_mode = share_modes[c->host_share_mode],
-        .share_path = vm->shared_dir,
+        .share_path = share_img ? share_img : vm->shared_dir,
         .share_ro = vm->image->shared_ro,
         .nics = &nic,
         .nic_count = 1,
@@ -460,6 +602,7 @@ out:
     ds_qemu_argv_free(argv);
     free(hda);
     free(qmp);
+    free(share_img);
     return r;
 }
 

@@ -685,6 +685,17 @@ int vmm_state_reload(struct vmm *v, unsigned *out_loaded, unsigned *out_updated,
 
 /* ---- run state ------------------------------------------------------------------------------- */
 
+/* vm_config.host_share_mode: what the guest is told to look for (sandbox: a bound directory) */
+static const char *share_mode_name(const struct vmm *v)
+{
+    static const char *const names[] = {"9p", "vhd", "vvfat"};
+    if (v->cfg.backend == VMM_BACKEND_SANDBOX) {
+        return "dir";
+    }
+    int m = v->cfg.host_share_mode;
+    return m >= 0 && (size_t)m < DS_ARRAY_SIZE(names) ? names[m] : "9p";
+}
+
 void vmm_vm_poll(struct vmm *v, struct vmm_vm_rec *vm)
 {
     pid_t pid = 0;
@@ -738,8 +749,7 @@ static int write_sys_config(struct vmm *v, struct vmm_vm_rec *vm)
         img->os_image_hash ? img->os_image_hash : "", "cpu_count", (json_int_t)vm->bk.vcpu,
         "memory_size", (json_int_t)vm->bk.memory_mb * 1024 * 1024, "hugepages", vm->bk.hugepages,
         "num_gpus", 0, "num_nvswitches", 0, "pci_hole64_size", (json_int_t)0, "hotplug_off", 0,
-        "image", img->name, "host_share_mode", v->cfg.backend == VMM_BACKEND_SANDBOX ? "dir" : "9p",
-        "spec_version", 1);
+        "image", img->name, "host_share_mode", share_mode_name(v), "spec_version", 1);
     char *vmc_text = vmc ? json_dumps(vmc, JSON_COMPACT) : NULL;
     char host_api_url[128];
     if (v->cfg.backend == VMM_BACKEND_SANDBOX) {

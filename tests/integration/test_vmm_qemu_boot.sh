@@ -12,7 +12,9 @@
 # host-api.sock -> the VMM's HTTP server. Then checks the serial log (kernel banner, the guest's
 # own trace including the 200 it read back), the qcow2 data disk created at first start, that
 # the guest's heartbeat Notify calls keep arriving, also after a dstack-vmm restart (QEMU
-# redials the socket), StopVm (QEMU gone), RemoveVm (workdir gone). Prints CreateVm -> "booted" time.
+# redials the socket), StopVm (QEMU gone), RemoveVm (workdir gone). A second VM under
+# `host_share_mode = "vhd"` must see shared.img (FAT32, DSTACKSHR) with the host's
+# .sys-config.json (the guest mounts it and reports its SHA-256). Prints CreateVm -> "booted" time.
 # Exit 77 only when qemu-system-x86_64 or a guest kernel is genuinely unavailable.
 set -u
 
@@ -103,23 +105,24 @@ enabled = true
 tokens = ["$TOKEN"]
 TOML
 
-"$VMMD" -c "$WORK/vmm.toml" >>"$WORK/vmm.log" 2>&1 &
-VMM_PID=$!
-up=0
-for _ in $(seq 1 200); do
-    if python3 -c "import socket;s=socket.socket();s.connect(('127.0.0.1',$PORT))" 2>/dev/null; then
-        up=1
-        break
-    fi
-    kill -0 "$VMM_PID" 2>/dev/null || break
-    sleep 0.05
-done
-[ "$up" = 1 ] || { echo "FAIL: dstack-vmm did not come up"; cat "$WORK/vmm.log"; exit 1; }
+start_vmm() {
+    "$VMMD" -c "$WORK/vmm.toml" >>"$WORK/vmm.log" 2>&1 &
+    VMM_PID=$!
+    local up=0
+    for _ in $(seq 1 200); do
+        if python3 -c "import socket;s=socket.socket();s.connect(('127.0.0.1',$PORT))" 2>/dev/null; then
+            up=1
+            break
+        fi
+        kill -0 "$VMM_PID" 2>/dev/null || break
+        sleep 0.05
+    done
+    [ "$up" = 1 ] || { echo "FAIL: dstack-vmm did not come up"; cat "$WORK/vmm.log"; exit 1; }
+}
+start_vmm
 
-VMM_URL="http://127.0.0.1:$PORT" VMM_TOKEN="$TOKEN" RUN="$WORK/run" IMG="$IMG" \
-    TIMEOUT="$TIMEOUT" VMM_PID="$VMM_PID" VMMD="$VMMD" VMM_CONF="$WORK/vmm.toml" \
-    VMM_LOG="$WORK/vmm.log" VMM_PID2="$WORK/vmm2.pid" python3 - <<'EOF'
-import base64, json, os, subprocess, sys, time, urllib.error, urllib.request
+cat >"$WORK/client.py" <<'EOF'
+import base64, hashlib, json, os, subprocess, sys, time, urllib.error, urllib.request
 
 URL, RUN, IMG = os.environ["VMM_URL"], os.environ["RUN"], os.environ["IMG"]
 TIMEOUT = float(os.environ["TIMEOUT"])
@@ -158,6 +161,7 @@ compose = json.dumps({"manifest_version": 2, "name": "qemu-boot", "runner": "doc
                       "gateway_enabled": False, "local_key_provider_enabled": False,
                       "public_logs": True, "public_sysinfo": True, "allowed_envs": [],
                       "no_instance_id": False, "secure_time": False})
+PHASE = sys.argv[1]  # "9p": boot, heartbeats, VMM restart; "vhd": the FAT32 host share
 imgs = [i["name"] for i in rpc("ListImages")["images"]]
 check("dstack-test-0.5.3" in imgs, f"test image not listed: {imgs}")
 
@@ -205,6 +209,28 @@ qi = json.loads(subprocess.run(["qemu-img", "info", "-U", "--output=json", hda],
 check(qi["format"] == "qcow2" and qi["virtual-size"] == 2 << 30, f"hda.img: {qi}")
 print("ok - hda.img is a 2 GiB qcow2 data disk")
 
+def events(name):
+    ev = rpc("GetInfo", {"id": vid})["info"]["events"]
+    return [e["body"] for e in ev if e["event"] == name]
+
+
+# the guest reports the SHA-256 of .sys-config.json from the DSTACKSHR disk it mounted
+# ("none" without one: 9p guests have no such disk)
+sc_path = os.path.join(wd, "shared", ".sys-config.json")
+sc_hash = hashlib.sha256(open(sc_path, "rb").read()).hexdigest()
+share = events("guest.share")
+vmc = json.loads(json.loads(read(sc_path))["vm_config"])
+check(vmc["host_share_mode"] == PHASE, f"vm_config.host_share_mode: {vmc['host_share_mode']}")
+if PHASE == "vhd":
+    check(share == [sc_hash], f"guest.share {share}, host .sys-config.json sha256 {sc_hash}")
+    check(os.path.exists(os.path.join(wd, "shared.img")), "shared.img missing")
+    print(f"ok - vhd: the guest mounted the DSTACKSHR disk, its .sys-config.json sha256 matches "
+          f"({sc_hash[:16]}...)")
+else:
+    check(share == ["none"], f"9p guest found a DSTACKSHR disk: {share}")
+    check(not os.path.exists(os.path.join(wd, "shared.img")), "shared.img built in 9p mode")
+
+
 def heartbeats():
     ev = rpc("GetInfo", {"id": vid})["info"]["events"]
     return [e["body"] for e in ev if e["event"] == "guest.heartbeat"]
@@ -212,46 +238,50 @@ def heartbeats():
 
 # the channel stays usable: heartbeats keep arriving, and across a VMM restart (QEMU's
 # chardev redials the new host-api.sock, reconnect=1)
-deadline = time.monotonic() + 30
-while not heartbeats() and time.monotonic() < deadline:
-    time.sleep(0.2)
-check(heartbeats(), "no guest.heartbeat event before the restart")
-os.kill(int(os.environ["VMM_PID"]), 15)
-for _ in range(200):
-    try:
-        os.kill(int(os.environ["VMM_PID"]), 0)
-    except ProcessLookupError:
-        break
-    time.sleep(0.05)
-with open(os.environ["VMM_LOG"], "ab") as log:
-    vmm2 = subprocess.Popen([os.environ["VMMD"], "-c", os.environ["VMM_CONF"]], stdout=log,
-                            stderr=log, stdin=subprocess.DEVNULL)
-with open(os.environ["VMM_PID2"], "w") as f:
-    f.write(str(vmm2.pid))
-t1 = time.monotonic()
-while time.monotonic() - t1 < 10:
-    try:
-        if rpc("GetInfo", {"id": vid})["found"]:
+if PHASE == "9p":
+    deadline = time.monotonic() + 30
+    while not heartbeats() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    check(heartbeats(), "no guest.heartbeat event before the restart")
+    os.kill(int(os.environ["VMM_PID"]), 15)
+    for _ in range(200):
+        try:
+            os.kill(int(os.environ["VMM_PID"]), 0)
+        except ProcessLookupError:
             break
-    except (SystemExit, OSError):
-        pass
-    time.sleep(0.1)
-hb = []
-while not hb and time.monotonic() - t1 < 30:
-    try:
-        hb = heartbeats()
-    except (SystemExit, OSError):
-        pass
-    time.sleep(0.2)
-check(hb, "no guest.heartbeat reached the restarted VMM within 30 s")
-check(rpc("GetInfo", {"id": vid})["info"]["status"] == "running", "VM not running after restart")
-print(f"ok - heartbeats reach the restarted VMM ({time.monotonic() - t1:.1f} s after restart, "
-      f"heartbeat {hb[0]})")
+        time.sleep(0.05)
+    with open(os.environ["VMM_LOG"], "ab") as log:
+        vmm2 = subprocess.Popen([os.environ["VMMD"], "-c", os.environ["VMM_CONF"]], stdout=log,
+                                stderr=log, stdin=subprocess.DEVNULL)
+    with open(os.environ["VMM_PID2"], "w") as f:
+        f.write(str(vmm2.pid))
+    t1 = time.monotonic()
+    while time.monotonic() - t1 < 10:
+        try:
+            if rpc("GetInfo", {"id": vid})["found"]:
+                break
+        except (SystemExit, OSError):
+            pass
+        time.sleep(0.1)
+    hb = []
+    while not hb and time.monotonic() - t1 < 30:
+        try:
+            hb = heartbeats()
+        except (SystemExit, OSError):
+            pass
+        time.sleep(0.2)
+    check(hb, "no guest.heartbeat reached the restarted VMM within 30 s")
+    check(rpc("GetInfo", {"id": vid})["info"]["status"] == "running", "VM not running after restart")
+    print(f"ok - heartbeats reach the restarted VMM ({time.monotonic() - t1:.1f} s after restart, "
+          f"heartbeat {hb[0]})")
 
 pid = int(read(os.path.join(wd, "vm.pid")).split()[0])
 cmd = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")
 check(b"tcg" in cmd and any(a.startswith(b"socket,id=hostapi,path=" + wd.encode()) for a in cmd),
       f"QEMU argv lacks tcg or the host-API chardev: {cmd}")
+if PHASE == "vhd":
+    want = f"file={wd}/shared.img,if=none,id=hd2,format=raw,readonly=on".encode()
+    check(want in cmd, f"QEMU argv lacks {want!r}: {cmd}")
 
 rpc("StopVm", {"id": vid})
 deadline = time.monotonic() + 10
@@ -272,12 +302,27 @@ while os.path.exists(wd) and time.monotonic() < deadline:
 check(not os.path.exists(wd), "workdir left after RemoveVm")
 check(rpc("GetInfo", {"id": vid}) == {"found": False}, "VM still listed after RemoveVm")
 print("ok - RemoveVm removed the VM")
-print(f"boot time: CreateVm -> \"booted\" {elapsed:.2f} s")
+print(f"boot time ({PHASE}): CreateVm -> \"booted\" {elapsed:.2f} s")
 EOF
-rc=$?
-if [ "$rc" -ne 0 ]; then
-    echo "---- vmm.log (tail)"
-    tail -n 30 "$WORK/vmm.log"
-    exit 1
-fi
+
+run_client() { # $1 = phase
+    VMM_URL="http://127.0.0.1:$PORT" VMM_TOKEN="$TOKEN" RUN="$WORK/run" IMG="$IMG" \
+        TIMEOUT="$TIMEOUT" VMM_PID="$VMM_PID" VMMD="$VMMD" VMM_CONF="$WORK/vmm.toml" \
+        VMM_LOG="$WORK/vmm.log" VMM_PID2="$WORK/vmm2.pid" python3 "$WORK/client.py" "$1" || {
+        echo "---- vmm.log (tail)"
+        tail -n 30 "$WORK/vmm.log"
+        exit 1
+    }
+}
+run_client 9p
+# the client restarted the VMM; stop that one and start again with the vhd host share
+wait "$VMM_PID" 2>/dev/null
+VMM_PID=$(cat "$WORK/vmm2.pid")
+rm -f "$WORK/vmm2.pid"
+kill "$VMM_PID"
+while kill -0 "$VMM_PID" 2>/dev/null; do sleep 0.05; done
+VMM_PID=""
+sed -i 's/^accel = "tcg"$/accel = "tcg"\nhost_share_mode = "vhd"/' "$WORK/vmm.toml"
+start_vmm
+run_client vhd
 echo "PASS: dstack-vmm qemu backend boots a TCG guest that reports back over the host API"
