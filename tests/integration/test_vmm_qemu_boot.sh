@@ -325,4 +325,11 @@ VMM_PID=""
 sed -i 's/^accel = "tcg"$/accel = "tcg"\nhost_share_mode = "vhd"/' "$WORK/vmm.toml"
 start_vmm
 run_client vhd
+kill "$VMM_PID" && wait "$VMM_PID" 2>/dev/null
+VMM_PID=""
+if grep -q "Sanitizer" "$WORK/vmm.log"; then
+    echo "FAIL: sanitizer report in vmm.log"
+    grep -A20 "Sanitizer" "$WORK/vmm.log" | head -40
+    exit 1
+fi
 echo "PASS: dstack-vmm qemu backend boots a TCG guest that reports back over the host API"
