@@ -73,6 +73,7 @@
 struct sbx_priv {
     char why[VMM_ERR_MAX]; /* why unusable; "" = usable */
     bool cgroup;           /* cgroup v2 limits available */
+    bool cgroup_v1;        /* else: cgroup v1 cpu + memory hierarchies available */
     char cgroup_why[VMM_ERR_MAX];
     bool cgroup_warned;
 };
@@ -246,11 +247,36 @@ static int write_text(const char *path, const char *text)
     return r;
 }
 
+/*
+ * cgroup v1 fallback (hosts that mount the legacy hierarchies, like our development machines):
+ * the same limits through the cpu controller's CFS quota and the memory controller's hard limit.
+ */
+#define SBX_CGV1_CPU SBX_CGROUP_ROOT "/cpu/dstack-vmm"
+#define SBX_CGV1_MEM SBX_CGROUP_ROOT "/memory/dstack-vmm"
+
+static bool cgroup_v1_setup(struct sbx_priv *p)
+{
+    if (access(SBX_CGROUP_ROOT "/cpu/cpu.cfs_quota_us", F_OK) != 0 ||
+        access(SBX_CGROUP_ROOT "/memory/memory.limit_in_bytes", F_OK) != 0) {
+        return false;
+    }
+    if ((mkdir(SBX_CGV1_CPU, 0755) < 0 && errno != EEXIST) ||
+        (mkdir(SBX_CGV1_MEM, 0755) < 0 && errno != EEXIST)) {
+        snprintf(p->cgroup_why, sizeof(p->cgroup_why), "cannot create the cgroup v1 groups: %s",
+                 strerror(errno));
+        return false;
+    }
+    p->cgroup_v1 = true;
+    return true;
+}
+
 static void cgroup_setup(struct sbx_priv *p)
 {
     if (access(SBX_CGROUP_ROOT "/cgroup.controllers", F_OK) != 0) {
         snprintf(p->cgroup_why, sizeof(p->cgroup_why),
-                 "no cgroup v2 hierarchy at " SBX_CGROUP_ROOT);
+                 "no cgroup v2 hierarchy at " SBX_CGROUP_ROOT " and no writable cgroup v1 "
+                 "cpu and memory hierarchies");
+        (void)cgroup_v1_setup(p);
         return;
     }
     if (mkdir(SBX_CGROUP_DIR, 0755) < 0 && errno != EEXIST) {
@@ -454,12 +480,63 @@ static void cgroup_path(const struct vmm_vm *vm, char *out, size_t size)
     snprintf(out, size, SBX_CGROUP_DIR "/%s", vm->id);
 }
 
+/* cgroup v1: <cpu|memory>/dstack-vmm/<id> with the CFS quota and the memory limit, then pid. */
+static int cgroup_v1_apply(const struct vmm_vm *vm, pid_t pid)
+{
+    char cpu[PATH_MAX], mem[PATH_MAX], file[PATH_MAX + 32], text[64];
+    snprintf(cpu, sizeof(cpu), SBX_CGV1_CPU "/%s", vm->id);
+    snprintf(mem, sizeof(mem), SBX_CGV1_MEM "/%s", vm->id);
+    if ((mkdir(cpu, 0755) < 0 && errno != EEXIST) || (mkdir(mem, 0755) < 0 && errno != EEXIST)) {
+        return -errno;
+    }
+    int r = 0;
+    if (vm->vcpu > 0) {
+        snprintf(file, sizeof(file), "%s/cpu.cfs_period_us", cpu);
+        snprintf(text, sizeof(text), "%d", SBX_CPU_PERIOD);
+        r = write_text(file, text);
+        if (r == 0) {
+            snprintf(file, sizeof(file), "%s/cpu.cfs_quota_us", cpu);
+            snprintf(text, sizeof(text), "%llu", (unsigned long long)vm->vcpu * SBX_CPU_PERIOD);
+            r = write_text(file, text);
+        }
+    }
+    if (r == 0 && vm->memory_mb > 0) {
+        snprintf(file, sizeof(file), "%s/memory.limit_in_bytes", mem);
+        snprintf(text, sizeof(text), "%llu", (unsigned long long)vm->memory_mb << 20);
+        r = write_text(file, text);
+    }
+    snprintf(text, sizeof(text), "%d", (int)pid);
+    if (r == 0) {
+        snprintf(file, sizeof(file), "%s/cgroup.procs", cpu);
+        r = write_text(file, text);
+    }
+    if (r == 0) {
+        snprintf(file, sizeof(file), "%s/cgroup.procs", mem);
+        r = write_text(file, text);
+    }
+    return r;
+}
+
 /* Put pid into the VM's group with cpu.max/memory.max; record what was (not) enforced. */
 static void cgroup_apply(struct sbx_priv *p, const struct vmm_vm *vm, pid_t pid)
 {
     char cg[PATH_MAX], file[PATH_MAX + 32], text[64], rec[PATH_MAX];
     char note[VMM_ERR_MAX + 64];
     (void)wd_file(vm, "sandbox/limits", rec, sizeof(rec));
+    if (p->cgroup_v1) {
+        int r = cgroup_v1_apply(vm, pid);
+        if (r == 0) {
+            snprintf(note, sizeof(note),
+                     "enforced cgroup-v1 cpu.cfs_quota_us=%u00000 memory.limit_in_bytes=%uMiB\n",
+                     vm->vcpu, vm->memory_mb);
+            if (ds_write_file_atomic(rec, note, strlen(note), 0644) < 0) {
+                log_warnx("sandbox %s: cannot record the limits", vm->id);
+            }
+            return;
+        }
+        snprintf(p->cgroup_why, sizeof(p->cgroup_why), "cannot configure the cgroup v1 groups: %s",
+                 ds_strerror(r));
+    }
     if (p->cgroup) {
         cgroup_path(vm, cg, sizeof(cg));
         int r = mkdir(cg, 0755) < 0 && errno != EEXIST ? -errno : 0;
@@ -505,6 +582,10 @@ static void cgroup_remove(const struct vmm_vm *vm)
 {
     char cg[PATH_MAX];
     cgroup_path(vm, cg, sizeof(cg));
+    (void)rmdir(cg);
+    snprintf(cg, sizeof(cg), SBX_CGV1_CPU "/%s", vm->id);
+    (void)rmdir(cg);
+    snprintf(cg, sizeof(cg), SBX_CGV1_MEM "/%s", vm->id);
     (void)rmdir(cg);
 }
 

@@ -198,6 +198,26 @@ def main():
         die("serial.log lacks the init's output:\n" + serial)
     if "tee=sim:/dstack/.tee/tdx.sock" not in serial: die("DSTACK_TEE not set in the guest")
     ok("init's console in serial.log, DSTACK_TEE=sim:/dstack/.tee/tdx.sock, data disk mounted")
+    # ---- resource limits from vcpu/memory (cgroup v2, or the v1 cpu + memory hierarchies) ----
+    limits = open(W + "/run/%s/sandbox/limits" % vid).read()
+    V1 = "/sys/fs/cgroup/%s/dstack-vmm/" + vid
+    if os.path.exists("/sys/fs/cgroup/cgroup.controllers"):
+        cg = "/sys/fs/cgroup/dstack-vmm/" + vid
+        if open(cg + "/cpu.max").read().split() != ["200000", "100000"]: die("cpu.max")
+        if int(open(cg + "/memory.max").read()) != 384 << 20: die("memory.max")
+        if not open(cg + "/cgroup.procs").read().split(): die("sandbox not in its cgroup")
+    elif os.path.exists("/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        if int(open(V1 % "cpu" + "/cpu.cfs_quota_us").read()) != 200000: die("cfs quota")
+        if int(open(V1 % "memory" + "/memory.limit_in_bytes").read()) != 384 << 20:
+            die("memory limit")
+        for c in ("cpu", "memory"):
+            if not open(V1 % c + "/cgroup.procs").read().split(): die("sandbox not in %s group" % c)
+    else:
+        if not limits.startswith("not enforced"): die("limits claimed without cgroups: " + limits)
+    if os.path.exists("/sys/fs/cgroup/cgroup.controllers") or \
+            os.path.exists("/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        if not limits.startswith("enforced"): die("limits not enforced: " + limits)
+    ok("vcpu/memory limits: " + limits.strip())
     # ---- TD registers ----
     tdsock = W + "/sim/tds/%s/tdx.sock" % vid
     r = sim("read", "--socket", tdsock)
@@ -322,6 +342,9 @@ def after_restart():
         if os.path.exists(bf): die("loop device %s still attached" % name)
     if vid in sim("list-tds", "--state-dir", W + "/sim").stdout: die("TD left after RemoveVm")
     if os.path.exists("/sys/fs/cgroup/dstack-vmm/" + vid): die("cgroup left after RemoveVm")
+    for c in ("cpu", "memory"):
+        if os.path.exists("/sys/fs/cgroup/%s/dstack-vmm/%s" % (c, vid)):
+            die("cgroup v1 %s group left after RemoveVm" % c)
     if vid in open("/proc/self/mountinfo").read(): die("a mount of the VM left on the host")
     leases = "/run/dstack-sandbox/ip"
     if any(open(os.path.join(leases, f)).read().endswith(vid) for f in os.listdir(leases)):
