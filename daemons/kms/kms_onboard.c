@@ -346,7 +346,7 @@ int kms_onboard_from(struct kms *k, const char *source_url, const char *domain, 
     struct ds_kms_boot_info src = {0};
     struct ds_kms_decision d = {0};
     EVP_PKEY *ca_key = NULL, *my_key = NULL;
-    X509 *ca_cert = NULL, *my_cert = NULL;
+    X509 *ca_cert = NULL, *my_cert = NULL, *src_cert = NULL;
     uint8_t k256[DS_KEY_SIZE];
     struct kms_kp_reply rep = {0};
     (void)domain;
@@ -371,6 +371,10 @@ int kms_onboard_from(struct kms *k, const char *source_url, const char *domain, 
     if (r < 0) {
         goto out;
     }
+    /* The keys come over a second connection: it must reach the attested server, not
+     * whoever answers that connection (a network attacker forwarding only the first one). */
+    src_cert = resp.server_cert;
+    X509_up_ref(src_cert);
     /* 3. is the source allowed (our backend, bootAuth/kms)? */
     if (src.os_image_hash_len == 0) {
         const struct ds_kms_boot_info *self = NULL;
@@ -414,6 +418,13 @@ int kms_onboard_from(struct kms *k, const char *source_url, const char *domain, 
     if (r < 0) {
         goto out;
     }
+    if (!resp.server_cert || X509_cmp(resp.server_cert, src_cert) != 0) {
+        snprintf(err, n,
+                 "GetKmsKey: the source KMS presented a different certificate than the "
+                 "attested one");
+        r = -DS_E_MISMATCH;
+        goto out;
+    }
     json_t *first = json_array_get(json_object_get(keys, "keys"), 0);
     const char *ca_pem = get_str(first, "ca_key"), *k_hex = get_str(first, "k256_key");
     const char *tmp_pem = get_str(keys, "temp_ca_key");
@@ -445,6 +456,7 @@ out:
     X509_free(ca_cert);
     EVP_PKEY_free(my_key);
     X509_free(my_cert);
+    X509_free(src_cert);
     ds_kms_decision_done(&d);
     ds_kms_boot_info_done(&src);
     http_resp_done(&resp);
