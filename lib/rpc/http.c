@@ -321,6 +321,11 @@ int rpc_head_parse(const char *data, size_t len, const struct ds_rpc_limits *lim
     } else {
         h.keep_alive = conn && list_has_token(conn, "keep-alive");
         h.expect_continue = false;
+        /* RFC 9112 §6.1: an HTTP/1.0 message with Transfer-Encoding has faulty framing for
+         * a 1.0 intermediary, which may see the chunked body as the next request: close. */
+        if (h.chunked) {
+            h.keep_alive = false;
+        }
     }
     *out = h;
     memset(&h, 0, sizeof(h));

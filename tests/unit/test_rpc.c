@@ -675,6 +675,14 @@ static void test_head_parse(void **state)
         parse("POST /x HTTP/1.1\r\nTransfer-Encoding: Chunked\r\n\r\n", &h, &status, &msg), 0);
     assert_true(h.chunked);
     rpc_head_done(&h);
+    /* HTTP/1.0 with Transfer-Encoding: parsed, but the connection is not kept (smuggling). */
+    assert_int_equal(parse("POST /x HTTP/1.0\r\nConnection: keep-alive\r\n"
+                           "Transfer-Encoding: chunked\r\n\r\n",
+                           &h, &status, &msg),
+                     0);
+    assert_true(h.chunked);
+    assert_false(h.keep_alive);
+    rpc_head_done(&h);
 
     static const struct {
         const char *req;
