@@ -28,6 +28,10 @@ APT_PACKAGES=(
   # cloud kernel for the guest, busybox-static + cpio for its initramfs
   # (scripts/build-test-guest.sh).
   qemu-system-x86 linux-image-cloud-amd64 busybox-static cpio
+  # containers inside a sandbox CVM (scripts/build-guest-image.sh copies them into the guest
+  # rootfs; tests/integration/test_sandbox_containers.sh): Debian's Docker engine (dockerd,
+  # containerd, runc, docker-proxy), docker-compose v1 (python3) and iptables for its networks
+  docker.io docker-compose iptables
 )
 
 SUDO=""
