@@ -209,6 +209,30 @@ static int collect_init_scripts(const struct ds_event_log *log, struct ds_app_in
     return 0;
 }
 
+/*
+ * A V1 runtime digest is H(type ":" name ":" payload), so a name containing ':' splits the same
+ * bytes differently: a log may re-label a genuine event whose payload holds a ':' (an app-id
+ * starting with ':' read as the event "app-id:", a key-provider JSON as "key-provider:{...")
+ * and so hide it, letting a later event of that name stand as the identity. dstack never emits
+ * such names before system-ready, which is where the identity is read: refuse them there.
+ */
+static int check_identity_names(const struct ds_event_log *log)
+{
+    for (size_t i = 0; i < log->count; i++) {
+        const struct ds_event *ev = &log->events[i];
+        if (!ds_event_is_runtime(ev)) {
+            continue;
+        }
+        if (strcmp(ev->name, DS_EVENT_SYSTEM_READY) == 0) {
+            break;
+        }
+        if (ev->version == 1 && strchr(ev->name, ':')) {
+            return -DS_E_FORMAT;
+        }
+    }
+    return 0;
+}
+
 int ds_app_info_decode(const struct ds_event_log *log, const struct ds_td_report *td,
                        const uint8_t *ppid, size_t ppid_len, const char *vm_config, bool boottime,
                        struct ds_app_info *out)
@@ -219,7 +243,11 @@ int ds_app_info_decode(const struct ds_event_log *log, const struct ds_td_report
     int r;
 
     memset(&info, 0, sizeof(info));
-    r = dup_payload(ds_eventlog_find_event(log, DS_EVENT_APP_ID), &info.app_id, &info.app_id_len);
+    r = check_identity_names(log);
+    if (r == 0) {
+        r = dup_payload(ds_eventlog_find_event(log, DS_EVENT_APP_ID), &info.app_id,
+                        &info.app_id_len);
+    }
     if (r == 0) {
         r = dup_payload(ds_eventlog_find_event(log, DS_EVENT_COMPOSE_HASH), &info.compose_hash,
                         &info.compose_hash_len);

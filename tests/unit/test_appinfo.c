@@ -342,6 +342,50 @@ static void test_app_info_sparse(void **state)
     assert_int_equal(kp_parse("{\"name\":\"x\",\"id\":\"0\"}", &name, &id, &id_len), -DS_E_FORMAT);
 }
 
+/*
+ * V1 digest ambiguity: H(type ":" "app-id" ":" (':' || rest)) is also the digest of an event
+ * named "app-id:" with payload rest. A log that re-labels the genuine app-id that way (same
+ * RTMR3) must not let a later forged "app-id" event (before system-ready) become the identity.
+ */
+static void test_app_info_colon_relabel(void **state)
+{
+    struct ds_event_log *genuine = NULL, *forged = NULL;
+    struct ds_td_report td;
+    struct ds_app_info info;
+    uint8_t own[20], victim[20], compose[32];
+    fill(own, sizeof(own), 0x70);
+    own[0] = ':';
+    fill(victim, sizeof(victim), 0x90);
+    fill(compose, sizeof(compose), 0xa0);
+    assert_int_equal(ds_eventlog_new(&genuine), 0);
+    assert_int_equal(ds_eventlog_new(&forged), 0);
+    assert_int_equal(ds_eventlog_append_runtime(genuine, "app-id", own, sizeof(own), 1), 0);
+    assert_int_equal(ds_eventlog_append_runtime(forged, "app-id:", own + 1, sizeof(own) - 1, 1), 0);
+    struct ds_event_log *both[2] = {genuine, forged};
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(ds_eventlog_append_runtime(both[i], "compose-hash", compose, 32, 1), 0);
+        assert_int_equal(ds_eventlog_append_runtime(both[i], "app-id", victim, 20, 1), 0);
+        assert_int_equal(ds_eventlog_append_runtime(both[i], "system-ready", NULL, 0, 1), 0);
+    }
+    make_td(&td, false);
+    assert_int_equal(ds_eventlog_replay_runtime_sha384(genuine, NULL, td.rtmr[3]), 0);
+    /* the forged log replays to the same RTMR3 ... */
+    assert_int_equal(ds_eventlog_verify_rtmr3(forged, &td), 0);
+    /* ... but its identity is refused instead of reading the victim's app id */
+    assert_int_equal(ds_app_info_decode(forged, &td, NULL, 0, NULL, false, &info), -DS_E_FORMAT);
+    /* the genuine log still decodes, with its own (first) app id */
+    assert_int_equal(ds_app_info_decode(genuine, &td, NULL, 0, NULL, false, &info), 0);
+    assert_int_equal(info.app_id_len, 20);
+    assert_memory_equal(info.app_id, own, 20);
+    ds_app_info_done(&info);
+    /* names with ':' after system-ready (application events) stay allowed */
+    assert_int_equal(ds_eventlog_append_runtime(genuine, "my:event", "x", 1, 1), 0);
+    assert_int_equal(ds_app_info_decode(genuine, &td, NULL, 0, NULL, false, &info), 0);
+    ds_app_info_done(&info);
+    ds_eventlog_free(genuine);
+    ds_eventlog_free(forged);
+}
+
 /* ---- mr_config_id and report_data vs. a Python oracle ------------------------------------ */
 
 static const char *oracle_py =
@@ -473,6 +517,7 @@ int main(void)
         cmocka_unit_test(test_app_info_boottime),
         cmocka_unit_test(test_app_info_vm_config),
         cmocka_unit_test(test_app_info_sparse),
+        cmocka_unit_test(test_app_info_colon_relabel),
         cmocka_unit_test(test_mr_config_and_report_data),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
