@@ -381,6 +381,13 @@ static int parse_chunk_size(const uint8_t *p, size_t n, uint64_t *out)
             return -DS_E_FORMAT;
         }
     }
+    /* Extensions are ignored but may hold no control characters: a bare CR in one ends the
+     * line for some intermediaries, which then frame the body differently (smuggling). */
+    for (; i < n; i++) {
+        if ((p[i] < 0x20 && p[i] != '\t') || p[i] == 0x7f) {
+            return -DS_E_FORMAT;
+        }
+    }
     *out = v;
     return 0;
 }

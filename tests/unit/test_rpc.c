@@ -762,9 +762,13 @@ static void test_chunked(void **state)
         const char *in;
         int err;
     } bad[] = {
-        {"x\r\n", -DS_E_FORMAT},   {"4\r\nWikiX\r\n", -DS_E_FORMAT},
-        {"4 x\r\n", -DS_E_FORMAT}, {"fffffffffffffffff\r\n", -DS_E_LIMIT},
-        {"401\r\n", -DS_E_LIMIT}, /* 1025 > the body limit of 1024 */
+        {"x\r\n", -DS_E_FORMAT},
+        {"4\r\nWikiX\r\n", -DS_E_FORMAT},
+        {"4 x\r\n", -DS_E_FORMAT},
+        {"fffffffffffffffff\r\n", -DS_E_LIMIT},
+        {"401\r\n", -DS_E_LIMIT},                      /* 1025 > the body limit of 1024 */
+        {"4;a\rb\r\nWiki\r\n0\r\n\r\n", -DS_E_FORMAT}, /* bare CR in an extension */
+        {"4;a\x01\r\nWiki\r\n0\r\n\r\n", -DS_E_FORMAT},
     };
     for (size_t i = 0; i < DS_ARRAY_SIZE(bad); i++) {
         struct rpc_chunked cc = {0};
