@@ -10,7 +10,8 @@
 # KMS over RA-TLS), the guest agent, dockerd + docker-compose, and reports "booted". Then the
 # app answers through the mapped port with the GREETING, backend's answer, and SHA-256 of the
 # key GetKey returns for that app (read independently from the guest agent's socket). Prints
-# the time from deploy to the app answering. Needs root and docker.io + docker-compose
+# the time from deploy to the app answering. Negative: the app without the archive fails the
+# boot with boot_error "docker-compose up: ...". Needs root and docker.io + docker-compose
 # (exit 77 otherwise).
 set -u
 
@@ -29,10 +30,12 @@ for b in dstack-vmm dstack-tee-sim dstack-kms dstack dstack-util dstack-guest-ag
 done
 
 WORK=$(mktemp -d /tmp/test_sandbox_containers.XXXXXX)
-VMM_PID="" SIM_PID="" KMS_PID="" VM_ID=""
+VMM_PID="" SIM_PID="" KMS_PID="" VM_ID="" VM2=""
 cleanup() {
-    if [ -n "$VM_ID" ] && [ -n "$VMM_PID" ]; then
-        DSTACK_VMM_URL="unix:$WORK/vmm.sock" "$BIN/dstack" rm "$VM_ID" >/dev/null 2>&1
+    if [ -n "$VMM_PID" ]; then
+        for id in $VM_ID $VM2; do
+            DSTACK_VMM_URL="unix:$WORK/vmm.sock" "$BIN/dstack" rm "$id" >/dev/null 2>&1
+        done
     fi
     [ -n "$VMM_PID" ] && kill "$VMM_PID" 2>/dev/null && wait "$VMM_PID" 2>/dev/null
     for f in "$WORK"/run/*/vm.pid "$WORK"/run/*/sandbox/forwarder.pid; do
@@ -42,12 +45,12 @@ cleanup() {
     [ -n "$SIM_PID" ] && kill "$SIM_PID" 2>/dev/null && wait "$SIM_PID" 2>/dev/null
     sleep 0.3
     # the guest's dockerd puts its containers under /dstack-guest-<vm id> in each hierarchy
-    if [ -n "$VM_ID" ]; then
-        for d in /sys/fs/cgroup/*/dstack-guest-"$VM_ID"; do
+    for id in $VM_ID $VM2; do
+        for d in /sys/fs/cgroup/*/dstack-guest-"$id"; do
             [ -d "$d" ] || continue
             find "$d" -depth -type d -exec rmdir {} + 2>/dev/null
         done
-    fi
+    done
     if [ -n "${SANDBOX_KEEP:-}" ]; then echo "kept $WORK"; else rm -rf "$WORK"; fi
 }
 trap cleanup EXIT
@@ -129,14 +132,14 @@ cp "$WORK/hello-images.tar" "$WORK/run/$VM_ID/shared/images.tar" || fail "copy i
 "${CLI[@]}" start "$VM_ID" >/dev/null || fail "dstack start"
 echo "ok - deployed $VM_ID (app $APP_ID), images in its host share, started"
 
-booted=""
+booted="" st=""
 for _ in $(seq 1 1200); do
     "${CLI[@]}" info "$VM_ID" --json >"$WORK/info.json" 2>/dev/null || true
-    st=$(python3 -c 'import json,sys; i=json.load(open(sys.argv[1])); print(i.get("boot_progress",""), "|", i.get("boot_error",""), "|", i.get("status",""))' "$WORK/info.json" 2>/dev/null)
+    st=$(python3 -c 'import json,sys; i=json.load(open(sys.argv[1]))
+print("%s|%s" % (i.get("boot_progress") or "", i.get("boot_error") or ""))' "$WORK/info.json" 2>/dev/null)
     case "$st" in
-        booted*) booted=1; break ;;
-        *"| |"*) ;;
-        *) [ -n "$st" ] && case "$st" in *"|  |"*) ;; *) fail "boot error: $st" ;; esac ;;
+        "booted|") booted=1; break ;;
+        *"|"?*) fail "boot error: $st" ;;
     esac
     sleep 0.1
 done
@@ -193,4 +196,23 @@ for _ in $(seq 1 50); do grep -q "engine stopped" "$WORK/run/$VM_ID/serial.log" 
 grep -q "SIGTERM, shutting down" "$WORK/run/$VM_ID/serial.log" || fail "init did not shut down cleanly"
 grep -q "engine stopped" "$WORK/run/$VM_ID/serial.log" || fail "init did not stop the engine"
 echo "ok - SIGTERM: compose down, engine stopped, init exited"
+# Negative: the same app without the images archive in its share. The guest cannot pull
+# (no registry on its localhost), so compose fails and init reports a boot.error naming the step.
+"${CLI[@]}" deploy --name hello-noimg --image dstack-guest-0.5.0 \
+    --compose "$SRC/examples/hello/app-compose.json" --memory 1G --disk 1 \
+    --kms-url "https://$GW:$KMS_PORT" --json >"$WORK/deploy2.json" 2>"$WORK/deploy2.err" ||
+    { cat "$WORK/deploy2.err"; fail "dstack deploy (no images)"; }
+VM2=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["id"])' "$WORK/deploy2.json")
+err=""
+for _ in $(seq 1 600); do
+    err=$("${CLI[@]}" info "$VM2" --json 2>/dev/null |
+        python3 -c 'import json,sys; print(json.load(sys.stdin).get("boot_error") or "")' 2>/dev/null)
+    [ -n "$err" ] && break
+    sleep 0.1
+done
+"${CLI[@]}" rm "$VM2" >/dev/null 2>&1
+case "$err" in
+    "docker-compose up: "*) echo "ok - without images.tar: boot_error '${err:0:80}...'" ;;
+    *) fail "without images.tar: boot_error '$err', want 'docker-compose up: ...'" ;;
+esac
 echo "PASS"
