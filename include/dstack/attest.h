@@ -14,14 +14,14 @@
 
 /* ---- quotes (spec §1) ---------------------------------------------------------------------- */
 
-#define DS_QUOTE_MAX_SIZE (1024 * 1024)   /* dcap-qvl caps each variable field at 1 MiB */
-#define DS_TEE_TYPE_SGX 0x00000000u
-#define DS_TEE_TYPE_TDX 0x00000081u
+#define DS_QUOTE_MAX_SIZE     (1024 * 1024) /* dcap-qvl caps each variable field at 1 MiB */
+#define DS_TEE_TYPE_SGX       0x00000000u
+#define DS_TEE_TYPE_TDX       0x00000081u
 #define DS_AK_TYPE_ECDSA_P256 2
 #define DS_AK_TYPE_ECDSA_P384 3
-#define DS_SGX_REPORT_SIZE 384
-#define DS_TD10_REPORT_SIZE 584
-#define DS_TD15_REPORT_SIZE 648
+#define DS_SGX_REPORT_SIZE    384
+#define DS_TD10_REPORT_SIZE   584
+#define DS_TD15_REPORT_SIZE   648
 
 enum ds_report_kind { DS_REPORT_SGX = 1, DS_REPORT_TD10 = 2, DS_REPORT_TD15 = 3 };
 
@@ -67,22 +67,22 @@ struct ds_quote {
     uint8_t qe_vendor_id[16];
     uint8_t user_data[20];
     enum ds_report_kind kind;
-    struct ds_sgx_report sgx;  /* when kind == DS_REPORT_SGX */
-    struct ds_td_report td;    /* when kind is TD10 or TD15 */
+    struct ds_sgx_report sgx;   /* when kind == DS_REPORT_SGX */
+    struct ds_td_report td;     /* when kind is TD10 or TD15 */
     const uint8_t *signed_data; /* header (+ v5 descriptor) + body */
     size_t signed_len;
-    uint8_t signature[64];      /* r||s over signed_data */
-    uint8_t attest_key[64];     /* P-256 X||Y */
+    uint8_t signature[64];        /* r||s over signed_data */
+    uint8_t attest_key[64];       /* P-256 X||Y */
     const uint8_t *qe_report_raw; /* 384 bytes */
     struct ds_sgx_report qe_report;
     uint8_t qe_report_signature[64];
     const uint8_t *qe_auth_data;
     size_t qe_auth_len;
-    uint16_t outer_cert_type;   /* 6 for v4/v5; for v3 equal to cert_type */
-    uint16_t cert_type;         /* inner certification data type (5 = PEM PCK chain) */
+    uint16_t outer_cert_type; /* 6 for v4/v5; for v3 equal to cert_type */
+    uint16_t cert_type;       /* inner certification data type (5 = PEM PCK chain) */
     const uint8_t *cert_data;
     size_t cert_data_len;
-    size_t trailing_len;        /* bytes after the auth data (tolerated) */
+    size_t trailing_len; /* bytes after the auth data (tolerated) */
 };
 
 /*
@@ -98,22 +98,22 @@ const uint8_t *ds_quote_report_data(const struct ds_quote *q);
 /* ---- collateral (spec §2.1, §2.8) ---------------------------------------------------------- */
 
 struct ds_collateral {
-    char *pck_crl_issuer_chain;    /* PEM */
-    uint8_t *root_ca_crl;          /* DER */
+    char *pck_crl_issuer_chain; /* PEM */
+    uint8_t *root_ca_crl;       /* DER */
     size_t root_ca_crl_len;
-    uint8_t *pck_crl;              /* DER */
+    uint8_t *pck_crl; /* DER */
     size_t pck_crl_len;
-    char *tcb_info_issuer_chain;   /* PEM */
-    char *tcb_info;                /* exact signed JSON bytes */
+    char *tcb_info_issuer_chain; /* PEM */
+    char *tcb_info;              /* exact signed JSON bytes */
     size_t tcb_info_len;
-    uint8_t *tcb_info_signature;   /* raw r||s */
+    uint8_t *tcb_info_signature; /* raw r||s */
     size_t tcb_info_signature_len;
     char *qe_identity_issuer_chain;
-    char *qe_identity;             /* exact signed JSON bytes */
+    char *qe_identity; /* exact signed JSON bytes */
     size_t qe_identity_len;
     uint8_t *qe_identity_signature;
     size_t qe_identity_signature_len;
-    char *pck_certificate_chain;   /* optional PEM, NULL when absent */
+    char *pck_certificate_chain; /* optional PEM, NULL when absent */
 };
 
 #define DS_COLLATERAL_MAX_JSON (4 * 1024 * 1024)
@@ -158,19 +158,19 @@ DS_MUST_USE int ds_tcb_status_parse(const char *s, enum ds_tcb_status *out);
 /* The step that failed, in verification order; names are stable (JSON `failed_step`). */
 enum ds_verify_step {
     DS_STEP_NONE = 0,
-    DS_STEP_COLLATERAL,        /* "collateral": CRL/JSON decode */
-    DS_STEP_ROOT_CA,           /* "root_ca": anchor validity and root CA CRL */
-    DS_STEP_QUOTE_FORMAT,      /* "quote_format" */
-    DS_STEP_TCB_INFO,          /* "tcb_info": dates, chain, signature, JSON */
-    DS_STEP_QE_IDENTITY,       /* "qe_identity": dates, chain, signature, JSON, id/version */
-    DS_STEP_PCK_CHAIN,         /* "pck_chain": chain to root with CRLs, SGX extension */
+    DS_STEP_COLLATERAL,          /* "collateral": CRL/JSON decode */
+    DS_STEP_ROOT_CA,             /* "root_ca": anchor validity and root CA CRL */
+    DS_STEP_QUOTE_FORMAT,        /* "quote_format" */
+    DS_STEP_TCB_INFO,            /* "tcb_info": dates, chain, signature, JSON */
+    DS_STEP_QE_IDENTITY,         /* "qe_identity": dates, chain, signature, JSON, id/version */
+    DS_STEP_PCK_CHAIN,           /* "pck_chain": chain to root with CRLs, SGX extension */
     DS_STEP_QE_REPORT_SIGNATURE, /* "qe_report_signature" */
-    DS_STEP_QE_REPORT_BINDING, /* "qe_report_binding" */
-    DS_STEP_QE_IDENTITY_POLICY, /* "qe_identity_policy": mrsigner/prodid/misc/attrs/isvsvn */
-    DS_STEP_QUOTE_SIGNATURE,   /* "quote_signature" */
-    DS_STEP_PLATFORM_TCB,      /* "platform_tcb": fmspc, pceid, level match, module identity */
-    DS_STEP_TCB_STATUS,        /* "tcb_status": Revoked */
-    DS_STEP_ATTRIBUTES,        /* "attributes": debug, reserved bits, SEPT_VE, service TD */
+    DS_STEP_QE_REPORT_BINDING,   /* "qe_report_binding" */
+    DS_STEP_QE_IDENTITY_POLICY,  /* "qe_identity_policy": mrsigner/prodid/misc/attrs/isvsvn */
+    DS_STEP_QUOTE_SIGNATURE,     /* "quote_signature" */
+    DS_STEP_PLATFORM_TCB,        /* "platform_tcb": fmspc, pceid, level match, module identity */
+    DS_STEP_TCB_STATUS,          /* "tcb_status": Revoked */
+    DS_STEP_ATTRIBUTES,          /* "attributes": debug, reserved bits, SEPT_VE, service TD */
     DS_STEP_MAX
 };
 const char *ds_verify_step_name(enum ds_verify_step s);
@@ -180,9 +180,9 @@ const char *ds_verify_step_name(enum ds_verify_step s);
 struct ds_verify_result {
     bool ok;
     enum ds_verify_step failed_step;
-    int err;                      /* negative code on failure */
-    char message[256];            /* precise reason on failure */
-    enum ds_tcb_status status;    /* final merged status (valid when ok) */
+    int err;                   /* negative code on failure */
+    char message[256];         /* precise reason on failure */
+    enum ds_tcb_status status; /* final merged status (valid when ok) */
     enum ds_tcb_status platform_status;
     enum ds_tcb_status qe_status;
     char *advisory_ids[DS_ADVISORY_MAX]; /* malloc'd strings, final merged list */
@@ -190,7 +190,7 @@ struct ds_verify_result {
     uint8_t fmspc[6];
     uint8_t ppid[16];
     uint8_t pce_id[2];
-    struct ds_quote quote;        /* parsed quote; borrowed pointers into the caller's bytes */
+    struct ds_quote quote; /* parsed quote; borrowed pointers into the caller's bytes */
 };
 void ds_verify_result_done(struct ds_verify_result *r);
 
@@ -201,8 +201,7 @@ struct ds_verifier;
  * NULL. The verifier owns caches of verified chains and collateral keyed by their bytes; it is
  * not thread-safe (use one per thread).
  */
-DS_MUST_USE int ds_verifier_new(const uint8_t *root_der, size_t root_len,
-                                struct ds_verifier **out);
+DS_MUST_USE int ds_verifier_new(const uint8_t *root_der, size_t root_len, struct ds_verifier **out);
 void ds_verifier_free(struct ds_verifier *v);
 void ds_verifier_clear_cache(struct ds_verifier *v);
 /* Policy switches (default false: fail closed). */

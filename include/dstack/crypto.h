@@ -13,9 +13,9 @@
 
 #include "dstack/base.h"
 
-#define DS_SHA256_LEN 32
-#define DS_SHA384_LEN 48
-#define DS_SHA512_LEN 64
+#define DS_SHA256_LEN    32
+#define DS_SHA384_LEN    48
+#define DS_SHA512_LEN    64
 #define DS_KECCAK256_LEN 32
 #define DS_KECCAK384_LEN 48
 #define DS_KECCAK512_LEN 64
@@ -82,8 +82,8 @@ DS_MUST_USE int ds_ecdsa_verify_raw(enum ds_ec_curve curve, const uint8_t *pub, 
                                     size_t sig_len);
 /* Same, with the digest already computed (digest_len = 32, 48 or 64). */
 DS_MUST_USE int ds_ecdsa_verify_digest(enum ds_ec_curve curve, const uint8_t *pub, size_t pub_len,
-                                       const uint8_t *digest, size_t digest_len,
-                                       const uint8_t *sig, size_t sig_len);
+                                       const uint8_t *digest, size_t digest_len, const uint8_t *sig,
+                                       size_t sig_len);
 /*
  * Sign SHA-256/384(msg) with private scalar priv (size bytes); writes r||s (2*size bytes) to
  * sig. Deterministic nonces are not required; OpenSSL's randomized ECDSA is used.
@@ -120,7 +120,8 @@ DS_MUST_USE int ds_k256_verify(const uint8_t *pub, size_t pub_len, const uint8_t
 /* true when priv is a valid secp256k1 scalar (non-zero, below the order). */
 bool ds_k256_valid_private(const uint8_t priv[32]);
 
-/* ---- Ed25519 / X25519 (OpenSSL) ---------------------------------------------------------------- */
+/* ---- Ed25519 / X25519 (OpenSSL) ----------------------------------------------------------------
+ */
 
 DS_MUST_USE int ds_ed25519_public(const uint8_t seed[32], uint8_t out_pub[32]);
 DS_MUST_USE int ds_ed25519_sign(const uint8_t seed[32], const void *msg, size_t len,
