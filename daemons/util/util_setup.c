@@ -710,11 +710,13 @@ static int decrypt_env(struct setup *s)
         s->decrypted_env_json_len = s->decrypted_env_json ? strlen(s->decrypted_env_json) : 0;
     }
     json_decref(obj);
+    /* the count is read before the list is freed (ds_env_list_free zeroes it) */
+    size_t n_decrypted = env.count;
     ds_env_list_free(&env);
     if (r < 0 || !obj) {
         return fail(s, r < 0 ? r : -ENOMEM, "encrypted env: rendering: %s", ds_strerror(r));
     }
-    log_info("encrypted env: %zu variable(s) decrypted", env.count);
+    log_info("encrypted env: %zu variable(s) decrypted", n_decrypted);
     return 0;
 }
 
