@@ -174,4 +174,23 @@ int cli_print_json(json_t *j);
 
 int verify_attestation_run(const struct verify_opts *o);
 
+/* What `verify app` requires beyond a valid attestation. */
+struct verify_app_expect {
+    const uint8_t *report_data; /* DS_REPORT_DATA_SIZE bytes (the fresh nonce) */
+    const char *app_id;         /* lowercase hex the event log must declare */
+    const char *vm_id;          /* for the report */
+};
+
+/*
+ * Verify a GetQuote JSON object fetched for `verify app` (what names its source in input
+ * errors) with the `verify attestation` pipeline, plus the nonce and app id checks; prints the
+ * result and the chain of trust. Returns CLI_EXIT_OK / CLI_EXIT_FAIL / CLI_EXIT_USAGE.
+ */
+int verify_attestation_run_app(const struct verify_opts *o, json_t *root, const char *what,
+                               const struct verify_app_expect *exp);
+
+/* `dstack verify app` (verify_app.c). argv[0] is the first argument after "app". */
+int verify_app_main(int argc, char **argv);
+void verify_app_usage(FILE *out);
+
 #endif /* DSTACK_CLI_H */

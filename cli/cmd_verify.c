@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * `dstack verify quote` and `dstack verify attestation`: the verification commands. This file
+ * `dstack verify quote`, `dstack verify attestation` and `dstack verify app` (verify_app.c):
+ * the verification commands. This file
  * holds their option tables, usage text and the `verify quote` flow (read the quote, pick the
  * trust anchor, get collateral, verify, print). The shared input handling is in
  * verify_input.c, the verdict rendering in verify_report.c and the attestation flow (event
@@ -47,6 +48,8 @@ void cmd_verify_usage(FILE *out)
     usage_quote(out);
     fputc('\n', out);
     usage_attestation(out);
+    fputc('\n', out);
+    verify_app_usage(out);
     fprintf(out, "\nexit codes: 0 verified, 1 verification failed, 2 usage or input error\n");
 }
 
@@ -149,12 +152,13 @@ static const struct {
 } verify_cmds[] = {
     {"quote", verify_quote_main},
     {"attestation", verify_attestation_main},
+    {"app", verify_app_main},
 };
 
 int cmd_verify(int argc, char **argv)
 {
     if (argc < 2) {
-        cli_errx("verify: expected 'quote' or 'attestation'");
+        cli_errx("verify: expected 'quote', 'attestation' or 'app'");
         cmd_verify_usage(stderr);
         return CLI_EXIT_USAGE;
     }
@@ -167,6 +171,6 @@ int cmd_verify(int argc, char **argv)
             return verify_cmds[i].run(argc - 2, argv + 2);
         }
     }
-    cli_errx("verify: unknown command '%s' (expected 'quote' or 'attestation')", argv[1]);
+    cli_errx("verify: unknown command '%s' (expected 'quote', 'attestation' or 'app')", argv[1]);
     return CLI_EXIT_USAGE;
 }

@@ -53,13 +53,44 @@ static char *json_text_field(json_t *root, const char *key, bool *bad)
     return NULL;
 }
 
+/* Decode a parsed GetQuote JSON object (what names it in messages). 0 or CLI_EXIT_USAGE. */
+static int decode_attestation(json_t *root, const char *what, struct attest_input *in)
+{
+    bool bad = false;
+    if (!json_is_object(root)) {
+        cli_errx("%s: expected a JSON object {\"quote\", \"event_log\"}", what);
+        return CLI_EXIT_USAGE;
+    }
+    json_t *q = json_object_get(root, "quote");
+    if (!json_is_string(q)) {
+        cli_errx("%s: expected \"quote\" (a hex string)", what);
+        return CLI_EXIT_USAGE;
+    }
+    if (verify_hex_decode_loose(json_string_value(q), json_string_length(q), DS_QUOTE_MAX_SIZE,
+                                &in->quote, &in->quote_len) < 0) {
+        cli_errx("%s: \"quote\": expected hex (optional 0x)", what);
+        return CLI_EXIT_USAGE;
+    }
+    in->event_log = json_text_field(root, "event_log", &bad);
+    if (in->event_log == NULL) {
+        cli_errx("%s: expected \"event_log\" (a string holding the JSON event array)", what);
+        return CLI_EXIT_USAGE;
+    }
+    in->vm_config = json_text_field(root, "vm_config", &bad);
+    if (bad) {
+        cli_errx("%s: \"vm_config\": expected a JSON string", what);
+        return CLI_EXIT_USAGE;
+    }
+    return 0;
+}
+
 static int read_attestation(const char *path, struct attest_input *in)
 {
     uint8_t *data = NULL;
     size_t len = 0;
     json_t *root = NULL;
     json_error_t jerr;
-    bool bad = false;
+    char what[256];
     int rc = ds_read_file(path, CLI_ATTESTATION_MAX_SIZE, &data, &len);
     if (rc < 0) {
         cli_errx("cannot read attestation file '%s': %s", path,
@@ -73,33 +104,8 @@ static int read_attestation(const char *path, struct attest_input *in)
                  jerr.column, jerr.text);
         goto out;
     }
-    if (!json_is_object(root)) {
-        cli_errx("attestation file '%s': expected a JSON object {\"quote\", \"event_log\"}", path);
-        goto out;
-    }
-    json_t *q = json_object_get(root, "quote");
-    if (!json_is_string(q)) {
-        cli_errx("attestation file '%s': expected \"quote\" (a hex string)", path);
-        goto out;
-    }
-    if (verify_hex_decode_loose(json_string_value(q), json_string_length(q), DS_QUOTE_MAX_SIZE,
-                                &in->quote, &in->quote_len) < 0) {
-        cli_errx("attestation file '%s': \"quote\": expected hex (optional 0x)", path);
-        goto out;
-    }
-    in->event_log = json_text_field(root, "event_log", &bad);
-    if (in->event_log == NULL) {
-        cli_errx("attestation file '%s': expected \"event_log\" (a string holding the JSON "
-                 "event array)",
-                 path);
-        goto out;
-    }
-    in->vm_config = json_text_field(root, "vm_config", &bad);
-    if (bad) {
-        cli_errx("attestation file '%s': \"vm_config\": expected a JSON string", path);
-        goto out;
-    }
-    rc = 0;
+    snprintf(what, sizeof(what), "attestation file '%s'", path);
+    rc = decode_attestation(root, what, in);
 out:
     json_decref(root);
     free(data);
@@ -120,6 +126,7 @@ static bool is_printable(const uint8_t *p, size_t n)
 struct attest_outcome {
     bool ok;
     char error[512];
+    const char *failed_step; /* the first failing step (reported by `verify app`) */
     struct verify_verdict verdict;
     struct ds_event_log *log;
     bool replayed;
@@ -129,14 +136,15 @@ struct attest_outcome {
     struct ds_app_info app;
 };
 
-static void set_error(struct attest_outcome *r, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-static void set_error(struct attest_outcome *r, const char *fmt, ...)
+static void set_error_step(struct attest_outcome *r, const char *step, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void set_error_step(struct attest_outcome *r, const char *step, const char *fmt, ...)
 {
     r->ok = false;
     if (r->error[0] != '\0') {
         return; /* keep the first reason */
     }
+    r->failed_step = step;
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(r->error, sizeof(r->error), fmt, ap);
@@ -150,38 +158,42 @@ static void check_event_log(const struct attest_input *in, struct attest_outcome
     int rc = ds_eventlog_parse_json(in->event_log, strlen(in->event_log), &r->log);
     if (rc < 0) {
         r->log = NULL;
-        set_error(r, "event log: cannot parse the JSON event array: %s", ds_strerror(rc));
+        set_error_step(r, "event_log", "event log: cannot parse the JSON event array: %s",
+                       ds_strerror(rc));
         return;
     }
     rc = ds_eventlog_validate_v2_preimages(r->log, &bad_idx);
     if (rc < 0) {
-        set_error(r, "event log: V2 runtime event #%zu (\"%s\"): bad preimage: %s", bad_idx,
-                  bad_idx < r->log->count ? r->log->events[bad_idx].name : "?", ds_strerror(rc));
+        set_error_step(
+            r, "event_log", "event log: V2 runtime event #%zu (\"%s\"): bad preimage: %s", bad_idx,
+            bad_idx < r->log->count ? r->log->events[bad_idx].name : "?", ds_strerror(rc));
     }
     if (!r->verdict.parsed || q->kind == DS_REPORT_SGX) {
-        set_error(r, "event log: %s",
-                  r->verdict.parsed ? "the quote is an SGX quote; only TDX quotes carry RTMRs"
-                                    : "the quote could not be parsed, nothing to replay against");
+        set_error_step(r, "event_log", "event log: %s",
+                       r->verdict.parsed
+                           ? "the quote is an SGX quote; only TDX quotes carry RTMRs"
+                           : "the quote could not be parsed, nothing to replay against");
         return;
     }
     rc = ds_eventlog_replay(r->log, NULL, r->rtmr);
     if (rc < 0) {
-        set_error(r, "event log: replay failed: %s", ds_strerror(rc));
+        set_error_step(r, "event_log", "event log: replay failed: %s", ds_strerror(rc));
         return;
     }
     r->replayed = true;
     for (int i = 0; i < DS_RTMR_COUNT; i++) {
         r->rtmr_ok[i] = ds_ct_equal(r->rtmr[i], q->td.rtmr[i], DS_RTMR_SIZE);
         if (!r->rtmr_ok[i]) {
-            set_error(r, "event log: RTMR%d mismatch: the log does not replay to the quote's value",
-                      i);
+            set_error_step(
+                r, "event_log",
+                "event log: RTMR%d mismatch: the log does not replay to the quote's value", i);
         }
     }
     const uint8_t *ppid = r->verdict.ok ? r->verdict.res.ppid : NULL;
     rc = ds_app_info_decode(r->log, &q->td, ppid, ppid != NULL ? sizeof(r->verdict.res.ppid) : 0,
                             in->vm_config, false, &r->app);
     if (rc < 0) {
-        set_error(r, "app info: %s", ds_strerror(rc));
+        set_error_step(r, "app_info", "app info: %s", ds_strerror(rc));
         return;
     }
     r->have_app_info = true;
@@ -357,6 +369,140 @@ static void outcome_print(FILE *out, const struct attest_outcome *r)
     }
 }
 
+/* `verify app`'s extra checks: the fresh nonce in report_data and the requested app id. */
+static void check_expect(const struct verify_app_expect *exp, struct attest_outcome *r)
+{
+    if (!r->verdict.parsed) {
+        set_error_step(r, "report_data", "report_data: the quote could not be parsed");
+        return;
+    }
+    const uint8_t *rd = ds_quote_report_data(&r->verdict.quote);
+    if (rd == NULL || !ds_ct_equal(rd, exp->report_data, DS_REPORT_DATA_SIZE)) {
+        set_error_step(r, "report_data",
+                       "report_data: the quote does not carry this request's fresh nonce "
+                       "(a replayed or foreign attestation)");
+    }
+    if (!r->have_app_info) {
+        return; /* the event log step already failed */
+    }
+    char *got = ds_hex_strdup(r->app.app_id, r->app.app_id_len);
+    if (got == NULL || strcmp(got, exp->app_id) != 0) {
+        set_error_step(r, "app_id", "app_id: the event log declares app %s, not %s",
+                       got != NULL ? got : "?", exp->app_id);
+    }
+    free(got);
+}
+
+/* The chain of trust, one line per link, after the detailed report. */
+static void chain_print(FILE *out, const struct verify_app_expect *exp,
+                        const struct attest_outcome *r)
+{
+    const struct verify_verdict *v = &r->verdict;
+    fprintf(out, "\nchain of trust for app %s (VM %s):\n", exp->app_id, exp->vm_id);
+    fprintf(out, "  1. quote signature and TCB:   %s%s%s\n",
+            v->ok ? "verified, TCB " : "FAILED at ",
+            v->ok ? ds_tcb_status_name(v->res.status) : (v->failed_step ? v->failed_step : "quote"),
+            v->simulated ? " (SIMULATED root: proves nothing)" : " (Intel SGX Root CA)");
+    bool rd_ok = r->failed_step == NULL || strcmp(r->failed_step, "report_data") != 0;
+    fprintf(out, "  2. fresh nonce in report_data: %s\n",
+            !v->parsed ? "not checked"
+            : rd_ok    ? "bound"
+                       : "MISMATCH");
+    bool rtmr_ok = r->replayed;
+    for (int i = 0; i < DS_RTMR_COUNT && r->replayed; i++) {
+        rtmr_ok = rtmr_ok && r->rtmr_ok[i];
+    }
+    fprintf(out, "  3. event log -> RTMR0-3:      %s\n", rtmr_ok ? "replayed" : "FAILED");
+    if (r->have_app_info) {
+        const struct ds_app_info *a = &r->app;
+        char *os = ds_hex_strdup(a->os_image_hash, a->os_image_hash_len);
+        char *ch = ds_hex_strdup(a->compose_hash, a->compose_hash_len);
+        char *inst = ds_hex_strdup(a->instance_id, a->instance_id_len);
+        char *kp = ds_hex_strdup(a->key_provider_id, a->key_provider_id_len);
+        fprintf(out, "  4. OS image hash:             %s\n", os != NULL ? os : "");
+        fprintf(
+            out, "  5. compose hash / app id:     %s / %s%s\n", ch != NULL ? ch : "", exp->app_id,
+            r->failed_step != NULL && strcmp(r->failed_step, "app_id") == 0 ? " (MISMATCH)" : "");
+        fprintf(out, "  6. instance id:               %s\n",
+                inst != NULL && a->instance_id_len > 0 ? inst : "(none)");
+        fprintf(out, "  7. key provider (KMS id):     %s (%s)\n",
+                a->key_provider_name != NULL ? a->key_provider_name : "(none)",
+                kp != NULL && a->key_provider_id_len > 0 ? kp : "no id");
+        free(os);
+        free(ch);
+        free(inst);
+        free(kp);
+    } else {
+        fprintf(out, "  4-7. app identity:            not available (%s)\n", r->error);
+    }
+    fprintf(out, "result: %s\n", r->ok ? "VERIFIED" : "FAILED");
+    if (r->ok && v->simulated) {
+        fprintf(out, "WARNING: the quote is signed by a SIMULATED TEE; this result proves NOTHING "
+                     "about real hardware.\n");
+    }
+}
+
+int verify_attestation_run_app(const struct verify_opts *o, json_t *root, const char *what,
+                               const struct verify_app_expect *exp)
+{
+    struct attest_input in = {0};
+    struct attest_outcome r = {0};
+    int rc = decode_attestation(root, what, &in);
+    if (rc != 0) {
+        goto out;
+    }
+    rc = verify_run_quote(o, in.quote, in.quote_len, &r.verdict);
+    if (rc == CLI_EXIT_USAGE) {
+        goto out;
+    }
+    r.ok = r.verdict.ok;
+    if (!r.verdict.ok) {
+        set_error_step(&r, r.verdict.failed_step ? r.verdict.failed_step : "quote", "quote: %s: %s",
+                       r.verdict.failed_step ? r.verdict.failed_step : "unknown", r.verdict.error);
+    }
+    check_event_log(&in, &r);
+    check_expect(exp, &r);
+    rc = r.ok ? CLI_EXIT_OK : CLI_EXIT_FAIL;
+    if (o->json) {
+        json_t *j = outcome_json(&r);
+        if (j != NULL) {
+            json_object_set_new(j, "app_id", json_string(exp->app_id));
+            json_object_set_new(j, "vm_id", json_string(exp->vm_id));
+            json_object_set_new(j, "nonce", hex_json(exp->report_data, DS_REPORT_DATA_SIZE));
+            json_object_set_new(j, "simulated", json_boolean(r.verdict.simulated));
+            if (r.have_app_info) {
+                json_object_set_new(j, "compose_hash",
+                                    hex_json(r.app.compose_hash, r.app.compose_hash_len));
+            }
+            if (!r.ok) {
+                json_object_set_new(j, "failed_step", json_string(r.failed_step));
+            }
+        }
+        int prc = cli_print_json(j);
+        json_decref(j);
+        if (prc != 0) {
+            rc = prc;
+        }
+    } else {
+        outcome_print(stdout, &r);
+        chain_print(stdout, exp, &r);
+    }
+    if (!r.ok) {
+        cli_errx("verify app: FAILED at step %s: %s", r.failed_step ? r.failed_step : "?", r.error);
+    } else if (r.verdict.simulated) {
+        cli_errx("verify app: WARNING: SIMULATED TEE: the verification passed against a mock "
+                 "root; it proves NOTHING about real hardware");
+    }
+out:
+    if (r.have_app_info) {
+        ds_app_info_done(&r.app);
+    }
+    ds_eventlog_free(r.log);
+    verify_verdict_done(&r.verdict);
+    attest_input_done(&in);
+    return rc;
+}
+
 int verify_attestation_run(const struct verify_opts *o)
 {
     struct attest_input in = {0};
@@ -371,8 +517,8 @@ int verify_attestation_run(const struct verify_opts *o)
     }
     r.ok = r.verdict.ok;
     if (!r.verdict.ok) {
-        set_error(&r, "quote: %s: %s", r.verdict.failed_step ? r.verdict.failed_step : "unknown",
-                  r.verdict.error);
+        set_error_step(&r, r.verdict.failed_step ? r.verdict.failed_step : "quote", "quote: %s: %s",
+                       r.verdict.failed_step ? r.verdict.failed_step : "unknown", r.verdict.error);
     }
     check_event_log(&in, &r);
     rc = r.ok ? CLI_EXIT_OK : CLI_EXIT_FAIL;

@@ -287,7 +287,11 @@ int vmm_call(struct vmm_client *c, const char *method, json_t *req, json_t **out
         errf(err, err_size, "cannot initialise libcurl");
         goto out;
     }
-    snprintf(url, sizeof(url), "%s/prpc/%s?json", c->base, method);
+    if (method[0] == '/') { /* a full path, e.g. "/guest/GetQuote" (ProxiedGuestApi) */
+        snprintf(url, sizeof(url), "%s%s?json", c->base, method);
+    } else {
+        snprintf(url, sizeof(url), "%s/prpc/%s?json", c->base, method);
+    }
     body = req ? json_dumps(req, JSON_COMPACT) : strdup("{}");
     hdrs = make_headers(c, true);
     if (body == NULL || hdrs == NULL || (h = make_handle(c, url, hdrs, curl_err)) == NULL ||

@@ -48,7 +48,8 @@ int vmm_client_init_kms(struct vmm_client *c, const char *prog, const char *url)
 void vmm_client_done(struct vmm_client *c);
 
 /*
- * Call <Method> with a JSON request (NULL = {}); *out gets the answer object (an empty body is
+ * Call <Method> with a JSON request (NULL = {}); a method starting with '/' is a full path on
+ * the VMM instead of /prpc/<Method> (e.g. "/guest/GetQuote", ProxiedGuestApi); *out gets the answer object (an empty body is
  * {}). On failure err holds a message: the server's error text for a pRPC error (returns
  * -DS_E_PROTOCOL), "unauthorized" detail for 401/403 (-DS_E_DENIED), or the transport error
  * (-DS_E_NETWORK). -ENOMEM on allocation failure.

@@ -3,11 +3,20 @@
  * ProxiedGuestApi at /guest/<Method> (host-side.md §1.3): Info, SysInfo, NetworkInfo,
  * ListContainers and Shutdown, each taking Id{id}, forwarded to the VM's guest agent
  * (service GuestApi at /api/<Method>, Empty request); ShutdownVm uses the same path. The agent
- * is reached through <workdir>/guest-api.sock when the backend provides one (sandbox), else
- * over vsock <cid>:8000 (qemu). Each call is one HTTP/1.1 exchange on a worker thread (a guest
- * that does not answer must not stall the event loop), with a short timeout; the deferred pRPC
- * call is answered back on the loop. A VM that is not running, or whose agent does not answer,
- * gets a clear error.
+ * is reached through <workdir>/guest-api.sock when the backend provides one, else over vsock
+ * <cid>:8000 (qemu). Sandbox VMs without such a socket are reached through the guest agent's
+ * own socket inside the sandbox, /proc/<init pid>/root/var/run/dstack.sock (DstackGuest
+ * service at /<Method>): Info maps to DstackGuest.Info (a superset of GuestInfo).
+ *
+ * dstack-c extension: GetQuote {id, report_data: hex, at most 64 bytes} returns the guest's
+ * GetQuoteResponse {quote, event_log, vm_config, report_data} for the caller's report data
+ * (DstackGuest.GetQuote), so a verifier outside the VM (`dstack verify app`) can bind a fresh
+ * nonce into the quote. Sandbox VMs only (the qemu guest agent has no host-facing endpoint
+ * for it).
+ *
+ * Each call is one HTTP/1.1 exchange on a worker thread (a guest that does not answer must not
+ * stall the event loop), with a short timeout; the deferred pRPC call is answered back on the
+ * loop. A VM that is not running, or whose agent does not answer, gets a clear error.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -27,10 +36,14 @@
 #include "log.h"
 #include "vmm.h"
 
-#define GUEST_PORT       8000
-#define GUEST_TIMEOUT_S  5
-#define GUEST_REPLY_MAX  (4u * 1024 * 1024)
-#define GUEST_METHOD_MAX 32
+#define GUEST_PORT            8000
+#define GUEST_TIMEOUT_S       5
+#define GUEST_REPLY_MAX       (4u * 1024 * 1024)
+#define GUEST_METHOD_MAX      32
+#define GUEST_PATH_MAX        64
+#define GUEST_BODY_MAX        256 /* the largest request body: GetQuote {"report_data": 128 hex} */
+#define GUEST_RD_MAX          64  /* report data bytes */
+#define GUEST_QUOTE_TIMEOUT_S 30  /* a quote may take a while (TEE worker, simulator) */
 
 struct guest_job {
     struct ds_rpc_call *call;
@@ -39,6 +52,9 @@ struct guest_job {
     char sock_path[sizeof(((struct sockaddr_un *)0)->sun_path)]; /* "" = use vsock */
     uint32_t cid;
     char method[GUEST_METHOD_MAX];
+    char path[GUEST_PATH_MAX]; /* HTTP path on the agent, e.g. "/api/Info" */
+    char body[GUEST_BODY_MAX]; /* JSON request body */
+    int timeout_s;
     bool empty_reply; /* ShutdownVm answers {} */
     json_t *result;
     char err[VMM_ERR_MAX];
@@ -48,15 +64,15 @@ static atomic_int guest_jobs_running;
 
 void vmm_guest_drain(void)
 {
-    for (int i = 0; i < (GUEST_TIMEOUT_S * 3 + 2) * 100 && atomic_load(&guest_jobs_running) > 0;
-         i++) {
+    for (int i = 0;
+         i < (GUEST_QUOTE_TIMEOUT_S * 3 + 2) * 100 && atomic_load(&guest_jobs_running) > 0; i++) {
         usleep(10000);
     }
 }
 
-static void set_timeouts(int fd)
+static void set_timeouts(int fd, int seconds)
 {
-    struct timeval tv = {GUEST_TIMEOUT_S, 0};
+    struct timeval tv = {seconds, 0};
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
     setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
 }
@@ -70,7 +86,7 @@ static int guest_connect(struct guest_job *j)
         memcpy(a.sun_path, j->sock_path, strlen(j->sock_path) + 1);
         fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
         if (fd >= 0) {
-            set_timeouts(fd);
+            set_timeouts(fd, j->timeout_s);
         }
         if (fd < 0 || connect(fd, (struct sockaddr *)&a, sizeof(a)) < 0) {
             snprintf(j->err, sizeof(j->err), "guest agent of VM %s is not reachable: %s", j->vm_id,
@@ -85,7 +101,7 @@ static int guest_connect(struct guest_job *j)
     struct sockaddr_vm va = {.svm_family = AF_VSOCK, .svm_cid = j->cid, .svm_port = GUEST_PORT};
     fd = socket(AF_VSOCK, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd >= 0) {
-        set_timeouts(fd);
+        set_timeouts(fd, j->timeout_s);
     }
     if (fd < 0 || connect(fd, (struct sockaddr *)&va, sizeof(va)) < 0) {
         snprintf(j->err, sizeof(j->err),
@@ -105,11 +121,11 @@ static int guest_exchange(struct guest_job *j)
     if (fd < 0) {
         return fd;
     }
-    char req[512];
+    char req[512 + GUEST_BODY_MAX];
     int n = snprintf(req, sizeof(req),
-                     "POST /api/%s?json HTTP/1.1\r\nHost: localhost\r\nContent-Type: "
-                     "application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}",
-                     j->method);
+                     "POST %s?json HTTP/1.1\r\nHost: localhost\r\nContent-Type: "
+                     "application/json\r\nContent-Length: %zu\r\nConnection: close\r\n\r\n%s",
+                     j->path, strlen(j->body), j->body);
     struct ds_buf b;
     ds_buf_init(&b, GUEST_REPLY_MAX);
     int r = 0;
@@ -192,28 +208,54 @@ static void guest_job_done(evutil_socket_t fd, short what, void *arg)
     free(j);
 }
 
-int vmm_guest_call_deferred(struct vmm *v, struct vmm_vm_rec *vm, struct ds_rpc_call *call,
-                            const char *method, bool empty_reply)
+/* Where the agent of vm answers method: fills j->sock_path (or "" for vsock), j->path. */
+static int guest_route(struct vmm *v, struct vmm_vm_rec *vm, struct guest_job *j, char *err,
+                       size_t err_size)
+{
+    bool quote = strcmp(j->method, "GetQuote") == 0;
+    int n = snprintf(j->sock_path, sizeof(j->sock_path), "%s/guest-api.sock", vm->workdir);
+    if (!quote && n > 0 && (size_t)n < sizeof(j->sock_path) && access(j->sock_path, F_OK) == 0) {
+        snprintf(j->path, sizeof(j->path), "/api/%s", j->method);
+        return 0;
+    }
+    j->sock_path[0] = '\0';
+    if (v->cfg.backend == VMM_BACKEND_SANDBOX && vm->pid > 0 &&
+        (quote || strcmp(j->method, "Info") == 0)) {
+        n = snprintf(j->sock_path, sizeof(j->sock_path), "/proc/%d/root/var/run/dstack.sock",
+                     (int)vm->pid);
+        if (n > 0 && (size_t)n < sizeof(j->sock_path)) {
+            snprintf(j->path, sizeof(j->path), "/%s", j->method);
+            return 0;
+        }
+        j->sock_path[0] = '\0';
+    }
+    if (v->cfg.backend == VMM_BACKEND_QEMU && j->cid != 0 && !quote) {
+        snprintf(j->path, sizeof(j->path), "/api/%s", j->method);
+        return 0;
+    }
+    snprintf(err, err_size, "guest agent of VM %s is not reachable: no guest API endpoint%s",
+             vm->id, quote ? " for GetQuote (sandbox VMs only)" : "");
+    return -DS_E_UNSUPPORTED;
+}
+
+static int guest_call(struct vmm *v, struct vmm_vm_rec *vm, struct ds_rpc_call *call,
+                      const char *method, const char *body, bool empty_reply)
 {
     struct guest_job *j = calloc(1, sizeof(*j));
+    char err[VMM_ERR_MAX];
     if (!j) {
         return -ENOMEM;
     }
     j->call = call;
     j->empty_reply = empty_reply;
     j->cid = vm->bk.cid;
+    j->timeout_s = body != NULL ? GUEST_QUOTE_TIMEOUT_S : GUEST_TIMEOUT_S;
     snprintf(j->vm_id, sizeof(j->vm_id), "%s", vm->id);
     snprintf(j->method, sizeof(j->method), "%s", method);
-    int n = snprintf(j->sock_path, sizeof(j->sock_path), "%s/guest-api.sock", vm->workdir);
-    if (n < 0 || (size_t)n >= sizeof(j->sock_path) || access(j->sock_path, F_OK) < 0) {
-        j->sock_path[0] = '\0';
-        if (v->cfg.backend != VMM_BACKEND_QEMU || j->cid == 0) {
-            free(j);
-            return ds_rpc_call_error(call,
-                                     "%sguest agent of VM %s is not reachable: no guest "
-                                     "API endpoint",
-                                     empty_reply ? "failed to shut down VM: " : "", vm->id);
-        }
+    snprintf(j->body, sizeof(j->body), "%s", body != NULL ? body : "{}");
+    if (guest_route(v, vm, j, err, sizeof(err)) < 0) {
+        free(j);
+        return ds_rpc_call_error(call, "%s%s", empty_reply ? "failed to shut down VM: " : "", err);
     }
     j->done_ev = event_new(v->base, -1, 0, guest_job_done, j);
     pthread_t th;
@@ -238,26 +280,69 @@ int vmm_guest_call_deferred(struct vmm *v, struct vmm_vm_rec *vm, struct ds_rpc_
     return DS_RPC_DEFERRED;
 }
 
-static int proxy(struct ds_rpc_call *call, const json_t *params, json_t **out, void *ctx)
+int vmm_guest_call_deferred(struct vmm *v, struct vmm_vm_rec *vm, struct ds_rpc_call *call,
+                            const char *method, bool empty_reply)
 {
-    (void)out;
-    struct vmm *v = ctx;
+    return guest_call(v, vm, call, method, NULL, empty_reply);
+}
+
+static struct vmm_vm_rec *running_vm(struct ds_rpc_call *call, struct vmm *v, const json_t *params,
+                                     int *rc)
+{
     const json_t *idv = json_object_get(params, "id");
     const char *id = json_is_string(idv) ? json_string_value(idv) : "";
     struct vmm_vm_rec *vm = vmm_vm_id_valid(id) ? vmm_vm_find(v, id) : NULL;
     if (!vm) {
-        return ds_rpc_call_error(call, "VM not found: %.80s", id);
+        *rc = ds_rpc_call_error(call, "VM not found: %.80s", id);
+        return NULL;
     }
     vmm_vm_poll(v, vm);
     if (!vm->running) {
-        return ds_rpc_call_error(call, "VM is not running");
+        *rc = ds_rpc_call_error(call, "VM is not running");
+        return NULL;
+    }
+    return vm;
+}
+
+static int proxy(struct ds_rpc_call *call, const json_t *params, json_t **out, void *ctx)
+{
+    (void)out;
+    struct vmm *v = ctx;
+    int rc = 0;
+    struct vmm_vm_rec *vm = running_vm(call, v, params, &rc);
+    if (!vm) {
+        return rc;
     }
     return vmm_guest_call_deferred(v, vm, call, ds_rpc_call_method(call), false);
 }
 
+/* GetQuote {id, report_data: hex of at most 64 bytes}: checked here, the agent pads it. */
+static int get_quote(struct ds_rpc_call *call, const json_t *params, json_t **out, void *ctx)
+{
+    (void)out;
+    struct vmm *v = ctx;
+    const json_t *rdv = json_object_get(params, "report_data");
+    const char *rd = json_is_string(rdv) ? json_string_value(rdv) : NULL;
+    size_t rd_len = rd ? json_string_length(rdv) : 0;
+    uint8_t raw[GUEST_RD_MAX];
+    if (rd == NULL || rd_len == 0 || rd_len > 2 * GUEST_RD_MAX || rd_len % 2 != 0 ||
+        strncmp(rd, "0x", 2) == 0 || ds_hex_decode(rd, rd_len, raw, rd_len / 2) < 0) {
+        return ds_rpc_call_error(call, "report_data: expected hex of at most %d bytes",
+                                 GUEST_RD_MAX);
+    }
+    int rc = 0;
+    struct vmm_vm_rec *vm = running_vm(call, v, params, &rc);
+    if (!vm) {
+        return rc;
+    }
+    char body[GUEST_BODY_MAX];
+    snprintf(body, sizeof(body), "{\"report_data\":\"%.*s\"}", (int)rd_len, rd);
+    return guest_call(v, vm, call, "GetQuote", body, false);
+}
+
 static const struct ds_rpc_method guest_methods[] = {
     {"Info", proxy, 0, 0},           {"SysInfo", proxy, 0, 0},  {"NetworkInfo", proxy, 0, 0},
-    {"ListContainers", proxy, 0, 0}, {"Shutdown", proxy, 0, 0},
+    {"ListContainers", proxy, 0, 0}, {"Shutdown", proxy, 0, 0}, {"GetQuote", get_quote, 0, 0},
 };
 
 const struct ds_rpc_service vmm_guest_service = {"ProxiedGuestApi", guest_methods,
