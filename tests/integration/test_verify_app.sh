@@ -1,0 +1,294 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
+#
+# `dstack verify app` end to end (docs/verify.md): the setup of test_sandbox_containers.sh
+# (dstack-tee-sim + PCCS, dstack-kms --dev, dstack-vmm with the sandbox backend and the
+# dstack-guest image, examples/hello with its images in the host share). Once the app is
+# booted, `dstack verify app APP_ID --insecure-allow-simulated --json` fetches the attestation
+# through the VMM (ProxiedGuestApi GetQuote) with a fresh nonce and verifies it: exit 0, its
+# compose_hash is SHA-256 of the deployed app-compose.json, app_id and vm_id match, the quote's
+# report_data is the nonce, and the readable form prints the chain of trust and the loud
+# simulated warning. Negative: without --insecure-allow-simulated it fails closed at root_ca;
+# an unknown app id fails naming the find step; an attestation replayed by a fake VMM (a
+# recorded GetQuote answer for another nonce) fails at report_data; a VMM that lies about the
+# app id fails at app_id. Needs root and docker.io + docker-compose (exit 77 otherwise).
+set -u
+
+BIN=${DS_BIN:-$(dirname "$0")/../../build/bin}
+BIN=$(cd "$BIN" && pwd)
+SRC=${DS_SRC:-$(cd "$(dirname "$0")/../.." && pwd)}
+[ "$(id -u)" = 0 ] || { echo "SKIP: needs root"; exit 77; }
+unshare -m -p -n -u -i --fork true 2>/dev/null || { echo "SKIP: namespaces unavailable"; exit 77; }
+if ! [ -x /usr/sbin/dockerd ] || ! [ -x /usr/bin/docker-compose ]; then
+    "$SRC/scripts/install-deps.sh" >/dev/null 2>&1 || true
+    [ -x /usr/sbin/dockerd ] && [ -x /usr/bin/docker-compose ] ||
+        { echo "SKIP: docker.io/docker-compose not installable"; exit 77; }
+fi
+for b in dstack-vmm dstack-tee-sim dstack-kms dstack dstack-util dstack-guest-agent; do
+    [ -x "$BIN/$b" ] || { echo "FAIL: $BIN/$b not built"; exit 1; }
+done
+
+WORK=$(mktemp -d /tmp/test_verify_app.XXXXXX)
+VMM_PID="" SIM_PID="" KMS_PID="" VM_ID="" VM2="" FAKE_PID=""
+cleanup() {
+    if [ -n "$VMM_PID" ]; then
+        for id in $VM_ID $VM2; do
+            DSTACK_VMM_URL="unix:$WORK/vmm.sock" "$BIN/dstack" rm "$id" >/dev/null 2>&1
+        done
+    fi
+    [ -n "$VMM_PID" ] && kill "$VMM_PID" 2>/dev/null && wait "$VMM_PID" 2>/dev/null
+    for f in "$WORK"/run/*/vm.pid "$WORK"/run/*/sandbox/forwarder.pid; do
+        [ -f "$f" ] && kill -9 "$(cut -d' ' -f1 "$f")" 2>/dev/null
+    done
+    [ -n "$FAKE_PID" ] && kill "$FAKE_PID" 2>/dev/null && wait "$FAKE_PID" 2>/dev/null
+    [ -n "$KMS_PID" ] && kill "$KMS_PID" 2>/dev/null && wait "$KMS_PID" 2>/dev/null
+    [ -n "$SIM_PID" ] && kill "$SIM_PID" 2>/dev/null && wait "$SIM_PID" 2>/dev/null
+    sleep 0.3
+    # the guest's dockerd puts its containers under /dstack-guest-<vm id> in each hierarchy
+    for id in $VM_ID $VM2; do
+        for d in /sys/fs/cgroup/*/dstack-guest-"$id"; do
+            [ -d "$d" ] || continue
+            find "$d" -depth -type d -exec rmdir {} + 2>/dev/null
+        done
+    done
+    if [ -n "${SANDBOX_KEEP:-}" ]; then echo "kept $WORK"; else rm -rf "$WORK"; fi
+}
+trap cleanup EXIT
+fail() {
+    echo "FAIL: $*"
+    tail -15 "$WORK/vmm.log" 2>/dev/null
+    [ -n "$VM_ID" ] && tail -40 "$WORK/run/$VM_ID/serial.log" 2>/dev/null
+    exit 1
+}
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+"$SRC/scripts/build-guest-image.sh" "$WORK/images/dstack-guest-0.5.0" "$BIN" >"$WORK/build.log" 2>&1 ||
+    { tail "$WORK/build.log"; fail "build-guest-image.sh"; }
+"$SRC/scripts/build-hello-images.sh" "$WORK/hello-images.tar" >>"$WORK/build.log" 2>&1 ||
+    { tail "$WORK/build.log"; fail "build-hello-images.sh"; }
+echo "ok - dstack-guest image and hello images built"
+
+# The sandbox guests reach host services through the bridge address.
+GW=10.213.77.1
+SEED=$(printf '6c%.0s' $(seq 32))
+mkdir -p "$WORK/sim" "$WORK/run"
+"$BIN/dstack-tee-sim" serve --seed "$SEED" --state-dir "$WORK/sim" --pccs-listen 0.0.0.0:0 \
+    >"$WORK/sim.log" 2>&1 &
+SIM_PID=$!
+for _ in $(seq 1 200); do [ -s "$WORK/sim/pccs.addr" ] && break; sleep 0.05; done
+[ -s "$WORK/sim/pccs.addr" ] || fail "dstack-tee-sim did not start"
+PCCS_PORT=$(sed 's/.*://' "$WORK/sim/pccs.addr")
+
+# Its RPC certificate names the bridge address (an IP SAN), which the guest dials.
+KMS_TD=$("$BIN/dstack-tee-sim" create-td --state-dir "$WORK/sim" --name kms) || fail "create-td kms"
+"$BIN/dstack-kms" --dev --tee "sim:$KMS_TD" --pccs-url "http://127.0.0.1:$PCCS_PORT" \
+    --domain "$GW" --state-dir "$WORK/kms" --listen 0.0.0.0:0 >"$WORK/kms.log" 2>&1 &
+KMS_PID=$!
+for _ in $(seq 300); do grep -qs 'KMS listening on' "$WORK/kms.log" && break; sleep 0.1; done
+KMS_PORT=$(grep -o 'KMS listening on [^ ]*' "$WORK/kms.log" | tail -1 | sed 's/.*://')
+[ -n "$KMS_PORT" ] || { tail -5 "$WORK/kms.log"; fail "the KMS did not start"; }
+
+HOST_PORT=$(free_port)
+cat >"$WORK/vmm.toml" <<TOML
+address = "unix:$WORK/vmm.sock"
+run_path = "$WORK/run"
+
+[image]
+path = "$WORK/images"
+
+[cvm]
+backend = "sandbox"
+pccs_url = "http://$GW:$PCCS_PORT"
+
+[cvm.port_mapping]
+enabled = true
+address = "127.0.0.1"
+range = [{ protocol = "tcp", from = 1024, to = 65535 }]
+
+[cvm.auto_restart]
+enabled = false
+TOML
+DSTACK_TEE_SIM_DIR="$WORK/sim" "$BIN/dstack-vmm" -c "$WORK/vmm.toml" >"$WORK/vmm.log" 2>&1 &
+VMM_PID=$!
+for _ in $(seq 1 200); do [ -S "$WORK/vmm.sock" ] && break; sleep 0.05; done
+[ -S "$WORK/vmm.sock" ] || fail "dstack-vmm did not come up"
+echo "ok - tee-sim, KMS (:$KMS_PORT), VMM (sandbox backend) running"
+
+export DSTACK_VMM_URL="unix:$WORK/vmm.sock"
+CLI=("$BIN/dstack")
+GREETING="hi-from-encrypted-env-$RANDOM"
+echo "GREETING=$GREETING" >"$WORK/app.env"
+T0=$(date +%s.%N)
+"${CLI[@]}" deploy --name hello --image dstack-guest-0.5.0 --compose "$SRC/examples/hello/app-compose.json" \
+    --vcpu 2 --memory 1G --disk 1 --port "tcp:$HOST_PORT:8080" --kms-url "https://$GW:$KMS_PORT" \
+    --env-file "$WORK/app.env" --stopped --json >"$WORK/deploy.json" 2>"$WORK/deploy.err" ||
+    { cat "$WORK/deploy.err"; fail "dstack deploy"; }
+VM_ID=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["id"])' "$WORK/deploy.json")
+APP_ID=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["app_id"])' "$WORK/deploy.json")
+# Images are delivered in the host share (read-only in the guest), not in the measured image.
+cp "$WORK/hello-images.tar" "$WORK/run/$VM_ID/shared/images.tar" || fail "copy images.tar"
+"${CLI[@]}" start "$VM_ID" >/dev/null || fail "dstack start"
+echo "ok - deployed $VM_ID (app $APP_ID), started"
+
+PCCS="http://127.0.0.1:$PCCS_PORT"
+booted="" st=""
+for _ in $(seq 1 1200); do
+    "${CLI[@]}" info "$VM_ID" --json >"$WORK/info.json" 2>/dev/null || true
+    st=$(python3 -c 'import json,sys; i=json.load(open(sys.argv[1]))
+print("%s|%s" % (i.get("boot_progress") or "", i.get("boot_error") or ""))' "$WORK/info.json" 2>/dev/null)
+    case "$st" in
+        "booted|") booted=1; break ;;
+        *"|"?*) fail "boot error: $st" ;;
+    esac
+    sleep 0.1
+done
+[ -n "$booted" ] || fail "not booted: $st"
+echo "ok - boot_progress booted"
+
+# 1. verify app, JSON
+T1=$(date +%s.%N)
+"${CLI[@]}" verify app "$APP_ID" --vmm-url "unix:$WORK/vmm.sock" --pccs-url "$PCCS" \
+    --insecure-allow-simulated --json >"$WORK/v.json" 2>"$WORK/v.err"
+rc=$?
+T2=$(date +%s.%N)
+[ $rc = 0 ] || { cat "$WORK/v.err"; head -c 2000 "$WORK/v.json"; fail "verify app: exit $rc, want 0"; }
+WANT_HASH=$(sha256sum "$WORK/run/$VM_ID/shared/app-compose.json" | cut -d' ' -f1)
+python3 - "$WORK/v.json" "$APP_ID" "$VM_ID" "$WANT_HASH" <<'PY' || fail "verify app JSON"
+import json, sys
+v = json.load(open(sys.argv[1]))
+app, vm, want = sys.argv[2].lower(), sys.argv[3], sys.argv[4]
+assert v["ok"] is True, v.get("error")
+assert "failed_step" not in v, v["failed_step"]
+assert v["simulated"] is True and v["quote"]["simulated"] is True
+assert v["app_id"] == app and v["app_info"]["app_id"] == app, (v["app_id"], v["app_info"]["app_id"])
+assert v["vm_id"] == vm
+assert v["compose_hash"] == want and v["app_info"]["compose_hash"] == want, (v["compose_hash"], want)
+assert len(v["nonce"]) == 128 and v["quote"]["report"]["report_data"] == v["nonce"]
+assert all(r["ok"] for r in v["rtmrs"]) and len(v["rtmrs"]) == 4
+assert v["app_info"]["key_provider"]["name"] == "kms", v["app_info"]["key_provider"]
+assert len(v["app_info"]["instance_id"]) > 0 and len(v["app_info"]["os_image_hash"]) == 64
+PY
+grep -q "SIMULATED TEE" "$WORK/v.err" || fail "no loud simulated warning on stderr: $(cat "$WORK/v.err")"
+echo "ok - verify app --json: ok, compose_hash = sha256(app-compose.json), app/vm id, nonce in report_data, RTMRs replayed, key provider kms"
+python3 -c 'import sys; a,b=map(float,sys.argv[1:]); print("verify app took %.0f ms" % ((b-a)*1000))' "$T1" "$T2"
+
+# 2. readable form: the chain of trust; two runs use different nonces
+"${CLI[@]}" verify app "$APP_ID" --vmm-url "unix:$WORK/vmm.sock" --pccs-url "$PCCS" \
+    --insecure-allow-simulated >"$WORK/v.txt" 2>"$WORK/v2.err" || { cat "$WORK/v.txt" "$WORK/v2.err"; fail "verify app (text)"; }
+for want in "chain of trust for app $APP_ID" "fresh nonce in report_data: bound" "compose hash / app id:     $WANT_HASH / $APP_ID" \
+    "key provider (KMS id):     kms" "result: VERIFIED" "proves NOTHING"; do
+    grep -qF "$want" "$WORK/v.txt" || { cat "$WORK/v.txt"; fail "text output lacks '$want'"; }
+done
+"${CLI[@]}" verify app "$APP_ID" --pccs-url "$PCCS" --insecure-allow-simulated --json >"$WORK/v3.json" 2>/dev/null ||
+    fail "verify app with DSTACK_VMM_URL"
+N1=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["nonce"])' "$WORK/v.json")
+N3=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["nonce"])' "$WORK/v3.json")
+[ "$N1" != "$N3" ] || fail "two runs used the same nonce"
+echo "ok - text output shows the chain of trust; DSTACK_VMM_URL works; nonces differ per run"
+
+# 3. fail closed without --insecure-allow-simulated: the root CA step
+"${CLI[@]}" verify app "$APP_ID" --pccs-url "$PCCS" --json >"$WORK/n.json" 2>"$WORK/n.err"
+rc=$?
+[ $rc = 1 ] || fail "without --insecure-allow-simulated: exit $rc, want 1"
+python3 -c 'import json,sys; v=json.load(open(sys.argv[1])); assert v["ok"] is False and v["failed_step"]=="root_ca", v.get("failed_step")' \
+    "$WORK/n.json" || fail "without --insecure-allow-simulated: failed_step not root_ca"
+grep -q "FAILED at step root_ca" "$WORK/n.err" || fail "stderr does not name root_ca: $(cat "$WORK/n.err")"
+echo "ok - without --insecure-allow-simulated: exit 1, failed_step root_ca"
+
+# 4. unknown app id; malformed app id
+"${CLI[@]}" verify app 00112233445566778899aabbccddeeff00112233 --pccs-url "$PCCS" \
+    --insecure-allow-simulated >/dev/null 2>"$WORK/u.err"
+rc=$?
+[ $rc = 1 ] && grep -q "find VM: no VM of app 00112233445566778899aabbccddeeff00112233 on the VMM" "$WORK/u.err" ||
+    fail "unknown app: exit $rc, $(cat "$WORK/u.err")"
+"${CLI[@]}" verify app not-hex --pccs-url "$PCCS" >/dev/null 2>"$WORK/u2.err"
+rc=$?
+[ $rc = 2 ] && grep -q "APP_ID: expected hex" "$WORK/u2.err" || fail "bad app id: exit $rc, $(cat "$WORK/u2.err")"
+"${CLI[@]}" verify app "$APP_ID" --insecure-allow-simulated >/dev/null 2>"$WORK/u3.err"
+rc=$?
+[ $rc = 2 ] && grep -q "needs --pccs-url" "$WORK/u3.err" || fail "simulated without pccs: exit $rc, $(cat "$WORK/u3.err")"
+echo "ok - unknown app id: exit 1 naming the find step; bad APP_ID / missing --pccs-url: exit 2"
+
+# 5. ProxiedGuestApi GetQuote input checks
+OUT=$(curl -s --unix-socket "$WORK/vmm.sock" -X POST "http://localhost/guest/GetQuote?json" \
+    -d "{\"id\":\"$VM_ID\",\"report_data\":\"$(printf 'ab%.0s' $(seq 65))\"}")
+case "$OUT" in *"report_data: expected hex of at most 64 bytes"*) ;; *) fail "GetQuote 65 bytes: $OUT" ;; esac
+OUT=$(curl -s --unix-socket "$WORK/vmm.sock" -X POST "http://localhost/guest/GetQuote?json" \
+    -d '{"id":"nope","report_data":"00"}')
+case "$OUT" in *"VM not found"*) ;; *) fail "GetQuote unknown VM: $OUT" ;; esac
+echo "ok - GetQuote refuses oversized report_data and unknown VMs"
+
+# 6. replay: a fake VMM that answers with an attestation recorded for another nonce, and one
+# that lies about which VM runs the app.
+curl -sf --unix-socket "$WORK/vmm.sock" -X POST "http://localhost/guest/GetQuote?json" \
+    -d "{\"id\":\"$VM_ID\",\"report_data\":\"$(printf '11%.0s' $(seq 64))\"}" >"$WORK/old.json" ||
+    fail "recording an attestation"
+cat >"$WORK/fake_vmm.py" <<'PY'
+# A lying VMM. replay: answers GetQuote with a recorded attestation. proxy: forwards GetQuote
+# (with the caller's nonce) to the real VMM's VM, but claims it runs app_id.
+import http.server, json, socket, sys
+port_file, mode, old, app_id, real_sock, real_vm = sys.argv[1], sys.argv[2], open(sys.argv[3]).read(), sys.argv[4], sys.argv[5], sys.argv[6]
+def real_get_quote(req):
+    req["id"] = real_vm
+    body = json.dumps(req).encode()
+    s = socket.socket(socket.AF_UNIX); s.connect(real_sock)
+    s.sendall(b"POST /guest/GetQuote?json HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+              b"Connection: close\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+    data = b""
+    while True:
+        c = s.recv(65536)
+        if not c: break
+        data += c
+    return data.split(b"\r\n\r\n", 1)[1].decode()
+class H(http.server.BaseHTTPRequestHandler):
+    def log_message(self, *a): pass
+    def do_POST(self):
+        req = json.loads(self.rfile.read(int(self.headers.get("Content-Length", "0"))) or b"{}")
+        if self.path.startswith("/prpc/Status"):
+            body = json.dumps({"vms": [{"id": "fake", "app_id": app_id, "status": "running"}]})
+        elif self.path.startswith("/guest/GetQuote"):
+            body = old if mode == "replay" else real_get_quote(req)
+        else:
+            self.send_response(404); self.end_headers(); return
+        b = body.encode()
+        self.send_response(200); self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(b))); self.end_headers(); self.wfile.write(b)
+s = http.server.HTTPServer(("127.0.0.1", 0), H)
+open(port_file, "w").write(str(s.server_address[1]))
+s.serve_forever()
+PY
+start_fake() {
+    rm -f "$WORK/fake.port"
+    python3 "$WORK/fake_vmm.py" "$WORK/fake.port" "$1" "$WORK/old.json" "$2" "$WORK/vmm.sock" "$VM_ID" &
+    FAKE_PID=$!
+    for _ in $(seq 100); do [ -s "$WORK/fake.port" ] && break; sleep 0.05; done
+    FAKE="http://127.0.0.1:$(cat "$WORK/fake.port")"
+}
+stop_fake() { kill "$FAKE_PID"; wait "$FAKE_PID" 2>/dev/null; FAKE_PID=""; }
+start_fake replay "$APP_ID"
+"${CLI[@]}" verify app "$APP_ID" --vmm-url "$FAKE" --pccs-url "$PCCS" --insecure-allow-simulated \
+    --json >"$WORK/r.json" 2>"$WORK/r.err"
+rc=$?
+stop_fake
+[ $rc = 1 ] || fail "replayed attestation: exit $rc, want 1"
+python3 -c 'import json,sys; v=json.load(open(sys.argv[1])); assert v["ok"] is False and v["failed_step"]=="report_data", v.get("failed_step"); assert v["quote"]["ok"] is True' \
+    "$WORK/r.json" || fail "replayed attestation: failed_step not report_data"
+grep -q "FAILED at step report_data" "$WORK/r.err" || fail "replay: stderr $(cat "$WORK/r.err")"
+OTHER_APP=00112233445566778899aabbccddeeff00112233
+start_fake proxy "$OTHER_APP"
+"${CLI[@]}" verify app "$OTHER_APP" --vmm-url "$FAKE" --pccs-url "$PCCS" --insecure-allow-simulated \
+    --json >"$WORK/a.json" 2>/dev/null
+rc=$?
+stop_fake
+[ $rc = 1 ] || fail "wrong app: exit $rc, want 1"
+python3 - "$WORK/a.json" "$APP_ID" "$OTHER_APP" <<'PY' || fail "wrong app: $(head -c 400 "$WORK/a.json")"
+import json, sys
+v = json.load(open(sys.argv[1]))
+assert v["ok"] is False and v["failed_step"] == "app_id", v.get("failed_step")
+assert v["error"] == "app_id: the event log declares app %s, not %s" % (sys.argv[2], sys.argv[3]), v["error"]
+assert v["quote"]["report"]["report_data"] == v["nonce"]
+PY
+echo "ok - a replayed attestation fails at report_data (its quote valid); a VMM lying about the app fails at app_id"
+echo "PASS"
