@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: Apache-2.0
-# The main job, one command (`make demo`): install dependencies, build, start the simulated TDX
-# module with its PCCS-compatible collateral service and a KMS in its own simulated CVM, boot
-# examples/hello's CVM with dstack-util setup (measurement into RTMR3, keys from the KMS over
-# RA-TLS, encrypted data volume when run as root), serve it through the guest agent, and verify
-# its attestation from outside. Deployment through the VMM with running containers is the next
-# step (see the README's status table).
-# `scripts/demo.sh down` (make demo-down) stops everything it started. Running it twice is safe.
+# The main job, one command (`make demo`, as root on Debian 12): install dependencies, build,
+# start the simulated TDX module with its PCCS-compatible collateral service, a KMS in its own
+# simulated CVM with an auth-simple allow policy (examples/hello's compose hash + the
+# dstack-guest OS image), and dstack-vmm with the sandbox backend; build the dstack-guest image
+# and the hello images; `dstack deploy --env-file` examples/hello (GREETING encrypted to the
+# KMS's verified env key), deliver the images archive in its host share, start it, wait for the
+# app to answer through its mapped port, and verify it (`dstack verify app` when the CLI has it).
+# `scripts/demo.sh down` (make demo-down) stops everything it started: VMs removed through the
+# VMM (veths, loop devices, mounts, cgroups), then the daemons. Running it twice is safe.
 #
 # Everything here is SIMULATED: quotes are signed by a mock Intel PKI and only verify because
 # the verifier is told --insecure-allow-simulated. Never use these settings in production.
@@ -14,38 +16,66 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 STATE=${DSTACK_DEMO_STATE:-$ROOT/demo-state}
-BIN=$ROOT/build/bin
+# DSTACK_DEMO_BIN: use binaries built elsewhere (skips installing and building).
+BIN=${DSTACK_DEMO_BIN:-$ROOT/build/bin}
 # A fixed, public seed: the demo's mock Intel PKI is the same on every run.
 SEED=${DSTACK_DEMO_SEED:-64656d6f2d736565642d64656d6f2d736565642d64656d6f2d736565642d2d21}
+# The sandbox guests reach host services through the VMM's bridge address.
+GW=10.213.77.1
+IMAGE=dstack-guest-0.5.0
+HOST_PORT=${DSTACK_DEMO_PORT:-18080}
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
+die() {
+  echo "demo: $*" >&2
+  exit 1
+}
+jfield() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$1" "$2"; }
 
-stop_all() {
-  for pidfile in "$STATE"/*.pid; do
-    [ -f "$pidfile" ] || continue
-    pid=$(cat "$pidfile")
-    if kill -0 "$pid" 2>/dev/null; then
-      kill "$pid" 2>/dev/null || true
-      for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-      kill -9 "$pid" 2>/dev/null || true
-    fi
-    rm -f "$pidfile"
-  done
-  # The app's encrypted data volume: unmount (deepest first) and detach its loop device.
-  if [ -d "$STATE" ]; then
-    awk -v s="$STATE/" 'index($2, s) == 1 { print $2 }' /proc/mounts | sort -r |
-      while read -r m; do umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true; done
-    if command -v losetup >/dev/null; then
-      losetup -j "$STATE/hello/data.img" 2>/dev/null | cut -d: -f1 |
-        while read -r dev; do losetup -d "$dev" 2>/dev/null || true; done
-    fi
+stop_pid() {
+  local pidfile=$1 pid
+  [ -f "$pidfile" ] || return 0
+  pid=$(cat "$pidfile")
+  if kill -0 "$pid" 2>/dev/null; then
+    kill "$pid" 2>/dev/null || true
+    for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$pid" 2>/dev/null || true
   fi
+  rm -f "$pidfile"
 }
 
-wait_for_file() {
-  for _ in $(seq 100); do [ -s "$1" ] && return 0; sleep 0.1; done
-  echo "demo: timed out waiting for $1" >&2
-  return 1
+stop_all() {
+  [ -d "$STATE" ] || return 0
+  # VMs first, through the VMM: it stops each sandbox and removes its veth, loop device,
+  # mounts and cgroups (including the guest engine's dstack-guest-<id> groups).
+  if [ -f "$STATE/vmm.pid" ] && kill -0 "$(cat "$STATE/vmm.pid")" 2>/dev/null; then
+    for id in $(cat "$STATE"/vm-ids 2>/dev/null); do
+      DSTACK_VMM_URL="unix:$STATE/vmm.sock" "$BIN/dstack" rm "$id" >/dev/null 2>&1 || true
+    done
+    # removal is asynchronous (stop, then the backend's cleanup, then the run dir goes)
+    for id in $(cat "$STATE"/vm-ids 2>/dev/null); do
+      for _ in $(seq 300); do [ -d "$STATE/run/$id" ] || break; sleep 0.1; done
+    done
+  fi
+  stop_pid "$STATE/vmm.pid"
+  # anything a crashed VMM left: sandbox inits and port forwarders, then mounts and loops
+  for f in "$STATE"/run/*/vm.pid "$STATE"/run/*/sandbox/forwarder.pid; do
+    [ -f "$f" ] && kill -9 "$(cut -d' ' -f1 "$f")" 2>/dev/null || true
+  done
+  stop_pid "$STATE/kms.pid"
+  stop_pid "$STATE/tee-sim.pid"
+  awk -v s="$STATE/" 'index($2, s) == 1 { print $2 }' /proc/mounts | sort -r |
+    while read -r m; do umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true; done
+  if command -v losetup >/dev/null; then
+    { losetup -a 2>/dev/null || true; } | { grep -F "$STATE/" || true; } | cut -d: -f1 |
+      while read -r dev; do losetup -d "$dev" 2>/dev/null || true; done
+  fi
+  for id in $(cat "$STATE"/vm-ids 2>/dev/null); do
+    for d in /sys/fs/cgroup/*/dstack-guest-"$id" /sys/fs/cgroup/dstack-guest-"$id"; do
+      [ -d "$d" ] && find "$d" -depth -type d -exec rmdir {} + 2>/dev/null || true
+    done
+  done
+  rm -f "$STATE/vm-ids"
 }
 
 if [ "${1:-}" = "down" ]; then
@@ -53,88 +83,157 @@ if [ "${1:-}" = "down" ]; then
   echo "demo: stopped"
   exit 0
 fi
+[ "$(id -u)" = 0 ] || die "run as root (the sandbox backend needs namespaces, veths, loop devices)"
 
-say "Installing dependencies"
-scripts/install-deps.sh
-say "Building"
-make build >/dev/null
+if [ -z "${DSTACK_DEMO_BIN:-}" ]; then
+  say "Installing dependencies"
+  scripts/install-deps.sh
+  say "Building"
+  make build >/dev/null
+fi
 
 stop_all
 rm -rf "$STATE"
-mkdir -p "$STATE"
+mkdir -p "$STATE/run" "$STATE/images"
+
+say "Building the dstack-guest OS image and the hello app images (docker-archive)"
+scripts/build-guest-image.sh "$STATE/images/$IMAGE" "$BIN" >"$STATE/build.log" 2>&1 ||
+  { tail "$STATE/build.log" >&2; die "build-guest-image.sh failed"; }
+scripts/build-hello-images.sh "$STATE/hello-images.tar" >>"$STATE/build.log" 2>&1 ||
+  { tail "$STATE/build.log" >&2; die "build-hello-images.sh failed"; }
+OS_IMAGE=$(cat "$STATE/images/$IMAGE/digest.txt")
 
 say "Starting the simulated TDX module (dstack-tee-sim) and its PCCS"
-"$BIN/dstack-tee-sim" serve --seed "$SEED" --state-dir "$STATE/tee" --pccs-listen 127.0.0.1:0 \
+"$BIN/dstack-tee-sim" serve --seed "$SEED" --state-dir "$STATE/tee" --pccs-listen 0.0.0.0:0 \
   >"$STATE/tee-sim.log" 2>&1 &
 echo $! >"$STATE/tee-sim.pid"
-wait_for_file "$STATE/tee/pccs.addr"
-PCCS_URL="http://$(cat "$STATE/tee/pccs.addr")"
+for _ in $(seq 100); do [ -s "$STATE/tee/pccs.addr" ] && break; sleep 0.1; done
+[ -s "$STATE/tee/pccs.addr" ] || die "dstack-tee-sim did not start"
+PCCS_PORT=$(sed 's/.*://' "$STATE/tee/pccs.addr")
 
-say "Starting the KMS in its own simulated CVM (dstack-kms --dev: allows every app)"
+start_kms() { # LOG [ARGS...]
+  local log=$1
+  shift
+  "$BIN/dstack-kms" --dev --tee "sim:$KMS_TD" --pccs-url "http://127.0.0.1:$PCCS_PORT" \
+    --domain "$GW" --state-dir "$STATE/kms" --listen 0.0.0.0:0 "$@" >"$STATE/$log" 2>&1 &
+  echo $! >"$STATE/kms.pid"
+  for _ in $(seq 300); do grep -qs 'KMS listening on' "$STATE/$log" && break; sleep 0.1; done
+  KMS_PORT=$(grep -o 'KMS listening on [^ ]*' "$STATE/$log" | tail -1 | sed 's/.*://')
+  [ -n "$KMS_PORT" ] || { tail -5 "$STATE/$log" >&2; die "the KMS did not start"; }
+}
+own_boot() { # LOG KEY: the KMS's own BootInfo as it logged it
+  grep -o 'own boot info: .*' "$STATE/$1" | head -1 | sed 's/own boot info: //' |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)[sys.argv[1]])' "$2"
+}
+write_policy() { # MR [APP_ID COMPOSE_HASH]
+  local apps="{}"
+  [ $# -ge 3 ] && apps="{\"0x$2\": {\"composeHashes\": [\"0x$3\"], \"allowAnyDevice\": true}}"
+  cat >"$STATE/policy.json.tmp" <<JSON
+{
+  "osImages": ["0x$KMS_OS", "0x$OS_IMAGE"],
+  "kms": {"mrAggregated": ["0x$1"], "allowAnyDevice": true},
+  "apps": $apps
+}
+JSON
+  mv "$STATE/policy.json.tmp" "$STATE/policy.json"
+}
+
+say "Starting the KMS in its own simulated CVM, with an auth-simple allow policy"
 KMS_TD=$("$BIN/dstack-tee-sim" create-td --state-dir "$STATE/tee" --name kms)
-"$BIN/dstack-kms" --dev --tee "sim:$KMS_TD" --pccs-url "$PCCS_URL" --state-dir "$STATE/kms" \
-  --listen 127.0.0.1:0 >"$STATE/kms.log" 2>&1 &
-echo $! >"$STATE/kms.pid"
-for _ in $(seq 300); do grep -qs 'KMS listening on' "$STATE/kms.log" && break; sleep 0.1; done
-KMS_PORT=$(grep -o 'KMS listening on [^ ]*' "$STATE/kms.log" | tail -1 | sed 's/.*://')
-[ -n "$KMS_PORT" ] || { echo "demo: the KMS did not start:" >&2; tail -5 "$STATE/kms.log" >&2; exit 1; }
-KMS_URL="https://localhost:$KMS_PORT"
+# First start bootstraps its keys (dev authorization), then it serves under the policy file,
+# which it re-reads when it changes: its own measurement, then the app once deployed.
+start_kms kms-bootstrap.log
+stop_pid "$STATE/kms.pid"
+KMS_OS=$(own_boot kms-bootstrap.log osImageHash)
+write_policy "$(own_boot kms-bootstrap.log mrAggregated)"
+start_kms kms.log --policy "$STATE/policy.json"
+KMS_MR=$(own_boot kms.log mrAggregated)
+write_policy "$KMS_MR"
+KMS_URL="https://$GW:$KMS_PORT"
 
-say "Creating the app's CVM and its host share (examples/hello)"
-APP_TD=$("$BIN/dstack-tee-sim" create-td --state-dir "$STATE/tee" --name hello)
-SHARE="$STATE/hello/share"
-mkdir -p "$SHARE"
-cp examples/hello/app-compose.json "$SHARE/app-compose.json"
-COMPOSE_HASH=$(sha256sum "$SHARE/app-compose.json" | cut -c1-64)
-APP_ID=${COMPOSE_HASH:0:40}
-printf '{"kms_urls":["%s"],"pccs_url":"%s","vm_config":"{\\"cpu_count\\":1,\\"memory_size\\":1073741824}"}\n' \
-  "$KMS_URL" "$PCCS_URL" >"$SHARE/.sys-config.json"
+say "Starting dstack-vmm with the sandbox backend"
+cat >"$STATE/vmm.toml" <<TOML
+address = "unix:$STATE/vmm.sock"
+run_path = "$STATE/run"
 
-say "Booting it: dstack-util setup measures the app into RTMR3, gets its keys from the KMS over RA-TLS"
-DISK_ARGS=(--no-data-disk)
-if [ "$(id -u)" -eq 0 ]; then
-  truncate -s 64M "$STATE/hello/data.img"
-  DISK_ARGS=(--data-disk "$STATE/hello/data.img")
+[image]
+path = "$STATE/images"
+
+[cvm]
+backend = "sandbox"
+pccs_url = "http://$GW:$PCCS_PORT"
+
+[cvm.port_mapping]
+enabled = true
+address = "127.0.0.1"
+range = [{ protocol = "tcp", from = 1024, to = 65535 }]
+
+[cvm.auto_restart]
+enabled = false
+TOML
+DSTACK_TEE_SIM_DIR="$STATE/tee" "$BIN/dstack-vmm" -c "$STATE/vmm.toml" >"$STATE/vmm.log" 2>&1 &
+echo $! >"$STATE/vmm.pid"
+for _ in $(seq 100); do [ -S "$STATE/vmm.sock" ] && break; sleep 0.1; done
+[ -S "$STATE/vmm.sock" ] || die "dstack-vmm did not come up"
+export DSTACK_VMM_URL="unix:$STATE/vmm.sock"
+
+say "Deploying examples/hello (GREETING encrypted to the KMS's env key, which deploy verifies)"
+GREETING="hello-from-an-encrypted-env"
+echo "GREETING=$GREETING" >"$STATE/app.env"
+T0=$(date +%s.%N)
+"$BIN/dstack" deploy --name hello --image "$IMAGE" --compose examples/hello/app-compose.json \
+  --vcpu 2 --memory 1G --disk 1 --port "tcp:$HOST_PORT:8080" --kms-url "$KMS_URL" \
+  --env-file "$STATE/app.env" --stopped --json >"$STATE/deploy.json"
+VM_ID=$(jfield "$STATE/deploy.json" id)
+echo "$VM_ID" >>"$STATE/vm-ids"
+APP_ID=$(jfield "$STATE/deploy.json" app_id)
+COMPOSE_HASH=$(jfield "$STATE/deploy.json" compose_hash)
+write_policy "$KMS_MR" "$APP_ID" "$COMPOSE_HASH"
+# The images archive goes into the host share (read-only in the guest; docs/containers-in-sandbox.md).
+cp "$STATE/hello-images.tar" "$STATE/run/$VM_ID/shared/images.tar"
+"$BIN/dstack" start "$VM_ID" >/dev/null
+
+say "Waiting for the CVM to boot (setup -> keys from the KMS over RA-TLS -> dockerd -> compose up)"
+st=""
+for _ in $(seq 1200); do
+  st=$("$BIN/dstack" info "$VM_ID" --json 2>/dev/null | python3 -c 'import json,sys; i=json.load(sys.stdin)
+print("%s|%s" % (i.get("boot_progress") or "", i.get("boot_error") or ""))' 2>/dev/null || true)
+  case "$st" in
+    "booted|") break ;;
+    *"|"?*) tail -20 "$STATE/run/$VM_ID/serial.log" >&2; die "boot error: $st" ;;
+  esac
+  sleep 0.1
+done
+[ "$st" = "booted|" ] || die "not booted: $st"
+ANSWER=""
+for _ in $(seq 300); do
+  ANSWER=$(curl -sf --max-time 5 "http://127.0.0.1:$HOST_PORT/" 2>/dev/null) && break
+  sleep 0.1
+done
+[ -n "$ANSWER" ] || die "the app did not answer on 127.0.0.1:$HOST_PORT"
+T1=$(date +%s.%N)
+echo "app answered: $ANSWER"
+python3 -c 'import sys; print("deploy -> app answering: %.1f s" % (float(sys.argv[2]) - float(sys.argv[1])))' "$T0" "$T1"
+
+if "$BIN/dstack" verify app --help >/dev/null 2>&1; then
+  say "Verifying the app from outside (SIMULATED quotes accepted: --insecure-allow-simulated)"
+  "$BIN/dstack" verify app "$APP_ID" --vmm-url "$DSTACK_VMM_URL" --insecure-allow-simulated
 else
-  echo "demo: not root, so no encrypted data volume (ext4 encryption needs a loop mount)"
+  echo "demo: this dstack CLI has no 'verify app' yet; skipped the external verification"
 fi
-"$BIN/dstack-util" setup --host-shared "$SHARE" --work-dir "$STATE/hello/work" --tee "sim:$APP_TD" \
-  "${DISK_ARGS[@]}" --insecure-allow-simulated >"$STATE/setup.log" 2>&1 ||
-  { echo "demo: setup failed:" >&2; tail -5 "$STATE/setup.log" >&2; exit 1; }
-HS="$STATE/hello/work/.host-shared"
-
-say "Starting the guest agent (the app-facing dstack.sock API)"
-"$BIN/dstack-guest-agent" --tee "sim:$APP_TD" --keys-file "$HS/.appkeys.json" \
-  --compose-file "$HS/app-compose.json" --sys-config-file "$HS/.sys-config.json" \
-  --instance-info-file "$HS/.instance_info" --socket "$STATE/dstack.sock" --tappd-socket "" \
-  --http 127.0.0.1:0 >"$STATE/guest-agent.log" 2>&1 &
-echo $! >"$STATE/guest-agent.pid"
-for _ in $(seq 100); do [ -S "$STATE/dstack.sock" ] && break; sleep 0.1; done
-[ -S "$STATE/dstack.sock" ] || { echo "demo: the guest agent did not start" >&2; tail -5 "$STATE/guest-agent.log" >&2; exit 1; }
-
-say "The app derives a key through dstack.sock (GetKey)"
-curl -sf --unix-socket "$STATE/dstack.sock" "http://localhost/GetKey?path=hello&purpose=demo" |
-  tee "$STATE/getkey.json" | head -c 300; echo
-
-say "The app asks for its attestation (GetQuote)"
-REPORT_DATA=$(printf 'hello from the demo' | od -An -tx1 | tr -d ' \n')
-curl -sf --unix-socket "$STATE/dstack.sock" "http://localhost/GetQuote?report_data=$REPORT_DATA" \
-  >"$STATE/attestation.json"
-
-say "Verifying it from outside: DCAP quote against the simulator's PCCS, event log, app identity"
-"$BIN/dstack" verify attestation "$STATE/attestation.json" --pccs-url "$PCCS_URL" \
-  --insecure-allow-simulated
 
 cat <<EOF
 
-The demo is running (simulated TEE). Try next:
-  curl -s --unix-socket $STATE/dstack.sock http://localhost/Info | jq .
-  curl -s --unix-socket $STATE/dstack.sock 'http://localhost/GetKey?path=demo&purpose=signing'
-  $BIN/dstack kms meta $KMS_URL
-  $BIN/dstack verify attestation $STATE/attestation.json --pccs-url $PCCS_URL --insecure-allow-simulated --json
+The demo is running (simulated TEE, sandbox CVM). Try next:
+  curl -s http://127.0.0.1:$HOST_PORT/
+  DSTACK_VMM_URL=$DSTACK_VMM_URL $BIN/dstack ls
+  DSTACK_VMM_URL=$DSTACK_VMM_URL $BIN/dstack info $VM_ID
+  DSTACK_VMM_URL=$DSTACK_VMM_URL $BIN/dstack logs $VM_ID
+  DSTACK_VMM_URL=$DSTACK_VMM_URL $BIN/dstack verify app $APP_ID --insecure-allow-simulated
+  $BIN/dstack kms meta https://127.0.0.1:$KMS_PORT
   make demo-down
 EOF
-echo "PCCS_URL=$PCCS_URL"
+echo "DSTACK_VMM_URL=$DSTACK_VMM_URL"
 echo "KMS_URL=$KMS_URL"
-echo "DSTACK_SOCKET=$STATE/dstack.sock"
 echo "APP_ID=$APP_ID"
+echo "APP_URL=http://127.0.0.1:$HOST_PORT/"

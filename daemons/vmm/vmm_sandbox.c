@@ -27,6 +27,7 @@
  * after SBX_STOP_GRACE_MS; hard = SIGKILL. The namespace (veth, mounts, loop devices of its
  * mounts) disappears with pid 1.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
@@ -578,15 +579,74 @@ static void cgroup_apply(struct sbx_priv *p, const struct vmm_vm *vm, pid_t pid)
     }
 }
 
+#define SBX_CGROUP_RMDIR_TRIES   50
+#define SBX_CGROUP_RMDIR_WAIT_NS 20000000L
+
+/* rmdir a cgroup; while its last tasks are still exiting (the sandbox was just killed) the
+ * kernel says EBUSY, so wait for them a little (at most ~1 s per group). */
+static int cgroup_rmdir(const char *path)
+{
+    for (int i = 0; i < SBX_CGROUP_RMDIR_TRIES; i++) {
+        if (rmdir(path) == 0 || errno == ENOENT) {
+            return 0;
+        }
+        if (errno != EBUSY) {
+            return -errno;
+        }
+        struct timespec ts = {0, SBX_CGROUP_RMDIR_WAIT_NS};
+        (void)nanosleep(&ts, NULL);
+    }
+    return -EBUSY;
+}
+
+/* nftw callback: cgroupfs only lets directories go (their files vanish with them), deepest
+ * first; a group that still has tasks stays (EBUSY) and the walk goes on. */
+static int cgroup_rmdir_entry(const char *path, const struct stat *st, int type, struct FTW *ftw)
+{
+    (void)st;
+    (void)ftw;
+    if (type == FTW_DP) {
+        (void)cgroup_rmdir(path);
+    }
+    return 0;
+}
+
+/* The guest's container engine (dockerd in the dstack-guest image) puts the containers'
+ * groups under /dstack-guest-<vm id> of every hierarchy it sees (its cgroup parent); they
+ * outlive the sandbox's pid namespace, so they are removed here with the VM. */
+static void cgroup_remove_guest_groups(const struct vmm_vm *vm)
+{
+    char cg[PATH_MAX];
+    snprintf(cg, sizeof(cg), SBX_CGROUP_ROOT "/dstack-guest-%s", vm->id);
+    (void)nftw(cg, cgroup_rmdir_entry, 16, FTW_DEPTH | FTW_PHYS);
+    DIR *d = opendir(SBX_CGROUP_ROOT);
+    if (!d) {
+        return;
+    }
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL) {
+        if (de->d_name[0] == '.' || de->d_type != DT_DIR) {
+            continue;
+        }
+        int n = snprintf(cg, sizeof(cg), SBX_CGROUP_ROOT "/%s/dstack-guest-%s", de->d_name, vm->id);
+        if (n <= 0 || (size_t)n >= sizeof(cg)) {
+            continue;
+        }
+        (void)nftw(cg, cgroup_rmdir_entry, 16, FTW_DEPTH | FTW_PHYS);
+    }
+    closedir(d);
+}
+
 static void cgroup_remove(const struct vmm_vm *vm)
 {
     char cg[PATH_MAX];
+    cgroup_remove_guest_groups(vm);
     cgroup_path(vm, cg, sizeof(cg));
-    (void)rmdir(cg);
+    (void)cgroup_rmdir(cg);
     snprintf(cg, sizeof(cg), SBX_CGV1_CPU "/%s", vm->id);
-    (void)rmdir(cg);
+    (void)cgroup_rmdir(cg);
     snprintf(cg, sizeof(cg), SBX_CGV1_MEM "/%s", vm->id);
-    (void)rmdir(cg);
+    (void)cgroup_rmdir(cg);
 }
 
 /* ---- the child (pid 1 of the sandbox) -----------------------------------------------------------

@@ -6,7 +6,10 @@
  * fetches `backend`'s answer (http://backend:8081/), and replies with
  *   <GREETING> key-sha256=<hex SHA-256 of the 32 key bytes> backend=<backend's answer>
  * so a client can check the answer against the key GetKey returns for the app without the
- * key itself leaving the CVM. Built with `cc -static -lcrypto` by scripts/build-hello-images.sh.
+ * key itself leaving the CVM. On its first start it writes /data/note.txt (its data volume:
+ * "hello-note-<32 random hex>") and `GET /note` answers with that file, so a client can check
+ * that the volume survives a stop/start and that its backing disk never holds the plaintext.
+ * Built with `cc -static -lcrypto` by scripts/build-hello-images.sh.
  */
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -173,9 +176,52 @@ static void backend_answer(char *out, size_t cap)
         close(fd);
 }
 
+#define NOTE_PATH "/data/note.txt"
+#define NOTE_MAX  128
+
+/* First start: write NOTE_PATH with a random token; later starts keep the file. */
+static void note_init(void)
+{
+    if (access(NOTE_PATH, F_OK) == 0)
+        return;
+    unsigned char rnd[16];
+    FILE *u = fopen("/dev/urandom", "rb");
+    if (!u || fread(rnd, 1, sizeof(rnd), u) != sizeof(rnd)) {
+        if (u)
+            fclose(u);
+        fprintf(stderr, "hello-web: /dev/urandom unreadable\n");
+        return;
+    }
+    fclose(u);
+    FILE *f = fopen(NOTE_PATH ".tmp", "w");
+    if (!f) {
+        perror("hello-web: " NOTE_PATH);
+        return;
+    }
+    fprintf(f, "hello-note-");
+    for (size_t i = 0; i < sizeof(rnd); i++)
+        fprintf(f, "%02x", rnd[i]);
+    fprintf(f, "\n");
+    if (fflush(f) != 0 || fsync(fileno(f)) != 0 || fclose(f) != 0 ||
+        rename(NOTE_PATH ".tmp", NOTE_PATH) != 0)
+        perror("hello-web: writing " NOTE_PATH);
+}
+
+static void note_read(char *out, size_t cap)
+{
+    snprintf(out, cap, "no-note\n");
+    FILE *f = fopen(NOTE_PATH, "r");
+    if (f) {
+        if (!fgets(out, (int)cap, f))
+            snprintf(out, cap, "no-note\n");
+        fclose(f);
+    }
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
+    note_init();
     int ls = socket(AF_INET, SOCK_STREAM, 0), one = 1;
     struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(8080)};
     setsockopt(ls, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
@@ -189,7 +235,19 @@ int main(void)
         if (c < 0)
             continue;
         char req[4096], digest[2 * SHA256_DIGEST_LENGTH + 1], be[512], body[1024], out[1400];
-        (void)read(c, req, sizeof(req));
+        ssize_t rl = read(c, req, sizeof(req) - 1);
+        req[rl > 0 ? rl : 0] = 0;
+        if (strncmp(req, "GET /note ", 10) == 0) {
+            char note[NOTE_MAX];
+            note_read(note, sizeof(note));
+            int ol = snprintf(out, sizeof(out),
+                              "HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nContent-Length: "
+                              "%zu\r\nConnection: close\r\n\r\n%s",
+                              strlen(note), note);
+            (void)write(c, out, (size_t)ol);
+            close(c);
+            continue;
+        }
         const char *greeting = getenv("GREETING");
         int status = 200;
         if (key_digest(digest) != 0) {
