@@ -320,6 +320,8 @@ void vmm_hostapi_close(struct vmm_vm_rec *vm);
 DS_MUST_USE int vmm_guest_call_deferred(struct vmm *v, struct vmm_vm_rec *vm,
                                         struct ds_rpc_call *call, const char *method,
                                         bool empty_reply);
+/* Whether the backend put a guest API socket at <workdir>/guest-api.sock. */
+bool vmm_guest_has_api_socket(const struct vmm_vm_rec *vm);
 /* Wait (bounded) for guest request threads before the loop is freed. */
 void vmm_guest_drain(void);
 

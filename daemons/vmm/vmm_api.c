@@ -610,7 +610,6 @@ static int m_stop_vm(struct ds_rpc_call *call, const json_t *params, json_t **ou
 
 static int m_shutdown_vm(struct ds_rpc_call *call, const json_t *params, json_t **out, void *ctx)
 {
-    (void)out;
     struct vmm *v = VMM_CTX(ctx);
     struct vmm_vm_rec *vm = NULL;
     int r = find_vm(call, v, params, &vm);
@@ -620,6 +619,19 @@ static int m_shutdown_vm(struct ds_rpc_call *call, const json_t *params, json_t 
     vmm_vm_poll(v, vm);
     if (!vm->running) {
         return ds_rpc_call_error(call, "VM is not running");
+    }
+    if (v->cfg.backend == VMM_BACKEND_SANDBOX && !vmm_guest_has_api_socket(vm)) {
+        /* A sandbox's power button: SIGTERM to its init, which stops the app and exits
+         * (graceful stop, escalated to a kill after the grace period). */
+        char err[VMM_ERR_MAX] = "";
+        if ((r = vmm_state_set_started(vm, false)) < 0) {
+            return ds_rpc_call_error(call, "failed to save the VM state: %s", ds_strerror(r));
+        }
+        if ((r = vmm_vm_stop(v, vm, true, err, sizeof(err))) < 0) {
+            return ds_rpc_call_error(call, "failed to shut down VM: %s", err);
+        }
+        *out = json_object();
+        return 0;
     }
     /* the guest notifies shutdown.progress "powering off", which sets started=false */
     return vmm_guest_call_deferred(v, vm, call, "Shutdown", true);

@@ -11,8 +11,8 @@
  * dstack-c extension: GetQuote {id, report_data: hex, at most 64 bytes} returns the guest's
  * GetQuoteResponse {quote, event_log, vm_config, report_data} for the caller's report data
  * (DstackGuest.GetQuote), so a verifier outside the VM (`dstack verify app`) can bind a fresh
- * nonce into the quote. Sandbox VMs only (the qemu guest agent has no host-facing endpoint
- * for it).
+ * nonce into the quote. (ShutdownVm of such a sandbox is a graceful stop, in vmm_api.c.) Sandbox
+ * VMs only (the qemu guest agent has no host-facing endpoint for it).
  *
  * Each call is one HTTP/1.1 exchange on a worker thread (a guest that does not answer must not
  * stall the event loop), with a short timeout; the deferred pRPC call is answered back on the
@@ -206,6 +206,13 @@ static void guest_job_done(evutil_socket_t fd, short what, void *arg)
     }
     event_free(j->done_ev);
     free(j);
+}
+
+bool vmm_guest_has_api_socket(const struct vmm_vm_rec *vm)
+{
+    char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
+    int n = snprintf(path, sizeof(path), "%s/guest-api.sock", vm->workdir);
+    return n > 0 && (size_t)n < sizeof(path) && access(path, F_OK) == 0;
 }
 
 /* Where the agent of vm answers method: fills j->sock_path (or "" for vsock), j->path. */

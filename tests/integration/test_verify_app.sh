@@ -291,4 +291,18 @@ assert v["error"] == "app_id: the event log declares app %s, not %s" % (sys.argv
 assert v["quote"]["report"]["report_data"] == v["nonce"]
 PY
 echo "ok - a replayed attestation fails at report_data (its quote valid); a VMM lying about the app fails at app_id"
+
+# 7. ShutdownVm of a sandbox (`dstack stop`): init stops the app and exits, the VM stays stopped
+PID=$(cut -d' ' -f1 "$WORK/run/$VM_ID/vm.pid")
+"${CLI[@]}" stop "$VM_ID" --wait --timeout 40 >/dev/null 2>"$WORK/stop.err" || fail "dstack stop: $(cat "$WORK/stop.err")"
+! kill -0 "$PID" 2>/dev/null || fail "the guest's init still runs after ShutdownVm"
+for _ in $(seq 1 50); do grep -q "engine stopped" "$WORK/run/$VM_ID/serial.log" && break; sleep 0.1; done
+grep -q "engine stopped" "$WORK/run/$VM_ID/serial.log" || fail "ShutdownVm: init did not stop the engine"
+python3 -c 'import json,sys; assert json.load(open(sys.argv[1])) == {"started": False}' "$WORK/run/$VM_ID/vm-state.json" ||
+    fail "ShutdownVm: vm-state.json $(cat "$WORK/run/$VM_ID/vm-state.json")"
+"${CLI[@]}" verify app "$APP_ID" --pccs-url "$PCCS" --insecure-allow-simulated >/dev/null 2>"$WORK/s.err"
+rc=$?
+[ $rc = 1 ] && grep -q "find VM: app $APP_ID has 1 VM(s) but none is running" "$WORK/s.err" ||
+    fail "verify app of a stopped app: exit $rc, $(cat "$WORK/s.err")"
+echo "ok - ShutdownVm (dstack stop): graceful, engine stopped, state stopped; verify app then names the find step"
 echo "PASS"
