@@ -176,7 +176,9 @@ int verify_attestation_run(const struct verify_opts *o);
 
 /* What `verify app` requires beyond a valid attestation. */
 struct verify_app_expect {
-    const uint8_t *report_data; /* DS_REPORT_DATA_SIZE bytes (the fresh nonce) */
+    const uint8_t *nonce; /* this run's fresh nonce (reported) */
+    size_t nonce_len;
+    const uint8_t *report_data; /* DS_REPORT_DATA_SIZE bytes the quote must carry */
     const char *app_id;         /* lowercase hex the event log must declare */
     const char *vm_id;          /* for the report */
 };

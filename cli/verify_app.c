@@ -2,12 +2,13 @@
 /*
  * `dstack verify app APP_ID`: verify a running app from outside its VM. The VMM (--vmm-url or
  * DSTACK_VMM_URL, auth as for every VMM command) is asked for its VMs (Status) and the running
- * VM of APP_ID is picked; 64 fresh random bytes are sent as report_data through the VMM's
- * ProxiedGuestApi GetQuote (/guest/GetQuote, a dstack-c extension forwarding to the guest
- * agent's GetQuote) and the returned GetQuote JSON goes through the `verify attestation`
- * pipeline (verify_attestation_run_app): the quote against a PCCS, the event log replay, the
- * app identity, plus two checks of its own: the quote's report_data is exactly the nonce (a
- * replayed old attestation fails) and the event log declares APP_ID. The VMM and the guest are
+ * VM of APP_ID is picked; a fresh 32-byte random nonce goes through the VMM's ProxiedGuestApi
+ * GetAttestation (/guest/GetAttestation, a dstack-c extension relaying the guest agent's
+ * GetQuote for report_data = SHA-512("dstack-verify-app:" || nonce)) and the returned
+ * GetQuote JSON goes through the `verify attestation` pipeline (verify_attestation_run_app):
+ * the quote against a PCCS, the event log replay, the app identity, plus two checks of its
+ * own: the quote's report_data is exactly that derivation of this run's nonce (a replayed old
+ * attestation fails) and the event log declares APP_ID. The VMM and the guest are
  * not trusted: everything that counts is checked against the quote.
  */
 #include <ctype.h>
@@ -24,6 +25,8 @@
 
 #define APP_ID_HEX_MAX 128 /* app ids are 20 bytes; accept up to 64 */
 #define INTEL_PCS_URL  "https://api.trustedservices.intel.com"
+#define NONCE_SIZE     32
+#define VERIFY_APP_TAG "dstack-verify-app" /* report_data tag; daemons/vmm/vmm_guest.c too */
 
 void verify_app_usage(FILE *out)
 {
@@ -118,8 +121,8 @@ int verify_app_main(int argc, char **argv)
     bool have_client = false;
     json_t *req = NULL, *resp = NULL;
     char app_id[APP_ID_HEX_MAX + 1], vm_id[VMM_ID_MAX + 1], err[VMM_ERR_MAX];
-    uint8_t nonce[DS_REPORT_DATA_SIZE];
-    char nonce_hex[2 * DS_REPORT_DATA_SIZE + 1];
+    uint8_t nonce[NONCE_SIZE], rd[DS_REPORT_DATA_SIZE];
+    char nonce_hex[2 * NONCE_SIZE + 1];
     const struct cli_opt opts[] = {
         {"vmm-url", CLI_OPT_STRING, &vmm_url, "http(s)://HOST:PORT or unix:/PATH"},
         {"token", CLI_OPT_STRING, &token, "a VMM bearer token"},
@@ -158,7 +161,6 @@ int verify_app_main(int argc, char **argv)
         }
         o.pccs_url = INTEL_PCS_URL;
     }
-    o.file = "-";
     rc = verify_check_opts(prog, &o);
     if (rc != 0) {
         goto usage;
@@ -172,25 +174,30 @@ int verify_app_main(int argc, char **argv)
     if (rc != 0) {
         goto out;
     }
-    if (ds_random(nonce, sizeof(nonce)) < 0) {
+    if (ds_random(nonce, sizeof(nonce)) < 0 ||
+        ds_report_data_build(DS_REPORT_HASH_SHA512, VERIFY_APP_TAG, nonce, sizeof(nonce), rd) < 0) {
         cli_errx("%s: nonce: no random bytes", prog);
         rc = CLI_EXIT_FAIL;
         goto out;
     }
     ds_hex_encode(nonce, sizeof(nonce), nonce_hex);
-    req = json_pack("{s:s, s:s}", "id", vm_id, "report_data", nonce_hex);
+    req = json_pack("{s:s, s:s}", "id", vm_id, "nonce", nonce_hex);
     if (req == NULL) {
         rc = CLI_EXIT_FAIL;
         goto out;
     }
-    if (vmm_call(&c, "/guest/GetQuote", req, &resp, err, sizeof(err)) < 0) {
+    if (vmm_call(&c, "/guest/GetAttestation", req, &resp, err, sizeof(err)) < 0) {
         cli_errx("%s: fetch attestation: VM %s: %s", prog, vm_id, err);
         rc = CLI_EXIT_FAIL;
         goto out;
     }
     char what[160];
     snprintf(what, sizeof(what), "attestation of VM %s (from the VMM)", vm_id);
-    const struct verify_app_expect exp = {.report_data = nonce, .app_id = app_id, .vm_id = vm_id};
+    const struct verify_app_expect exp = {.nonce = nonce,
+                                          .nonce_len = sizeof(nonce),
+                                          .report_data = rd,
+                                          .app_id = app_id,
+                                          .vm_id = vm_id};
     rc = verify_attestation_run_app(&o, resp, what, &exp);
     if (rc == CLI_EXIT_USAGE) {
         rc = CLI_EXIT_FAIL; /* a malformed answer from the VM is a failure, not a usage error */

@@ -468,7 +468,9 @@ int verify_attestation_run_app(const struct verify_opts *o, json_t *root, const 
         if (j != NULL) {
             json_object_set_new(j, "app_id", json_string(exp->app_id));
             json_object_set_new(j, "vm_id", json_string(exp->vm_id));
-            json_object_set_new(j, "nonce", hex_json(exp->report_data, DS_REPORT_DATA_SIZE));
+            json_object_set_new(j, "nonce", hex_json(exp->nonce, exp->nonce_len));
+            json_object_set_new(j, "expected_report_data",
+                                hex_json(exp->report_data, DS_REPORT_DATA_SIZE));
             json_object_set_new(j, "simulated", json_boolean(r.verdict.simulated));
             if (r.have_app_info) {
                 json_object_set_new(j, "compose_hash",

@@ -8,11 +8,14 @@
  * own socket inside the sandbox, /proc/<init pid>/root/var/run/dstack.sock (DstackGuest
  * service at /<Method>): Info maps to DstackGuest.Info (a superset of GuestInfo).
  *
- * dstack-c extension: GetQuote {id, report_data: hex, at most 64 bytes} returns the guest's
- * GetQuoteResponse {quote, event_log, vm_config, report_data} for the caller's report data
- * (DstackGuest.GetQuote), so a verifier outside the VM (`dstack verify app`) can bind a fresh
- * nonce into the quote. (ShutdownVm of such a sandbox is a graceful stop, in vmm_api.c.) Sandbox
- * VMs only (the qemu guest agent has no host-facing endpoint for it).
+ * dstack-c extension: GetAttestation {id, nonce: hex, 1-64 bytes} returns the guest's
+ * GetQuoteResponse {quote, event_log, vm_config, report_data} (DstackGuest.GetQuote) for
+ * report_data = SHA-512("dstack-verify-app:" || nonce), so a verifier outside the VM
+ * (`dstack verify app`) can bind a fresh nonce into the quote. The report data is derived,
+ * never the caller's bytes: a VMM API client must not get quotes over arbitrary report data
+ * (e.g. an RA-TLS certificate's "ratls-cert:" hash, which would let it pose as the app).
+ * (ShutdownVm of such a sandbox is a graceful stop, in vmm_api.c.) Sandbox VMs only (the qemu guest
+ * agent has no host-facing endpoint for it).
  *
  * Each call is one HTTP/1.1 exchange on a worker thread (a guest that does not answer must not
  * stall the event loop), with a short timeout; the deferred pRPC call is answered back on the
@@ -32,6 +35,7 @@
 #include <event2/event.h>
 #include <linux/vm_sockets.h>
 
+#include "dstack/eventlog.h"
 #include "dstack/rpc.h"
 #include "log.h"
 #include "vmm.h"
@@ -42,8 +46,9 @@
 #define GUEST_METHOD_MAX      32
 #define GUEST_PATH_MAX        64
 #define GUEST_BODY_MAX        256 /* the largest request body: GetQuote {"report_data": 128 hex} */
-#define GUEST_RD_MAX          64  /* report data bytes */
-#define GUEST_QUOTE_TIMEOUT_S 30  /* a quote may take a while (TEE worker, simulator) */
+#define GUEST_NONCE_MAX       64  /* GetAttestation nonce bytes */
+#define VERIFY_APP_TAG        "dstack-verify-app" /* report_data tag; cli/verify_app.c too */
+#define GUEST_QUOTE_TIMEOUT_S 30 /* a quote may take a while (TEE worker, simulator) */
 
 struct guest_job {
     struct ds_rpc_call *call;
@@ -219,7 +224,7 @@ bool vmm_guest_has_api_socket(const struct vmm_vm_rec *vm)
 static int guest_route(struct vmm *v, struct vmm_vm_rec *vm, struct guest_job *j, char *err,
                        size_t err_size)
 {
-    bool quote = strcmp(j->method, "GetQuote") == 0;
+    bool quote = strcmp(j->method, "GetQuote") == 0; /* only GetAttestation sends it */
     int n = snprintf(j->sock_path, sizeof(j->sock_path), "%s/guest-api.sock", vm->workdir);
     if (!quote && n > 0 && (size_t)n < sizeof(j->sock_path) && access(j->sock_path, F_OK) == 0) {
         snprintf(j->path, sizeof(j->path), "/api/%s", j->method);
@@ -241,7 +246,7 @@ static int guest_route(struct vmm *v, struct vmm_vm_rec *vm, struct guest_job *j
         return 0;
     }
     snprintf(err, err_size, "guest agent of VM %s is not reachable: no guest API endpoint%s",
-             vm->id, quote ? " for GetQuote (sandbox VMs only)" : "");
+             vm->id, quote ? " for GetAttestation (sandbox VMs only)" : "");
     return -DS_E_UNSUPPORTED;
 }
 
@@ -323,33 +328,39 @@ static int proxy(struct ds_rpc_call *call, const json_t *params, json_t **out, v
     return vmm_guest_call_deferred(v, vm, call, ds_rpc_call_method(call), false);
 }
 
-/* GetQuote {id, report_data: hex of at most 64 bytes}: checked here, the agent pads it. */
-static int get_quote(struct ds_rpc_call *call, const json_t *params, json_t **out, void *ctx)
+/* GetAttestation {id, nonce: hex of 1-64 bytes} -> the agent's GetQuote for the derived
+ * report data. */
+static int get_attestation(struct ds_rpc_call *call, const json_t *params, json_t **out, void *ctx)
 {
     (void)out;
     struct vmm *v = ctx;
-    const json_t *rdv = json_object_get(params, "report_data");
-    const char *rd = json_is_string(rdv) ? json_string_value(rdv) : NULL;
-    size_t rd_len = rd ? json_string_length(rdv) : 0;
-    uint8_t raw[GUEST_RD_MAX];
-    if (rd == NULL || rd_len == 0 || rd_len > 2 * GUEST_RD_MAX || rd_len % 2 != 0 ||
-        strncmp(rd, "0x", 2) == 0 || ds_hex_decode(rd, rd_len, raw, rd_len / 2) < 0) {
-        return ds_rpc_call_error(call, "report_data: expected hex of at most %d bytes",
-                                 GUEST_RD_MAX);
+    const json_t *nv = json_object_get(params, "nonce");
+    const char *nonce = json_is_string(nv) ? json_string_value(nv) : NULL;
+    size_t nonce_len = nonce ? json_string_length(nv) : 0;
+    uint8_t raw[GUEST_NONCE_MAX], rd[DS_REPORT_DATA_SIZE];
+    char rd_hex[2 * DS_REPORT_DATA_SIZE + 1];
+    if (nonce == NULL || nonce_len == 0 || nonce_len > 2 * GUEST_NONCE_MAX || nonce_len % 2 != 0 ||
+        strncmp(nonce, "0x", 2) == 0 || ds_hex_decode(nonce, nonce_len, raw, nonce_len / 2) < 0) {
+        return ds_rpc_call_error(call, "nonce: expected hex of 1 to %d bytes", GUEST_NONCE_MAX);
     }
+    if (ds_report_data_build(DS_REPORT_HASH_SHA512, VERIFY_APP_TAG, raw, nonce_len / 2, rd) < 0) {
+        return ds_rpc_call_error(call, "cannot derive the report data");
+    }
+    ds_hex_encode(rd, sizeof(rd), rd_hex);
     int rc = 0;
     struct vmm_vm_rec *vm = running_vm(call, v, params, &rc);
     if (!vm) {
         return rc;
     }
     char body[GUEST_BODY_MAX];
-    snprintf(body, sizeof(body), "{\"report_data\":\"%.*s\"}", (int)rd_len, rd);
+    snprintf(body, sizeof(body), "{\"report_data\":\"%s\"}", rd_hex);
     return guest_call(v, vm, call, "GetQuote", body, false);
 }
 
 static const struct ds_rpc_method guest_methods[] = {
-    {"Info", proxy, 0, 0},           {"SysInfo", proxy, 0, 0},  {"NetworkInfo", proxy, 0, 0},
-    {"ListContainers", proxy, 0, 0}, {"Shutdown", proxy, 0, 0}, {"GetQuote", get_quote, 0, 0},
+    {"Info", proxy, 0, 0},        {"SysInfo", proxy, 0, 0},
+    {"NetworkInfo", proxy, 0, 0}, {"ListContainers", proxy, 0, 0},
+    {"Shutdown", proxy, 0, 0},    {"GetAttestation", get_attestation, 0, 0},
 };
 
 const struct ds_rpc_service vmm_guest_service = {"ProxiedGuestApi", guest_methods,

@@ -5,9 +5,9 @@
 # (dstack-tee-sim + PCCS, dstack-kms --dev, dstack-vmm with the sandbox backend and the
 # dstack-guest image, examples/hello with its images in the host share). Once the app is
 # booted, `dstack verify app APP_ID --insecure-allow-simulated --json` fetches the attestation
-# through the VMM (ProxiedGuestApi GetQuote) with a fresh nonce and verifies it: exit 0, its
-# compose_hash is SHA-256 of the deployed app-compose.json, app_id and vm_id match, the quote's
-# report_data is the nonce, and the readable form prints the chain of trust and the loud
+# through the VMM (ProxiedGuestApi GetAttestation) with a fresh nonce and verifies it: exit 0,
+# its compose_hash is SHA-256 of the deployed app-compose.json, app_id and vm_id match, the
+# quote's report_data is SHA-512("dstack-verify-app:" || nonce), and the readable form prints the chain of trust and the loud
 # simulated warning. Negative: without --insecure-allow-simulated it fails closed at root_ca;
 # an unknown app id fails naming the find step; an attestation replayed by a fake VMM (a
 # recorded GetQuote answer for another nonce) fails at report_data; a VMM that lies about the
@@ -165,7 +165,10 @@ assert v["simulated"] is True and v["quote"]["simulated"] is True
 assert v["app_id"] == app and v["app_info"]["app_id"] == app, (v["app_id"], v["app_info"]["app_id"])
 assert v["vm_id"] == vm
 assert v["compose_hash"] == want and v["app_info"]["compose_hash"] == want, (v["compose_hash"], want)
-assert len(v["nonce"]) == 128 and v["quote"]["report"]["report_data"] == v["nonce"]
+import hashlib
+assert len(v["nonce"]) == 64
+rd = hashlib.sha512(b"dstack-verify-app:" + bytes.fromhex(v["nonce"])).hexdigest()
+assert v["quote"]["report"]["report_data"] == rd == v["expected_report_data"]
 assert all(r["ok"] for r in v["rtmrs"]) and len(v["rtmrs"]) == 4
 assert v["app_info"]["key_provider"]["name"] == "kms", v["app_info"]["key_provider"]
 assert len(v["app_info"]["instance_id"]) > 0 and len(v["app_info"]["os_image_hash"]) == 64
@@ -211,22 +214,29 @@ rc=$?
 [ $rc = 2 ] && grep -q "needs --pccs-url" "$WORK/u3.err" || fail "simulated without pccs: exit $rc, $(cat "$WORK/u3.err")"
 echo "ok - unknown app id: exit 1 naming the find step; bad APP_ID / missing --pccs-url: exit 2"
 
-# 5. ProxiedGuestApi GetQuote input checks
-OUT=$(curl -s --unix-socket "$WORK/vmm.sock" -X POST "http://localhost/guest/GetQuote?json" \
-    -d "{\"id\":\"$VM_ID\",\"report_data\":\"$(printf 'ab%.0s' $(seq 65))\"}")
-case "$OUT" in *"report_data: expected hex of at most 64 bytes"*) ;; *) fail "GetQuote 65 bytes: $OUT" ;; esac
-OUT=$(curl -s --unix-socket "$WORK/vmm.sock" -X POST "http://localhost/guest/GetQuote?json" \
-    -d '{"id":"nope","report_data":"00"}')
-case "$OUT" in *"VM not found"*) ;; *) fail "GetQuote unknown VM: $OUT" ;; esac
-echo "ok - GetQuote refuses oversized report_data and unknown VMs"
+# 5. ProxiedGuestApi GetAttestation input checks; the report data is derived from the nonce,
+# never the caller's bytes (no quotes over arbitrary report data for VMM API clients)
+ga() { curl -s --unix-socket "$WORK/vmm.sock" -X POST "http://localhost/guest/GetAttestation?json" -d "$1"; }
+OUT=$(ga "{\"id\":\"$VM_ID\",\"nonce\":\"$(printf 'ab%.0s' $(seq 65))\"}")
+case "$OUT" in *"nonce: expected hex of 1 to 64 bytes"*) ;; *) fail "GetAttestation 65 bytes: $OUT" ;; esac
+OUT=$(ga "{\"id\":\"$VM_ID\",\"report_data\":\"00\"}")
+case "$OUT" in *"nonce: expected hex"*) ;; *) fail "GetAttestation without nonce: $OUT" ;; esac
+OUT=$(ga '{"id":"nope","nonce":"00"}')
+case "$OUT" in *"VM not found"*) ;; *) fail "GetAttestation unknown VM: $OUT" ;; esac
+OUT=$(curl -s --unix-socket "$WORK/vmm.sock" -X POST "http://localhost/guest/GetQuote?json" -d "{\"id\":\"$VM_ID\",\"report_data\":\"00\"}")
+case "$OUT" in *'"quote"'*) fail "the VMM relays raw GetQuote: ${OUT:0:100}" ;; esac
+ga "{\"id\":\"$VM_ID\",\"nonce\":\"$(printf '22%.0s' $(seq 64))\"}" >"$WORK/ga.json"
+python3 -c 'import json,sys,hashlib; v=json.load(open(sys.argv[1])); assert v["report_data"] == hashlib.sha512(b"dstack-verify-app:" + b"\x22"*64).hexdigest(), v.get("report_data")' \
+    "$WORK/ga.json" || fail "GetAttestation report_data is not SHA-512(tag:nonce)"
+echo "ok - GetAttestation: report_data = SHA-512(\"dstack-verify-app:\" || nonce); refuses bad nonces and unknown VMs; no raw GetQuote"
 
 # 6. replay: a fake VMM that answers with an attestation recorded for another nonce, and one
 # that lies about which VM runs the app.
-curl -sf --unix-socket "$WORK/vmm.sock" -X POST "http://localhost/guest/GetQuote?json" \
-    -d "{\"id\":\"$VM_ID\",\"report_data\":\"$(printf '11%.0s' $(seq 64))\"}" >"$WORK/old.json" ||
+curl -sf --unix-socket "$WORK/vmm.sock" -X POST "http://localhost/guest/GetAttestation?json" \
+    -d "{\"id\":\"$VM_ID\",\"nonce\":\"$(printf '11%.0s' $(seq 32))\"}" >"$WORK/old.json" ||
     fail "recording an attestation"
 cat >"$WORK/fake_vmm.py" <<'PY'
-# A lying VMM. replay: answers GetQuote with a recorded attestation. proxy: forwards GetQuote
+# A lying VMM. replay: answers GetAttestation with a recorded attestation. proxy: forwards it
 # (with the caller's nonce) to the real VMM's VM, but claims it runs app_id.
 import http.server, json, socket, sys
 port_file, mode, old, app_id, real_sock, real_vm = sys.argv[1], sys.argv[2], open(sys.argv[3]).read(), sys.argv[4], sys.argv[5], sys.argv[6]
@@ -234,7 +244,7 @@ def real_get_quote(req):
     req["id"] = real_vm
     body = json.dumps(req).encode()
     s = socket.socket(socket.AF_UNIX); s.connect(real_sock)
-    s.sendall(b"POST /guest/GetQuote?json HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    s.sendall(b"POST /guest/GetAttestation?json HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
               b"Connection: close\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
     data = b""
     while True:
@@ -248,7 +258,7 @@ class H(http.server.BaseHTTPRequestHandler):
         req = json.loads(self.rfile.read(int(self.headers.get("Content-Length", "0"))) or b"{}")
         if self.path.startswith("/prpc/Status"):
             body = json.dumps({"vms": [{"id": "fake", "app_id": app_id, "status": "running"}]})
-        elif self.path.startswith("/guest/GetQuote"):
+        elif self.path.startswith("/guest/GetAttestation"):
             body = old if mode == "replay" else real_get_quote(req)
         else:
             self.send_response(404); self.end_headers(); return
@@ -288,7 +298,7 @@ import json, sys
 v = json.load(open(sys.argv[1]))
 assert v["ok"] is False and v["failed_step"] == "app_id", v.get("failed_step")
 assert v["error"] == "app_id: the event log declares app %s, not %s" % (sys.argv[2], sys.argv[3]), v["error"]
-assert v["quote"]["report"]["report_data"] == v["nonce"]
+assert v["quote"]["report"]["report_data"] == v["expected_report_data"]
 PY
 echo "ok - a replayed attestation fails at report_data (its quote valid); a VMM lying about the app fails at app_id"
 
