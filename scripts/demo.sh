@@ -217,7 +217,8 @@ python3 -c 'import sys; print("deploy -> app answering: %.1f s" % (float(sys.arg
 
 if "$BIN/dstack" verify app --help >/dev/null 2>&1; then
   say "Verifying the app from outside (SIMULATED quotes accepted: --insecure-allow-simulated)"
-  "$BIN/dstack" verify app "$APP_ID" --vmm-url "$DSTACK_VMM_URL" --insecure-allow-simulated
+  "$BIN/dstack" verify app "$APP_ID" --vmm-url "$DSTACK_VMM_URL" \
+    --pccs-url "http://127.0.0.1:$PCCS_PORT" --insecure-allow-simulated
 else
   echo "demo: this dstack CLI has no 'verify app' yet; skipped the external verification"
 fi
@@ -229,7 +230,7 @@ The demo is running (simulated TEE, sandbox CVM). Try next:
   DSTACK_VMM_URL=$DSTACK_VMM_URL $BIN/dstack ls
   DSTACK_VMM_URL=$DSTACK_VMM_URL $BIN/dstack info $VM_ID
   DSTACK_VMM_URL=$DSTACK_VMM_URL $BIN/dstack logs $VM_ID
-  DSTACK_VMM_URL=$DSTACK_VMM_URL $BIN/dstack verify app $APP_ID --insecure-allow-simulated
+  DSTACK_VMM_URL=$DSTACK_VMM_URL $BIN/dstack verify app $APP_ID --pccs-url http://127.0.0.1:$PCCS_PORT --insecure-allow-simulated --json
   $BIN/dstack kms meta https://127.0.0.1:$KMS_PORT
   make demo-down
 EOF

@@ -10,9 +10,16 @@
 # KMS over RA-TLS), the guest agent, dockerd + docker-compose, and reports "booted". Then the
 # app answers through the mapped port with the GREETING, backend's answer, and SHA-256 of the
 # key GetKey returns for that app (read independently from the guest agent's socket). Prints
-# the time from deploy to the app answering. Negative: the app without the archive fails the
-# boot with boot_error "docker-compose up: ...". Needs root and docker.io + docker-compose
-# (exit 77 otherwise).
+# the time from deploy to the app answering. The KMS serves under an auth-simple policy
+# (--policy) allowing exactly hello's compose hash and the dstack-guest OS image. Also: an env
+# var outside allowed_envs is dropped; `dstack verify app` (when the CLI has it) reports the
+# deployed compose hash; after `dstack stop --force` / `dstack start` the app's key and the file
+# it wrote on its data volume are unchanged, and the volume's backing file (data.img) never
+# holds that file's plaintext; `dstack rm` leaves no dstack-guest-<id> cgroups. Negative: the
+# app without the archive fails the boot with boot_error "docker-compose up: ..."; a compose
+# hash the policy does not allow fails the boot in setup (boot_error names the KMS denial) with
+# no container started and no keys written. Needs root and docker.io + docker-compose (exit 77
+# otherwise).
 set -u
 
 BIN=${DS_BIN:-$(dirname "$0")/../../build/bin}
@@ -30,11 +37,14 @@ for b in dstack-vmm dstack-tee-sim dstack-kms dstack dstack-util dstack-guest-ag
 done
 
 WORK=$(mktemp -d /tmp/test_sandbox_containers.XXXXXX)
-VMM_PID="" SIM_PID="" KMS_PID="" VM_ID="" VM2=""
+VMM_PID="" SIM_PID="" KMS_PID="" VM_ID="" VM2="" VM3=""
 cleanup() {
     if [ -n "$VMM_PID" ]; then
-        for id in $VM_ID $VM2; do
+        for id in $VM_ID $VM2 $VM3; do
             DSTACK_VMM_URL="unix:$WORK/vmm.sock" "$BIN/dstack" rm "$id" >/dev/null 2>&1
+        done
+        for id in $VM_ID $VM2 $VM3; do # removal is asynchronous
+            for _ in $(seq 100); do [ -d "$WORK/run/$id" ] || break; sleep 0.1; done
         done
     fi
     [ -n "$VMM_PID" ] && kill "$VMM_PID" 2>/dev/null && wait "$VMM_PID" 2>/dev/null
@@ -45,7 +55,7 @@ cleanup() {
     [ -n "$SIM_PID" ] && kill "$SIM_PID" 2>/dev/null && wait "$SIM_PID" 2>/dev/null
     sleep 0.3
     # the guest's dockerd puts its containers under /dstack-guest-<vm id> in each hierarchy
-    for id in $VM_ID $VM2; do
+    for id in $VM_ID $VM2 $VM3; do
         for d in /sys/fs/cgroup/*/dstack-guest-"$id"; do
             [ -d "$d" ] || continue
             find "$d" -depth -type d -exec rmdir {} + 2>/dev/null
@@ -59,6 +69,10 @@ fail() {
     tail -15 "$WORK/vmm.log" 2>/dev/null
     [ -n "$VM_ID" ] && tail -40 "$WORK/run/$VM_ID/serial.log" 2>/dev/null
     exit 1
+}
+# Entries in the root of an ext4 image besides lost+found (debugfs, read-only).
+disk_entries() {
+    debugfs -R 'ls -p /' "$1" 2>/dev/null | awk -F/ 'NF > 5 && $6 != "." && $6 != ".." && $6 != "lost+found" { print $6 }'
 }
 free_port() {
     python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
@@ -81,14 +95,38 @@ for _ in $(seq 1 200); do [ -s "$WORK/sim/pccs.addr" ] && break; sleep 0.05; don
 [ -s "$WORK/sim/pccs.addr" ] || fail "dstack-tee-sim did not start"
 PCCS_PORT=$(sed 's/.*://' "$WORK/sim/pccs.addr")
 
-# Its RPC certificate names the bridge address (an IP SAN), which the guest dials.
+# Its RPC certificate names the bridge address (an IP SAN), which the guest dials. The first
+# start bootstraps the KMS's keys; then it serves under an auth-simple policy file it re-reads
+# on change: its own measurement and the OS image now, hello's compose hash once deployed.
 KMS_TD=$("$BIN/dstack-tee-sim" create-td --state-dir "$WORK/sim" --name kms) || fail "create-td kms"
-"$BIN/dstack-kms" --dev --tee "sim:$KMS_TD" --pccs-url "http://127.0.0.1:$PCCS_PORT" \
-    --domain "$GW" --state-dir "$WORK/kms" --listen 0.0.0.0:0 >"$WORK/kms.log" 2>&1 &
-KMS_PID=$!
-for _ in $(seq 300); do grep -qs 'KMS listening on' "$WORK/kms.log" && break; sleep 0.1; done
-KMS_PORT=$(grep -o 'KMS listening on [^ ]*' "$WORK/kms.log" | tail -1 | sed 's/.*://')
-[ -n "$KMS_PORT" ] || { tail -5 "$WORK/kms.log"; fail "the KMS did not start"; }
+OS_IMAGE=$(cat "$WORK/images/dstack-guest-0.5.0/digest.txt")
+start_kms() { # LOG [ARGS...]
+    "$BIN/dstack-kms" --dev --tee "sim:$KMS_TD" --pccs-url "http://127.0.0.1:$PCCS_PORT" \
+        --domain "$GW" --state-dir "$WORK/kms" --listen 0.0.0.0:0 "${@:2}" >"$WORK/$1" 2>&1 &
+    KMS_PID=$!
+    for _ in $(seq 300); do grep -qs 'KMS listening on' "$WORK/$1" && break; sleep 0.1; done
+    KMS_PORT=$(grep -o 'KMS listening on [^ ]*' "$WORK/$1" | tail -1 | sed 's/.*://')
+    [ -n "$KMS_PORT" ] || { tail -5 "$WORK/$1"; fail "the KMS did not start"; }
+}
+own_boot() { # LOG KEY
+    grep -o 'own boot info: .*' "$WORK/$1" | head -1 | sed 's/own boot info: //' |
+        python3 -c 'import json,sys; print(json.load(sys.stdin)[sys.argv[1]])' "$2"
+}
+write_policy() { # MR [APP_ID COMPOSE_HASH]
+    local apps="{}"
+    [ $# -ge 3 ] && apps="{\"0x$2\": {\"composeHashes\": [\"0x$3\"], \"allowAnyDevice\": true}}"
+    printf '{"osImages": ["0x%s", "0x%s"], "kms": {"mrAggregated": ["0x%s"], "allowAnyDevice": true}, "apps": %s}\n' \
+        "$KMS_OS" "$OS_IMAGE" "$1" "$apps" >"$WORK/policy.json.tmp"
+    mv "$WORK/policy.json.tmp" "$WORK/policy.json"
+}
+start_kms kms-bootstrap.log
+kill "$KMS_PID" && wait "$KMS_PID" 2>/dev/null
+KMS_OS=$(own_boot kms-bootstrap.log osImageHash)
+write_policy "$(own_boot kms-bootstrap.log mrAggregated)"
+start_kms kms.log --policy "$WORK/policy.json"
+KMS_MR=$(own_boot kms.log mrAggregated)
+[ ${#KMS_MR} = 64 ] || fail "the KMS did not log its own boot info"
+write_policy "$KMS_MR"
 
 HOST_PORT=$(free_port)
 cat >"$WORK/vmm.toml" <<TOML
@@ -119,7 +157,8 @@ echo "ok - tee-sim, KMS (:$KMS_PORT), VMM (sandbox backend) running"
 export DSTACK_VMM_URL="unix:$WORK/vmm.sock"
 CLI=("$BIN/dstack")
 GREETING="hi-from-encrypted-env-$RANDOM"
-echo "GREETING=$GREETING" >"$WORK/app.env"
+NOT_ALLOWED="not-allowed-secret-$RANDOM$RANDOM"
+printf 'GREETING=%s\nNOT_ALLOWED_VAR=%s\n' "$GREETING" "$NOT_ALLOWED" >"$WORK/app.env"
 T0=$(date +%s.%N)
 "${CLI[@]}" deploy --name hello --image dstack-guest-0.5.0 --compose "$SRC/examples/hello/app-compose.json" \
     --vcpu 2 --memory 1G --disk 1 --port "tcp:$HOST_PORT:8080" --kms-url "https://$GW:$KMS_PORT" \
@@ -127,6 +166,10 @@ T0=$(date +%s.%N)
     { cat "$WORK/deploy.err"; fail "dstack deploy"; }
 VM_ID=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["id"])' "$WORK/deploy.json")
 APP_ID=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["app_id"])' "$WORK/deploy.json")
+COMPOSE_HASH=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["compose_hash"])' "$WORK/deploy.json")
+[ "$COMPOSE_HASH" = "$(sha256sum "$SRC/examples/hello/app-compose.json" | cut -c1-64)" ] ||
+    fail "deploy reported compose hash $COMPOSE_HASH, not the file's SHA-256"
+write_policy "$KMS_MR" "$APP_ID" "$COMPOSE_HASH"
 # Images are delivered in the host share (read-only in the guest), not in the measured image.
 cp "$WORK/hello-images.tar" "$WORK/run/$VM_ID/shared/images.tar" || fail "copy images.tar"
 "${CLI[@]}" start "$VM_ID" >/dev/null || fail "dstack start"
@@ -182,6 +225,70 @@ grep -q "dstack-hello-web" "$WORK/ps.txt" && grep -q "dstack-hello-backend" "$WO
     fail "containers not running: $(cat "$WORK/ps.txt")"
 echo "ok - docker ps in the guest: $(tr '\n' ';' <"$WORK/ps.txt")"
 
+
+# The env var outside allowed_envs was dropped by setup: not in the guest's decrypted env, not
+# in the web container's environment; GREETING is in both.
+GUEST="/proc/$PID/root"
+grep -q "encrypted env: 1 variable(s) not in allowed_envs were dropped" "$WORK/run/$VM_ID/serial.log" ||
+    fail "setup did not report the dropped variable"
+grep -q "encrypted env: 1 variable(s) decrypted" "$WORK/run/$VM_ID/serial.log" ||
+    fail "setup did not report 1 decrypted variable"
+[ -s "$GUEST/run/dstack/.host-shared/.decrypted-env" ] || fail "no decrypted env in the guest"
+grep -q "GREETING" "$GUEST/run/dstack/.host-shared/.decrypted-env" || fail "GREETING not in the decrypted env"
+! grep -rqs "NOT_ALLOWED_VAR\|$NOT_ALLOWED" "$GUEST/run/dstack/" || fail "NOT_ALLOWED_VAR reached the guest's files"
+nsenter -t "$PID" -m -n -p -u /usr/bin/docker inspect -f '{{json .Config.Env}}' app_web_1 app-web-1 \
+    >"$WORK/webenv.txt" 2>/dev/null
+grep -q "GREETING=$GREETING" "$WORK/webenv.txt" || fail "GREETING not in web's env: $(cat "$WORK/webenv.txt")"
+! grep -q "NOT_ALLOWED" "$WORK/webenv.txt" || fail "NOT_ALLOWED_VAR in web's env"
+echo "ok - GREETING decrypted and in web's env; NOT_ALLOWED_VAR (not in allowed_envs) dropped"
+
+if "$BIN/dstack" verify app --help >/dev/null 2>&1; then
+    "$BIN/dstack" verify app "$APP_ID" --vmm-url "$DSTACK_VMM_URL" \
+        --pccs-url "http://127.0.0.1:$PCCS_PORT" --insecure-allow-simulated --json \
+        >"$WORK/verify.json" 2>"$WORK/verify.err" || fail "dstack verify app: $(cat "$WORK/verify.err")"
+    grep -qi "$COMPOSE_HASH" "$WORK/verify.json" || fail "verify app: compose hash $COMPOSE_HASH not reported"
+    echo "ok - dstack verify app (SIMULATED quotes accepted): compose hash $COMPOSE_HASH"
+else
+    echo "# dstack verify app not in this CLI yet: that assertion is left out"
+fi
+
+# The app wrote /data/note.txt on its data volume (a docker volume on the encrypted volume).
+NOTE=$(curl -sf --max-time 5 "http://127.0.0.1:$HOST_PORT/note") || fail "GET /note"
+case "$NOTE" in hello-note-????????????????????????????????) ;; *) fail "note: '$NOTE'" ;; esac
+VOLNOTE=$(cat "$GUEST"/run/dstack/persistent/docker/volumes/*/_data/note.txt 2>/dev/null)
+[ "$VOLNOTE" = "$NOTE" ] || fail "the note is not on the data volume (guest sees '$VOLNOTE')"
+sync
+[ -s "$WORK/run/$VM_ID/data.img" ] || fail "no data.img"
+! grep -aqF "$NOTE" "$WORK/run/$VM_ID/data.img" || fail "data.img holds the note's plaintext"
+# (the same check as for the denied guest below, here where setup did write: not empty)
+[ -n "$(disk_entries "$WORK/run/$VM_ID/data.img")" ] || fail "debugfs sees nothing on the used data.img"
+echo "ok - note $NOTE on the data volume (visible in the guest), not in plaintext in data.img"
+
+# stop --force / start: same key, same note.
+"${CLI[@]}" stop --force "$VM_ID" >/dev/null || fail "dstack stop --force"
+for _ in $(seq 300); do kill -0 "$PID" 2>/dev/null || break; sleep 0.1; done
+! kill -0 "$PID" 2>/dev/null || fail "the sandbox still runs after stop --force"
+"${CLI[@]}" start "$VM_ID" >/dev/null || fail "dstack start (again)"
+st=""
+for _ in $(seq 1200); do
+    st=$("${CLI[@]}" info "$VM_ID" --json 2>/dev/null | python3 -c 'import json,sys; i=json.load(sys.stdin)
+print("%s|%s" % (i.get("boot_progress") or "", i.get("boot_error") or ""))' 2>/dev/null)
+    [ "$st" = "booted|" ] && break
+    case "$st" in *"|"?*) fail "boot error after restart: $st" ;; esac
+    sleep 0.1
+done
+[ "$st" = "booted|" ] || fail "not booted after restart: $st"
+ANSWER2=""
+for _ in $(seq 300); do
+    ANSWER2=$(curl -sf --max-time 5 "http://127.0.0.1:$HOST_PORT/" 2>/dev/null) && break
+    sleep 0.1
+done
+[ "$ANSWER2" = "$ANSWER" ] || fail "after restart: '$ANSWER2', before: '$ANSWER' (key changed?)"
+NOTE2=$(curl -sf --max-time 5 "http://127.0.0.1:$HOST_PORT/note") || fail "GET /note after restart"
+[ "$NOTE2" = "$NOTE" ] || fail "note after restart '$NOTE2' != '$NOTE'"
+PID=$(cut -d' ' -f1 "$WORK/run/$VM_ID/vm.pid")
+echo "ok - after stop --force / start: same key-sha256 and same note"
+
 python3 -c 'import sys; t0,b,a=map(float,sys.argv[1:]); print("deploy -> booted: %.1f s, deploy -> app answering: %.1f s" % (b-t0, a-t0))' \
     "$T0" "$T_BOOT" "$T_APP"
 grep 'init: \[' "$WORK/run/$VM_ID/serial.log" | sed 's/^/  /'
@@ -215,4 +322,51 @@ case "$err" in
     "docker-compose up: "*) echo "ok - without images.tar: boot_error '${err:0:80}...'" ;;
     *) fail "without images.tar: boot_error '$err', want 'docker-compose up: ...'" ;;
 esac
+# Denial: the same app id with a compose the policy does not list (another name -> another
+# compose hash). setup's GetAppKey is refused, the boot fails with the KMS's reason, no
+# engine or container runs, and no keys were written (not in the guest, not on the disk).
+python3 -c 'import json,sys; c=json.load(open(sys.argv[1])); c["name"]="hello-denied"
+json.dump(c, open(sys.argv[2], "w"), indent=4)' "$SRC/examples/hello/app-compose.json" "$WORK/denied.json"
+"${CLI[@]}" deploy --name hello-denied --image dstack-guest-0.5.0 --compose "$WORK/denied.json" \
+    --app-id "$APP_ID" --memory 1G --disk 1 --kms-url "https://$GW:$KMS_PORT" --stopped --json \
+    >"$WORK/deploy3.json" 2>"$WORK/deploy3.err" || { cat "$WORK/deploy3.err"; fail "dstack deploy (denied)"; }
+VM3=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["id"])' "$WORK/deploy3.json")
+cp "$WORK/hello-images.tar" "$WORK/run/$VM3/shared/images.tar" || fail "copy images.tar (denied)"
+"${CLI[@]}" start "$VM3" >/dev/null || fail "dstack start (denied)"
+err=""
+for _ in $(seq 600); do
+    err=$("${CLI[@]}" info "$VM3" --json 2>/dev/null |
+        python3 -c 'import json,sys; print(json.load(sys.stdin).get("boot_error") or "")' 2>/dev/null)
+    [ -n "$err" ] && break
+    sleep 0.1
+done
+case "$err" in
+    *"compose hash not allowed"*) echo "ok - denied compose: boot_error '${err:0:120}...'" ;;
+    *) fail "denied compose: boot_error '$err', want the KMS's 'compose hash not allowed'" ;;
+esac
+P3=$(cut -d' ' -f1 "$WORK/run/$VM3/vm.pid")
+kill -0 "$P3" 2>/dev/null || fail "denied guest's init exited (it should idle in the error state)"
+for c in /proc/[0-9]*/comm; do
+    case "$(cat "$c" 2>/dev/null)" in dockerd | containerd* | docker-proxy) ;; *) continue ;; esac
+    p=${c#/proc/}; p=${p%/comm}
+    [ "$(readlink "/proc/$p/ns/pid")" = "$(readlink "/proc/$P3/ns/pid")" ] &&
+        fail "denied guest runs $(cat "$c")"
+done
+! grep -q 'init: \[.*\(guest agent\|container engine\|docker-compose up\)' "$WORK/run/$VM3/serial.log" ||
+    fail "denied guest went past setup: $(grep 'init: \[' "$WORK/run/$VM3/serial.log" | tr '\n' ';')"
+[ ! -e "/proc/$P3/root/run/dstack/.host-shared/.appkeys.json" ] || fail "denied guest has .appkeys.json"
+! grep -q "/run/dstack/persistent" "/proc/$P3/mounts" || fail "denied guest mounted its data volume"
+# The VMM formats data.img empty (mkfs.ext4 -O encrypt); setup never got keys to fill it.
+[ -z "$(disk_entries "$WORK/run/$VM3/data.img")" ] ||
+    fail "denied guest's data.img has: $(disk_entries "$WORK/run/$VM3/data.img" | tr '\n' ' ')"
+echo "ok - denied guest: no engine or container, no .appkeys.json, data volume untouched"
+"${CLI[@]}" rm "$VM3" >/dev/null 2>&1
+
+# dstack rm removes the sandbox and the containers' cgroups the guest's engine created.
+"${CLI[@]}" rm "$VM_ID" >/dev/null || fail "dstack rm"
+for _ in $(seq 300); do [ -d "$WORK/run/$VM_ID" ] || break; sleep 0.1; done
+[ ! -d "$WORK/run/$VM_ID" ] || fail "run dir of $VM_ID still there after rm"
+left=$(ls -d /sys/fs/cgroup/*/dstack-guest-"$VM_ID" /sys/fs/cgroup/*/dstack-vmm/"$VM_ID" 2>/dev/null)
+[ -z "$left" ] || fail "cgroups left after rm: $left"
+echo "ok - dstack rm: no dstack-guest-$VM_ID / dstack-vmm/$VM_ID cgroups left"
 echo "PASS"
