@@ -368,5 +368,7 @@ for _ in $(seq 300); do [ -d "$WORK/run/$VM_ID" ] || break; sleep 0.1; done
 [ ! -d "$WORK/run/$VM_ID" ] || fail "run dir of $VM_ID still there after rm"
 left=$(ls -d /sys/fs/cgroup/*/dstack-guest-"$VM_ID" /sys/fs/cgroup/*/dstack-vmm/"$VM_ID" 2>/dev/null)
 [ -z "$left" ] || fail "cgroups left after rm: $left"
+! grep -q "AddressSanitizer\|LeakSanitizer\|runtime error:" "$WORK/vmm.log" "$WORK/kms.log" ||
+    fail "sanitizer report in vmm.log/kms.log"
 echo "ok - dstack rm: no dstack-guest-$VM_ID / dstack-vmm/$VM_ID cgroups left"
 echo "PASS"
