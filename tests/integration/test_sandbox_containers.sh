@@ -14,8 +14,11 @@
 # (--policy) allowing exactly hello's compose hash and the dstack-guest OS image. Also: an env
 # var outside allowed_envs is dropped; `dstack verify app` (when the CLI has it) reports the
 # deployed compose hash; after `dstack stop --force` / `dstack start` the app's key and the file
-# it wrote on its data volume are unchanged, and the volume's backing file (data.img) never
-# holds that file's plaintext; `dstack rm` leaves no dstack-guest-<id> cgroups. Negative: the
+# it wrote on its data volume are unchanged, and so is the instance id; the volume's backing
+# file (data.img) never holds that file's plaintext; `dstack update --compose` to a compose
+# whose hash the policy allows keeps key, note and instance id, and verify app reports the new
+# hash; an update to a compose the policy does not list fails the next boot like the denial
+# below; `dstack rm` leaves no dstack-guest-<id> cgroups. Negative: the
 # app without the archive fails the boot with boot_error "docker-compose up: ..."; a compose
 # hash the policy does not allow fails the boot in setup (boot_error names the KMS denial) with
 # no container started and no keys written. Needs root and docker.io + docker-compose (exit 77
@@ -112,9 +115,10 @@ own_boot() { # LOG KEY
     grep -o 'own boot info: .*' "$WORK/$1" | head -1 | sed 's/own boot info: //' |
         python3 -c 'import json,sys; print(json.load(sys.stdin)[sys.argv[1]])' "$2"
 }
-write_policy() { # MR [APP_ID COMPOSE_HASH]
-    local apps="{}"
-    [ $# -ge 3 ] && apps="{\"0x$2\": {\"composeHashes\": [\"0x$3\"], \"allowAnyDevice\": true}}"
+write_policy() { # MR [APP_ID COMPOSE_HASH...]
+    local apps="{}" hashes="" h
+    for h in "${@:3}"; do hashes="$hashes${hashes:+, }\"0x$h\""; done
+    [ $# -ge 3 ] && apps="{\"0x$2\": {\"composeHashes\": [$hashes], \"allowAnyDevice\": true}}"
     printf '{"osImages": ["0x%s", "0x%s"], "kms": {"mrAggregated": ["0x%s"], "allowAnyDevice": true}, "apps": %s}\n' \
         "$KMS_OS" "$OS_IMAGE" "$1" "$apps" >"$WORK/policy.json.tmp"
     mv "$WORK/policy.json.tmp" "$WORK/policy.json"
@@ -264,7 +268,49 @@ sync
 [ -n "$(disk_entries "$WORK/run/$VM_ID/data.img")" ] || fail "debugfs sees nothing on the used data.img"
 echo "ok - note $NOTE on the data volume (visible in the guest), not in plaintext in data.img"
 
-# stop --force / start: same key, same note.
+# The instance id (dstack info, from the guest's .instance_info) and the guest agent's Info.
+instance_ids() { # -> "VMM_IID|AGENT_IID"
+    local vi ai
+    vi=$("${CLI[@]}" info "$VM_ID" --json 2>/dev/null |
+        python3 -c 'import json,sys; print(json.load(sys.stdin).get("instance_id") or "")')
+    ai=$(curl -sf --unix-socket "/proc/$PID/root/var/run/dstack.sock" http://localhost/Info |
+        python3 -c 'import json,sys; print(json.load(sys.stdin).get("instance_id") or "")')
+    echo "$vi|$ai"
+}
+IID=$(instance_ids)
+case "$IID" in
+    ?*"|"?*) [ "${IID%|*}" = "${IID#*|}" ] || fail "dstack info instance_id != guest agent's: $IID" ;;
+    *) fail "no instance id (dstack info|guest agent Info): '$IID'" ;;
+esac
+IID=${IID%|*}
+# Waits for VM_ID to report booted again after a start; sets PID.
+wait_booted() { # WHAT
+    local st=""
+    for _ in $(seq 1200); do
+        st=$("${CLI[@]}" info "$VM_ID" --json 2>/dev/null | python3 -c 'import json,sys; i=json.load(sys.stdin)
+print("%s|%s" % (i.get("boot_progress") or "", i.get("boot_error") or ""))' 2>/dev/null)
+        [ "$st" = "booted|" ] && break
+        case "$st" in *"|"?*) fail "boot error $1: $st" ;; esac
+        sleep 0.1
+    done
+    [ "$st" = "booted|" ] || fail "not booted $1: $st"
+    PID=$(cut -d' ' -f1 "$WORK/run/$VM_ID/vm.pid")
+}
+stop_vm() { # WHAT
+    "${CLI[@]}" stop --force "$VM_ID" >/dev/null || fail "dstack stop --force $1"
+    for _ in $(seq 300); do kill -0 "$PID" 2>/dev/null || break; sleep 0.1; done
+    ! kill -0 "$PID" 2>/dev/null || fail "the sandbox still runs after stop --force $1"
+}
+app_answer() {
+    local a=""
+    for _ in $(seq 300); do
+        a=$(curl -sf --max-time 5 "http://127.0.0.1:$HOST_PORT/" 2>/dev/null) && break
+        sleep 0.1
+    done
+    echo "$a"
+}
+
+# stop --force / start: same key, same note, same instance id.
 "${CLI[@]}" stop --force "$VM_ID" >/dev/null || fail "dstack stop --force"
 for _ in $(seq 300); do kill -0 "$PID" 2>/dev/null || break; sleep 0.1; done
 ! kill -0 "$PID" 2>/dev/null || fail "the sandbox still runs after stop --force"
@@ -287,7 +333,43 @@ done
 NOTE2=$(curl -sf --max-time 5 "http://127.0.0.1:$HOST_PORT/note") || fail "GET /note after restart"
 [ "$NOTE2" = "$NOTE" ] || fail "note after restart '$NOTE2' != '$NOTE'"
 PID=$(cut -d' ' -f1 "$WORK/run/$VM_ID/vm.pid")
-echo "ok - after stop --force / start: same key-sha256 and same note"
+[ "$(instance_ids)" = "$IID|$IID" ] || fail "instance id after restart '$(instance_ids)', before '$IID'"
+echo "ok - after stop --force / start: same key-sha256, same note, same instance id $IID"
+
+# Upgrade: a new compose for the same app (one more name in allowed_envs: another compose
+# hash), allowed by the policy. `dstack update --compose` keeps the app id (the manifest pins
+# it); on the next start setup asks the KMS again, which now sees the new hash.
+python3 -c 'import json,sys; c=json.load(open(sys.argv[1])); c["allowed_envs"].append("UPGRADE_FLAG")
+json.dump(c, open(sys.argv[2], "w"), indent=4)' "$SRC/examples/hello/app-compose.json" "$WORK/upgrade.json"
+HASH_UP=$(sha256sum "$WORK/upgrade.json" | cut -c1-64)
+[ "$HASH_UP" != "$COMPOSE_HASH" ] || fail "the upgrade compose has the old hash"
+write_policy "$KMS_MR" "$APP_ID" "$COMPOSE_HASH" "$HASH_UP"
+T_UP=$(date +%s.%N)
+"${CLI[@]}" update "$VM_ID" --compose "$WORK/upgrade.json" --json >"$WORK/update.json" 2>"$WORK/update.err" ||
+    fail "dstack update --compose: $(cat "$WORK/update.err")"
+grep -q "$HASH_UP" "$WORK/update.json" || fail "update did not report $HASH_UP: $(cat "$WORK/update.json")"
+stop_vm "(upgrade)"
+"${CLI[@]}" start "$VM_ID" >/dev/null || fail "dstack start (upgrade)"
+wait_booted "after the allowed upgrade"
+ANSWER3=$(app_answer)
+[ "$ANSWER3" = "$ANSWER" ] || fail "after upgrade: '$ANSWER3', before: '$ANSWER' (key changed?)"
+NOTE3=$(curl -sf --max-time 5 "http://127.0.0.1:$HOST_PORT/note") || fail "GET /note after upgrade"
+[ "$NOTE3" = "$NOTE" ] || fail "note after upgrade '$NOTE3' != '$NOTE'"
+[ "$(instance_ids)" = "$IID|$IID" ] || fail "instance id after upgrade '$(instance_ids)', before '$IID'"
+INFO_UP=$(curl -sf --unix-socket "/proc/$PID/root/var/run/dstack.sock" http://localhost/Info) ||
+    fail "guest agent Info after upgrade"
+python3 -c 'import json,sys; i=json.loads(sys.argv[1])
+sys.exit(0 if i.get("app_id") == sys.argv[2] and sys.argv[3] in json.dumps(i) and sys.argv[4] not in json.dumps(i) else 1)' \
+    "$INFO_UP" "$APP_ID" "$HASH_UP" "$COMPOSE_HASH" || fail "guest agent Info after upgrade: $INFO_UP"
+if "$BIN/dstack" verify app --help >/dev/null 2>&1; then
+    "$BIN/dstack" verify app "$APP_ID" --vmm-url "$DSTACK_VMM_URL" \
+        --pccs-url "http://127.0.0.1:$PCCS_PORT" --insecure-allow-simulated --json \
+        >"$WORK/verify2.json" 2>"$WORK/verify2.err" || fail "dstack verify app (upgrade): $(cat "$WORK/verify2.err")"
+    grep -qi "$HASH_UP" "$WORK/verify2.json" || fail "verify app after upgrade: new compose hash $HASH_UP not reported"
+    ! grep -qi "$COMPOSE_HASH" "$WORK/verify2.json" || fail "verify app after upgrade still reports $COMPOSE_HASH"
+fi
+python3 -c 'import sys; a,b=map(float,sys.argv[1:3]); print("ok - upgrade to compose %s (allowed): same app id, instance id, key-sha256 and note; verify app reports the new hash (update -> booted %.1f s)" % (sys.argv[3][:16], b-a))' \
+    "$T_UP" "$(date +%s.%N)" "$HASH_UP"
 
 python3 -c 'import sys; t0,b,a=map(float,sys.argv[1:]); print("deploy -> booted: %.1f s, deploy -> app answering: %.1f s" % (b-t0, a-t0))' \
     "$T0" "$T_BOOT" "$T_APP"
@@ -361,6 +443,48 @@ done
     fail "denied guest's data.img has: $(disk_entries "$WORK/run/$VM3/data.img" | tr '\n' ' ')"
 echo "ok - denied guest: no engine or container, no .appkeys.json, data volume untouched"
 "${CLI[@]}" rm "$VM3" >/dev/null 2>&1
+
+# Upgrade denied: VM_ID (shut down above) gets a compose whose hash the policy does not list.
+# The next start asks the KMS again and is refused: boot_error with the KMS's reason, no
+# engine or container, no .appkeys.json, the data volume not mounted.
+python3 -c 'import json,sys; c=json.load(open(sys.argv[1])); c["allowed_envs"].append("DENIED_FLAG")
+json.dump(c, open(sys.argv[2], "w"), indent=4)' "$WORK/upgrade.json" "$WORK/upgrade-denied.json"
+HASH_DENIED=$(sha256sum "$WORK/upgrade-denied.json" | cut -c1-64)
+"${CLI[@]}" stop --force "$VM_ID" >/dev/null 2>&1 # (it already exited on SIGTERM)
+"${CLI[@]}" update "$VM_ID" --compose "$WORK/upgrade-denied.json" --json >"$WORK/update2.json" \
+    2>"$WORK/update2.err" || fail "dstack update --compose (denied): $(cat "$WORK/update2.err")"
+grep -q "$HASH_DENIED" "$WORK/update2.json" || fail "update did not report $HASH_DENIED"
+SERIAL_OFF=$(stat -c %s "$WORK/run/$VM_ID/serial.log" 2>/dev/null || echo 0)
+"${CLI[@]}" start "$VM_ID" >/dev/null || fail "dstack start (denied upgrade)"
+err=""
+for _ in $(seq 600); do
+    err=$("${CLI[@]}" info "$VM_ID" --json 2>/dev/null |
+        python3 -c 'import json,sys; print(json.load(sys.stdin).get("boot_error") or "")' 2>/dev/null)
+    [ -n "$err" ] && break
+    sleep 0.1
+done
+case "$err" in
+    *"compose hash not allowed"*) ;;
+    *) fail "denied upgrade: boot_error '$err', want the KMS's 'compose hash not allowed'" ;;
+esac
+PID=$(cut -d' ' -f1 "$WORK/run/$VM_ID/vm.pid")
+kill -0 "$PID" 2>/dev/null || fail "denied upgrade: the guest's init exited"
+for c in /proc/[0-9]*/comm; do
+    case "$(cat "$c" 2>/dev/null)" in dockerd | containerd* | docker-proxy) ;; *) continue ;; esac
+    p=${c#/proc/}; p=${p%/comm}
+    [ "$(readlink "/proc/$p/ns/pid")" = "$(readlink "/proc/$PID/ns/pid")" ] &&
+        fail "denied upgrade: the guest runs $(cat "$c")"
+done
+# this boot's part of the console (the log is appended to across starts)
+[ "$(stat -c %s "$WORK/run/$VM_ID/serial.log")" -ge "$SERIAL_OFF" ] || SERIAL_OFF=0
+tail -c +"$((SERIAL_OFF + 1))" "$WORK/run/$VM_ID/serial.log" >"$WORK/serial-denied.log"
+! grep -q 'init: \[.*\(guest agent\|container engine\|docker-compose up\)' "$WORK/serial-denied.log" ||
+    fail "denied upgrade went past setup: $(grep 'init: \[' "$WORK/serial-denied.log" | tr '\n' ';')"
+[ ! -e "/proc/$PID/root/run/dstack/.host-shared/.appkeys.json" ] || fail "denied upgrade: .appkeys.json in the guest"
+[ ! -e "$WORK/run/$VM_ID/shared/.appkeys.json" ] || fail "denied upgrade: .appkeys.json in the host share"
+! grep -q "/run/dstack/persistent" "/proc/$PID/mounts" || fail "denied upgrade: data volume mounted"
+! curl -sf --max-time 2 "http://127.0.0.1:$HOST_PORT/" >/dev/null 2>&1 || fail "denied upgrade: the app answers"
+echo "ok - upgrade to compose ${HASH_DENIED:0:16} (not in the policy): boot_error '${err:0:100}...', no engine, no keys, volume not mounted"
 
 # dstack rm removes the sandbox and the containers' cgroups the guest's engine created.
 "${CLI[@]}" rm "$VM_ID" >/dev/null || fail "dstack rm"
