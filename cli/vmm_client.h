@@ -49,7 +49,8 @@ void vmm_client_done(struct vmm_client *c);
 
 /*
  * Call <Method> with a JSON request (NULL = {}); a method starting with '/' is a full path on
- * the VMM instead of /prpc/<Method> (e.g. "/guest/GetQuote", ProxiedGuestApi); *out gets the answer object (an empty body is
+ * the VMM instead of /prpc/<Method> (e.g. "/guest/GetQuote", ProxiedGuestApi); *out gets the answer
+ * object (an empty body is
  * {}). On failure err holds a message: the server's error text for a pRPC error (returns
  * -DS_E_PROTOCOL), "unauthorized" detail for 401/403 (-DS_E_DENIED), or the transport error
  * (-DS_E_NETWORK). -ENOMEM on allocation failure.
