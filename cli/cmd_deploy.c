@@ -210,6 +210,26 @@ bad:
     return NULL;
 }
 
+int vmm_parse_vm_multi(const char *prog, const struct vmm_multi multi[3], json_t *ports)
+{
+    for (size_t i = 0; i < multi[0].count; i++) {
+        json_t *p = vmm_parse_port(prog, multi[0].values[i]);
+        if (p == NULL || json_array_append_new(ports, p) != 0) {
+            return CLI_EXIT_USAGE;
+        }
+    }
+    for (size_t k = 1; k < 3; k++) {
+        for (size_t i = 0; i < multi[k].count; i++) {
+            const char *u = multi[k].values[i];
+            if (strncmp(u, "http://", 7) != 0 && strncmp(u, "https://", 8) != 0) {
+                cli_errx("%s: --%s: expected an http(s):// URL, got '%s'", prog, multi[k].name, u);
+                return CLI_EXIT_USAGE;
+            }
+        }
+    }
+    return 0;
+}
+
 int vmm_load_compose(const char *prog, const char *opt, const char *path, char **out_text,
                      size_t *out_len, struct ds_app_compose **out_compose)
 {
@@ -478,9 +498,7 @@ int cmd_deploy(int argc, char **argv)
 {
     const char *prog = "deploy";
     struct deploy_args a;
-    struct vmm_multi multi[] = {{.name = "port", .metavar = "tcp:HOST_PORT:VM_PORT[:HOST_ADDR]"},
-                                {.name = "kms-url", .metavar = "URL"},
-                                {.name = "gateway-url", .metavar = "URL"}};
+    struct vmm_multi multi[] = VMM_VM_MULTI_INIT;
     const struct cli_opt opts[] = {
         {"name", CLI_OPT_STRING, &a.name, "NAME"},
         {"image", CLI_OPT_STRING, &a.image, "IMAGE"},
@@ -591,20 +609,8 @@ int cmd_deploy(int argc, char **argv)
         rc = CLI_EXIT_FAIL;
         goto out;
     }
-    for (size_t i = 0; i < multi[0].count; i++) {
-        json_t *p = vmm_parse_port(prog, multi[0].values[i]);
-        if (p == NULL || json_array_append_new(ports, p) != 0) {
-            goto out;
-        }
-    }
-    for (size_t k = 1; k < 3; k++) {
-        for (size_t i = 0; i < multi[k].count; i++) {
-            const char *u = multi[k].values[i];
-            if (strncmp(u, "http://", 7) != 0 && strncmp(u, "https://", 8) != 0) {
-                cli_errx("%s: --%s: expected an http(s):// URL, got '%s'", prog, multi[k].name, u);
-                goto out;
-            }
-        }
+    if (vmm_parse_vm_multi(prog, multi, ports) != 0) {
+        goto out;
     }
     rc = vmm_load_compose(prog, "--compose", a.compose, &compose_text, &compose_len, &compose);
     if (rc != 0) {

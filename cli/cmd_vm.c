@@ -699,9 +699,7 @@ int cmd_update(int argc, char **argv)
     const char *vcpu_s = NULL, *memory_s = NULL, *disk_s = NULL, *image = NULL;
     uint64_t vcpu = 0, memory = 0, disk = 0;
     bool no_ports = false, insecure_skip = false;
-    struct vmm_multi multi[] = {{.name = "port", .metavar = "tcp:HOST_PORT:VM_PORT[:HOST_ADDR]"},
-                                {.name = "kms-url", .metavar = "URL"},
-                                {.name = "gateway-url", .metavar = "URL"}};
+    struct vmm_multi multi[] = VMM_VM_MULTI_INIT;
     const struct cli_opt extra[] = {
         {"compose", CLI_OPT_STRING, &compose_path, "FILE"},
         {"env-file", CLI_OPT_STRING, &env_file, "FILE"},
@@ -771,20 +769,8 @@ int cmd_update(int argc, char **argv)
         rc = CLI_EXIT_FAIL;
         goto out;
     }
-    for (size_t i = 0; i < multi[0].count; i++) {
-        json_t *p = vmm_parse_port(prog, multi[0].values[i]);
-        if (p == NULL || json_array_append_new(ports, p) != 0) {
-            goto out;
-        }
-    }
-    for (size_t k = 1; k < 3; k++) {
-        for (size_t i = 0; i < multi[k].count; i++) {
-            const char *u = multi[k].values[i];
-            if (strncmp(u, "http://", 7) != 0 && strncmp(u, "https://", 8) != 0) {
-                cli_errx("%s: --%s: expected an http(s):// URL, got '%s'", prog, multi[k].name, u);
-                goto out;
-            }
-        }
+    if (vmm_parse_vm_multi(prog, multi, ports) != 0) {
+        goto out;
     }
     if (compose_path != NULL) {
         rc = vmm_load_compose(prog, "--compose", compose_path, &compose_text, &compose_len,

@@ -114,6 +114,20 @@ int vmm_parse_disk_gb(const char *s, uint64_t *out);
  */
 json_t *vmm_parse_port(const char *prog, const char *spec);
 
+/* The repeatable options deploy and update share, in this order. */
+#define VMM_VM_MULTI_INIT                                                                          \
+    {                                                                                              \
+        {.name = "port", .metavar = "tcp:HOST_PORT:VM_PORT[:HOST_ADDR]"},                          \
+            {.name = "kms-url", .metavar = "URL"},                                                 \
+        {                                                                                          \
+            .name = "gateway-url", .metavar = "URL"                                                \
+        }                                                                                          \
+    }
+
+/* Parse multi[0] (--port) into the array ports and check that multi[1..2] (--kms-url,
+ * --gateway-url) are http(s) URLs. 0, or CLI_EXIT_USAGE after printing the error. */
+int vmm_parse_vm_multi(const char *prog, const struct vmm_multi multi[3], json_t *ports);
+
 /* Read and validate an app-compose.json (message names opt and the field). CLI_EXIT_*; on 0
  * *out_text is malloc'd (NUL-terminated) and *out_compose parsed. */
 int vmm_load_compose(const char *prog, const char *opt, const char *path, char **out_text,
