@@ -442,6 +442,25 @@ static void chain_print(FILE *out, const struct verify_app_expect *exp,
     }
 }
 
+/* DCAP verification of the quote, then the event log replayed against it: the outcome in *r.
+ * Returns CLI_EXIT_USAGE for a usage error (nothing verified), else 0. */
+static int verify_quote_and_log(const struct verify_opts *o, struct attest_input *in,
+                                struct attest_outcome *r)
+{
+    if (verify_run_quote(o, in->quote, in->quote_len, &r->verdict) == CLI_EXIT_USAGE) {
+        return CLI_EXIT_USAGE;
+    }
+    r->ok = r->verdict.ok;
+    if (!r->verdict.ok) {
+        const char *step = r->verdict.failed_step ? r->verdict.failed_step : "quote";
+        set_error_step(r, step, "quote: %s: %s",
+                       r->verdict.failed_step ? r->verdict.failed_step : "unknown",
+                       r->verdict.error);
+    }
+    check_event_log(in, r);
+    return 0;
+}
+
 int verify_attestation_run_app(const struct verify_opts *o, json_t *root, const char *what,
                                const struct verify_app_expect *exp)
 {
@@ -451,16 +470,10 @@ int verify_attestation_run_app(const struct verify_opts *o, json_t *root, const 
     if (rc != 0) {
         goto out;
     }
-    rc = verify_run_quote(o, in.quote, in.quote_len, &r.verdict);
-    if (rc == CLI_EXIT_USAGE) {
+    if (verify_quote_and_log(o, &in, &r) != 0) {
+        rc = CLI_EXIT_USAGE;
         goto out;
     }
-    r.ok = r.verdict.ok;
-    if (!r.verdict.ok) {
-        set_error_step(&r, r.verdict.failed_step ? r.verdict.failed_step : "quote", "quote: %s: %s",
-                       r.verdict.failed_step ? r.verdict.failed_step : "unknown", r.verdict.error);
-    }
-    check_event_log(&in, &r);
     check_expect(exp, &r);
     rc = r.ok ? CLI_EXIT_OK : CLI_EXIT_FAIL;
     if (o->json) {
@@ -513,16 +526,10 @@ int verify_attestation_run(const struct verify_opts *o)
     if (rc != 0) {
         goto out;
     }
-    rc = verify_run_quote(o, in.quote, in.quote_len, &r.verdict);
-    if (rc == CLI_EXIT_USAGE) {
+    if (verify_quote_and_log(o, &in, &r) != 0) {
+        rc = CLI_EXIT_USAGE;
         goto out;
     }
-    r.ok = r.verdict.ok;
-    if (!r.verdict.ok) {
-        set_error_step(&r, r.verdict.failed_step ? r.verdict.failed_step : "quote", "quote: %s: %s",
-                       r.verdict.failed_step ? r.verdict.failed_step : "unknown", r.verdict.error);
-    }
-    check_event_log(&in, &r);
     rc = r.ok ? CLI_EXIT_OK : CLI_EXIT_FAIL;
     if (o->json) {
         json_t *j = outcome_json(&r);
