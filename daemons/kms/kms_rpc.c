@@ -104,6 +104,20 @@ static int kp_error(struct ds_rpc_call *call, const char *what, int r)
     return ds_rpc_call_error(call, "%s failed: %s", what, ds_strerror(r));
 }
 
+/* One key-process operation for an RPC: its status, exactly `count` fields, else the error is
+ * logged and becomes the RPC's error ("<what> failed: ..."). *rep is for the caller to release. */
+static int kp_rpc_call(struct kms *k, struct ds_rpc_call *call, enum kms_kp_op op,
+                       const struct kms_blob *args, size_t nargs, size_t count, const char *what,
+                       struct kms_kp_reply *rep)
+{
+    int r = kms_keyproc_call(&k->kp, op, args, nargs, rep);
+    r = r < 0 ? r : rep->status;
+    if (r == 0 && rep->count != count) {
+        r = -DS_E_PROTOCOL;
+    }
+    return r < 0 ? kp_error(call, what, r) : 0;
+}
+
 /* ---- GetAppKey --------------------------------------------------------------------------- */
 
 static int get_app_key_impl(struct ds_rpc_call *call, const json_t *params, json_t **out, void *ctx)
@@ -135,14 +149,7 @@ static int get_app_key_impl(struct ds_rpc_call *call, const json_t *params, json
     if (r == 0) {
         struct kms_blob args[] = {{bi.app_id, sizeof(bi.app_id)},
                                   {bi.instance_id, bi.instance_id_len}};
-        r = kms_keyproc_call(&k->kp, KP_APP_KEYS, args, 2, &rep);
-        r = r < 0 ? r : rep.status;
-        if (r == 0 && rep.count != 6) {
-            r = -DS_E_PROTOCOL;
-        }
-        if (r < 0) {
-            r = kp_error(call, "app key derivation", r);
-        }
+        r = kp_rpc_call(k, call, KP_APP_KEYS, args, 2, 6, "app key derivation", &rep);
     }
     if (r == 0) {
         json_t *o = json_object();
@@ -211,14 +218,7 @@ static int get_env_pubkey(struct ds_rpc_call *call, const json_t *params, json_t
             tsb[i] = (uint8_t)(ts >> (56 - 8 * i));
         }
         struct kms_blob args[] = {{req.app_id.data, req.app_id.len}, {tsb, sizeof(tsb)}};
-        r = kms_keyproc_call(&k->kp, KP_ENV_PUBKEY, args, 2, &rep);
-        r = r < 0 ? r : rep.status;
-        if (r == 0 && rep.count != 3) {
-            r = -DS_E_PROTOCOL;
-        }
-        if (r < 0) {
-            r = kp_error(call, "env key derivation", r);
-        }
+        r = kp_rpc_call(k, call, KP_ENV_PUBKEY, args, 2, 3, "env key derivation", &rep);
     }
     if (r == 0) {
         json_t *o = json_object();
@@ -344,13 +344,9 @@ static int get_kms_key_impl(struct ds_rpc_call *call, const json_t *params, json
         r = authorize(k, call, DS_KMS_BOOT_KMS, &bi, NULL);
     }
     if (r == 0) {
-        r = kms_keyproc_call(&k->kp, KP_EXPORT, NULL, 0, &rep);
-        r = r < 0 ? r : rep.status;
-        if (r == 0 && (rep.count != 3 || rep.fields[1].len != DS_KEY_SIZE)) {
-            r = -DS_E_PROTOCOL;
-        }
-        if (r < 0) {
-            r = kp_error(call, "key export", r);
+        r = kp_rpc_call(k, call, KP_EXPORT, NULL, 0, 3, "key export", &rep);
+        if (r == 0 && rep.fields[1].len != DS_KEY_SIZE) {
+            r = kp_error(call, "key export", -DS_E_PROTOCOL);
         }
     }
     if (r == 0) {
@@ -402,14 +398,10 @@ static int get_temp_ca_cert(struct ds_rpc_call *call, const json_t *params, json
     if (r < 0) {
         return r;
     }
-    r = kms_keyproc_call(&k->kp, KP_TMP_CA, NULL, 0, &rep);
-    r = r < 0 ? r : rep.status;
-    if (r == 0 && rep.count != 2) {
-        r = -DS_E_PROTOCOL;
-    }
+    r = kp_rpc_call(k, call, KP_TMP_CA, NULL, 0, 2, "temp CA", &rep);
     if (r < 0) {
         kms_kp_reply_done(&rep);
-        return kp_error(call, "temp CA", r);
+        return r;
     }
     json_t *o = json_object();
     r = !o ||
@@ -575,13 +567,9 @@ static int sign_cert_impl(struct ds_rpc_call *call, const json_t *params, json_t
         {att, att_len},
         {info, info_len},
     };
-    r = kms_keyproc_call(&k->kp, KP_SIGN_APP, args, DS_ARRAY_SIZE(args), &rep);
-    r = r < 0 ? r : rep.status;
-    if (r == 0 && rep.count != 2) {
-        r = -DS_E_PROTOCOL;
-    }
+    r = kp_rpc_call(k, call, KP_SIGN_APP, args, DS_ARRAY_SIZE(args), 2, "certificate signing",
+                    &rep);
     if (r < 0) {
-        r = kp_error(call, "certificate signing", r);
         goto out;
     }
     json_t *chain = json_array(), *o = json_object();
