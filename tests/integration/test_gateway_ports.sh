@@ -33,11 +33,6 @@ ds_tmpdir /tmp/ds-gw-ports.XXXXXX
 PIDS=()
 ds_stop_on_exit PIDS
 ds_on_exit() {
-    if grep -l -E 'ERROR: (Address|Leak|UndefinedBehavior)Sanitizer|runtime error:' \
-        "$TMP"/*.log >/dev/null 2>&1; then
-        echo "FAIL - sanitizer report in a daemon log"
-        grep -h -A20 -E 'ERROR: .*Sanitizer|runtime error:' "$TMP"/*.log | head -60
-    fi
     if [ "$1" -ne 0 ] || [ "$failures" -ne 0 ]; then
         for f in "$TMP"/*.log; do [ -f "$f" ] && { echo "---- $f"; tail -n 25 "$f"; }; done
     fi
@@ -423,4 +418,13 @@ check "fetched policy stored as instance_reported" \
     "$(admin GetInstancePortPolicy "{\"instance_id\":\"$INST\"}" | jq_py 'j["source"], j["instance_reported"]["ports"][0]["port"]')" \
     "instance $HP2"
 
+# both gateways exited (SIGTERM): any sanitizer report (leaks included) is in their logs
+ds_stop_pid "$GW_PID"
+if grep -l -E 'ERROR: (Address|Leak|UndefinedBehavior)Sanitizer|runtime error:' \
+    gw.log gateway.log >/dev/null 2>&1; then
+    fail "sanitizer report in a gateway log"
+    grep -h -A20 -E 'ERROR: .*Sanitizer|runtime error:' gw.log gateway.log | head -60
+else
+    pass "no sanitizer report from the gateways"
+fi
 ds_finish "gateway port policies"
