@@ -4,7 +4,8 @@
  * fails closed (Authorization: Bearer, X-Admin-Token, or GET ?token=; compared in constant
  * time; 401 without a valid one, unless core.admin.insecure_no_auth), the methods Status,
  * GetInfo, GetMeta, GetInstanceHandshakes, GetNodeStatuses, SetNodeStatus, SetNodeUrl, and our
- * ListInstances / RemoveInstance (registry + WireGuard peer + route), and an HTML status page
+ * ListInstances / RemoveInstance (registry + WireGuard peer + route), the port policy methods
+ * (gw_policy.c), and an HTML status page
  * at "/" in which every text is escaped. One node: nodes[] holds only this node. The cluster
  * methods (WaveKV, DNS credentials, ZT domains, certbot) are not implemented.
  */
@@ -343,6 +344,9 @@ static const struct ds_rpc_method admin_methods[] = {
     {"GetNodeStatuses", get_node_statuses, DS_RPC_NO_PARAMS, 0},
     {"SetNodeStatus", set_node_status, 0, 0},
     {"SetNodeUrl", set_node_url, 0, 0},
+    {"SetInstancePortPolicy", gw_admin_set_port_policy, 0, 0},
+    {"ClearInstancePortPolicy", gw_admin_clear_port_policy, 0, 0},
+    {"GetInstancePortPolicy", gw_admin_get_port_policy, 0, 0},
 };
 
 const struct ds_rpc_service gw_admin_service = {

@@ -195,18 +195,36 @@ void gw_db_close(struct gw_db *db);
  * by another instance (-EEXIST) and an instance registered to another app (-DS_E_MISMATCH);
  * an existing instance keeps its address if still assignable and gets the new key and
  * reg_time; a new one gets the first free assignable address (-DS_E_LIMIT when none).
- * *out = the stored row; *out_old_key = the previous public key when it changed ("" else).
+ * port_policy: the reported policy as canonical JSON, NULL when the guest sent none (a stored
+ * one is kept unless compose_hash changed, spec §4.3). *out = the stored row; *out_old_key =
+ * the previous public key when it changed ("" else).
  */
 DS_MUST_USE int gw_db_register(struct gw_db *db, const struct gw_net *net, const char *app_id,
                                const char *instance_id, const char *compose_hash,
-                               const char *public_key, int64_t now, struct gw_instance *out,
-                               char out_old_key[GW_WG_KEY_B64_LEN + 1], char *err, size_t err_size);
+                               const char *public_key, const char *port_policy, int64_t now,
+                               struct gw_instance *out, char out_old_key[GW_WG_KEY_B64_LEN + 1],
+                               char *err, size_t err_size);
 DS_MUST_USE int gw_db_get(struct gw_db *db, const char *instance_id, struct gw_instance *out);
 /* All instances (malloc'd array, ordered by ip). */
 DS_MUST_USE int gw_db_list(struct gw_db *db, struct gw_instance **out, size_t *out_count);
 /* Returns 0 or -ENOENT. */
 DS_MUST_USE int gw_db_remove(struct gw_db *db, const char *instance_id);
 DS_MUST_USE int gw_db_set_handshake(struct gw_db *db, const char *public_key, int64_t ts);
+/* Port policies of an instance as JSON text (malloc'd; NULL = none / unknown). */
+struct gw_db_policies {
+    char *reported; /* port_policy: from RegisterCvm or the background fetch */
+    char *admin;    /* admin_port_policy: Admin.SetInstancePortPolicy */
+    char hash[65];  /* port_policy_hash: compose hash the reported one belongs to */
+};
+/* Returns 0, -ENOENT, -DS_E_IO, -ENOMEM. */
+DS_MUST_USE int gw_db_get_policies(struct gw_db *db, const char *instance_id,
+                                   struct gw_db_policies *out);
+void gw_db_policies_done(struct gw_db_policies *p);
+/* Store a fetched policy unless one is known by now (a registration won). 0 or -ENOENT. */
+DS_MUST_USE int gw_db_set_fetched_policy(struct gw_db *db, const char *instance_id,
+                                         const char *json);
+/* Set (json) or clear (NULL) the admin override. 0 or -ENOENT. */
+DS_MUST_USE int gw_db_set_admin_policy(struct gw_db *db, const char *instance_id, const char *json);
 /* meta key/value (node uuid, node status, node url). get: -ENOENT when absent. */
 DS_MUST_USE int gw_db_meta_get(struct gw_db *db, const char *key, char *out, size_t out_size);
 DS_MUST_USE int gw_db_meta_set(struct gw_db *db, const char *key, const char *value);
@@ -250,6 +268,7 @@ struct gw {
     struct gw_routes *routes;
     struct gw_certs *certs;
     struct gw_proxy *proxy;
+    struct gw_pfetch *pfetch;
     SSL_CTX *tls;
     struct ds_rpc_server *main_srv, *admin_srv;
     uint16_t main_port, admin_port;
@@ -267,6 +286,19 @@ void gw_refresh_handshakes(struct gw *g);
 /* [core.recycle] (spec §4.3): remove instances registered longer than the timeout ago whose
  * latest handshake is older than the timeout (never = older); peers and routes too. */
 void gw_recycle(struct gw *g);
+
+/* gw_policy.c: port policies (registry -> routing table, background fetch, Admin methods). */
+/* Resolve instance_id's effective policy (admin override > reported > unknown) into routes. */
+void gw_policy_apply(struct gw *g, const char *instance_id);
+/* Start the background fetcher ([core.proxy.port_policy_fetch]) and hook it to the routes. */
+DS_MUST_USE int gw_policy_start(struct gw *g);
+void gw_policy_stop(struct gw *g);
+int gw_admin_set_port_policy(struct ds_rpc_call *call, const json_t *params, json_t **out,
+                             void *ctx);
+int gw_admin_clear_port_policy(struct ds_rpc_call *call, const json_t *params, json_t **out,
+                               void *ctx);
+int gw_admin_get_port_policy(struct ds_rpc_call *call, const json_t *params, json_t **out,
+                             void *ctx);
 
 /* gw_admin.c: the Admin service, its token filter and the status page. */
 extern const struct ds_rpc_service gw_admin_service;

@@ -2,11 +2,16 @@
 /*
  * The gateway registry in SQLite (stands in for upstream's WaveKV `inst/<instance_id>` keys,
  * spec host-side.md §4.3/§4.5, on one node): table `instances` (instance id, app id, compose
- * hash, WireGuard address, public key, registration time, latest handshake) whose UNIQUE
- * constraints on `ip` and `public_key` make an address or a key impossible to hand out twice,
- * and table `meta` (node uuid, node status, node url). The database runs in WAL mode with
- * synchronous=FULL, and every registration is one BEGIN IMMEDIATE transaction (read the
- * current state, pick the address, write), so a crash leaves either the old or the new state
+ * hash, WireGuard address, public key, registration time, latest handshake, and the port
+ * policies of spec §4.5 InstanceData: `port_policy` as the instance reported it (JSON, NULL =
+ * unknown), `port_policy_hash` (the compose hash it was learned against: a registration with
+ * another compose hash drops it) and `admin_port_policy`, the operator's override, which
+ * survives re-registration) whose UNIQUE constraints on `ip` and `public_key` make an address
+ * or a key impossible to hand out twice, and table `meta` (node uuid, node status, node url).
+ * Databases written before the port policy columns existed are migrated in place on open
+ * (ALTER TABLE ADD COLUMN; PRAGMA user_version records the schema version). The database runs in
+ * WAL mode with synchronous=FULL, and every registration is one BEGIN IMMEDIATE transaction (read
+ * the current state, pick the address, write), so a crash leaves either the old or the new state
  * and concurrent gateways on the same file cannot pick the same address.
  */
 #include <errno.h>
@@ -19,6 +24,7 @@
 #include "gw_ctl.h"
 
 #define BUSY_TIMEOUT_MS 5000
+#define SCHEMA_VERSION  2 /* 1: no port policy columns */
 
 struct gw_db {
     sqlite3 *h;
@@ -34,6 +40,66 @@ static const char schema_sql[] =
     " reg_time INTEGER NOT NULL,"
     " last_handshake INTEGER NOT NULL DEFAULT 0);"
     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY NOT NULL, value TEXT NOT NULL);";
+
+/* Columns added after version 1, with their definitions for ALTER TABLE. */
+static const struct {
+    const char *name, *def;
+} added_columns[] = {
+    {"port_policy", "TEXT"},
+    {"port_policy_hash", "TEXT NOT NULL DEFAULT ''"},
+    {"admin_port_policy", "TEXT"},
+};
+
+static int has_column(sqlite3 *h, const char *name, bool *out)
+{
+    sqlite3_stmt *st = NULL;
+    int rc;
+    *out = false;
+    if (sqlite3_prepare_v2(h, "SELECT name FROM pragma_table_info('instances')", -1, &st, NULL) !=
+        SQLITE_OK) {
+        return -DS_E_IO;
+    }
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        const unsigned char *t = sqlite3_column_text(st, 0);
+        if (t && strcmp((const char *)t, name) == 0) {
+            *out = true;
+        }
+    }
+    sqlite3_finalize(st);
+    return rc == SQLITE_DONE ? 0 : -DS_E_IO;
+}
+
+/* Bring an older database up to SCHEMA_VERSION (one transaction). */
+static int migrate(sqlite3 *h, char **msg)
+{
+    char sql[256];
+    if (sqlite3_exec(h, "BEGIN IMMEDIATE", NULL, NULL, msg) != SQLITE_OK) {
+        return -DS_E_IO;
+    }
+    for (size_t i = 0; i < DS_ARRAY_SIZE(added_columns); i++) {
+        bool have;
+        if (has_column(h, added_columns[i].name, &have) < 0) {
+            goto fail;
+        }
+        if (have) {
+            continue;
+        }
+        snprintf(sql, sizeof(sql), "ALTER TABLE instances ADD COLUMN %s %s", added_columns[i].name,
+                 added_columns[i].def);
+        if (sqlite3_exec(h, sql, NULL, NULL, msg) != SQLITE_OK) {
+            goto fail;
+        }
+    }
+    snprintf(sql, sizeof(sql), "PRAGMA user_version = %d", SCHEMA_VERSION);
+    if (sqlite3_exec(h, sql, NULL, NULL, msg) != SQLITE_OK ||
+        sqlite3_exec(h, "COMMIT", NULL, NULL, msg) != SQLITE_OK) {
+        goto fail;
+    }
+    return 0;
+fail:
+    sqlite3_exec(h, "ROLLBACK", NULL, NULL, NULL);
+    return -DS_E_IO;
+}
 
 int gw_db_open(const char *path, struct gw_db **out, char *err, size_t err_size)
 {
@@ -53,7 +119,8 @@ int gw_db_open(const char *path, struct gw_db **out, char *err, size_t err_size)
     if (sqlite3_exec(db->h,
                      "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;",
                      NULL, NULL, &msg) != SQLITE_OK ||
-        sqlite3_exec(db->h, schema_sql, NULL, NULL, &msg) != SQLITE_OK) {
+        sqlite3_exec(db->h, schema_sql, NULL, NULL, &msg) != SQLITE_OK ||
+        migrate(db->h, &msg) < 0) {
         snprintf(err, err_size, "%s: %s", path, msg ? msg : "schema");
         r = -DS_E_IO;
         goto out;
@@ -165,8 +232,8 @@ static int exec(struct gw_db *db, const char *sql)
 
 int gw_db_register(struct gw_db *db, const struct gw_net *net, const char *app_id,
                    const char *instance_id, const char *compose_hash, const char *public_key,
-                   int64_t now, struct gw_instance *out, char out_old_key[GW_WG_KEY_B64_LEN + 1],
-                   char *err, size_t err_size)
+                   const char *port_policy, int64_t now, struct gw_instance *out,
+                   char out_old_key[GW_WG_KEY_B64_LEN + 1], char *err, size_t err_size)
 {
     struct gw_instance cur, other;
     struct used u = {.net = net, .bits = NULL};
@@ -212,11 +279,16 @@ int gw_db_register(struct gw_db *db, const struct gw_net *net, const char *app_i
         }
         gw_ip4_text(addr, ip);
     }
+    /* Spec §4.3: a new compose hash invalidates the cached instance policy; a reported one
+     * replaces it; no report keeps it (the background fetch fills an unknown one). The admin
+     * override is left alone. */
     const char *sql =
-        exists ? "UPDATE instances SET compose_hash = ?3, ip = ?4, public_key = ?5, reg_time = ?6 "
-                 "WHERE instance_id = ?1 AND app_id = ?2"
+        exists ? "UPDATE instances SET compose_hash = ?3, ip = ?4, public_key = ?5, reg_time = ?6, "
+                 "port_policy = CASE WHEN ?7 IS NOT NULL THEN ?7 "
+                 "WHEN port_policy_hash <> ?3 THEN NULL ELSE port_policy END, "
+                 "port_policy_hash = ?3 WHERE instance_id = ?1 AND app_id = ?2"
                : "INSERT INTO instances (instance_id, app_id, compose_hash, ip, public_key, "
-                 "reg_time) VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
+                 "reg_time, port_policy, port_policy_hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?3)";
     if (sqlite3_prepare_v2(db->h, sql, -1, &st, NULL) != SQLITE_OK) {
         goto io;
     }
@@ -226,6 +298,11 @@ int gw_db_register(struct gw_db *db, const struct gw_net *net, const char *app_i
     sqlite3_bind_text(st, 4, ip, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 5, public_key, -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 6, now);
+    if (port_policy != NULL) {
+        sqlite3_bind_text(st, 7, port_policy, -1, SQLITE_STATIC);
+    } else {
+        sqlite3_bind_null(st, 7);
+    }
     if (sqlite3_step(st) != SQLITE_DONE) {
         goto io;
     }
@@ -347,4 +424,87 @@ int gw_db_meta_set(struct gw_db *db, const char *key, const char *value)
 {
     return write1(db, "INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)", key, value, 0,
                   false);
+}
+
+/* ---- port policies -------------------------------------------------------------------------- */
+
+static char *dup_col(sqlite3_stmt *st, int col, int *r)
+{
+    const unsigned char *t = sqlite3_column_text(st, col);
+    if (t == NULL) {
+        return NULL;
+    }
+    char *s = strdup((const char *)t);
+    if (s == NULL) {
+        *r = -ENOMEM;
+    }
+    return s;
+}
+
+int gw_db_get_policies(struct gw_db *db, const char *instance_id, struct gw_db_policies *out)
+{
+    sqlite3_stmt *st = NULL;
+    struct gw_db_policies p = {0};
+    if (sqlite3_prepare_v2(db->h,
+                           "SELECT port_policy, admin_port_policy, port_policy_hash FROM instances "
+                           "WHERE instance_id = ?1",
+                           -1, &st, NULL) != SQLITE_OK) {
+        return -DS_E_IO;
+    }
+    sqlite3_bind_text(st, 1, instance_id, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(st);
+    int r = rc == SQLITE_ROW ? 0 : rc == SQLITE_DONE ? -ENOENT : -DS_E_IO;
+    if (r == 0) {
+        p.reported = dup_col(st, 0, &r);
+        p.admin = dup_col(st, 1, &r);
+        copy_col(st, 2, p.hash, sizeof(p.hash));
+    }
+    sqlite3_finalize(st);
+    if (r == 0) {
+        *out = p;
+    } else {
+        gw_db_policies_done(&p);
+    }
+    return r;
+}
+
+void gw_db_policies_done(struct gw_db_policies *p)
+{
+    free(p->reported);
+    free(p->admin);
+    p->reported = p->admin = NULL;
+}
+
+static int set_policy(struct gw_db *db, const char *sql, const char *instance_id, const char *json)
+{
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(db->h, sql, -1, &st, NULL) != SQLITE_OK) {
+        return -DS_E_IO;
+    }
+    sqlite3_bind_text(st, 1, instance_id, -1, SQLITE_STATIC);
+    if (json != NULL) {
+        sqlite3_bind_text(st, 2, json, -1, SQLITE_STATIC);
+    } else {
+        sqlite3_bind_null(st, 2);
+    }
+    int r = sqlite3_step(st) == SQLITE_DONE ? 0 : -DS_E_IO;
+    if (r == 0 && sqlite3_changes(db->h) == 0) {
+        r = -ENOENT;
+    }
+    sqlite3_finalize(st);
+    return r;
+}
+
+int gw_db_set_fetched_policy(struct gw_db *db, const char *instance_id, const char *json)
+{
+    return set_policy(db,
+                      "UPDATE instances SET port_policy = ?2 WHERE instance_id = ?1 AND "
+                      "port_policy IS NULL",
+                      instance_id, json);
+}
+
+int gw_db_set_admin_policy(struct gw_db *db, const char *instance_id, const char *json)
+{
+    return set_policy(db, "UPDATE instances SET admin_port_policy = ?2 WHERE instance_id = ?1",
+                      instance_id, json);
 }

@@ -84,6 +84,7 @@ struct gw_conn {
     struct ds_gw_target target;
     char base[DS_GW_SNI_MAX + 1];
     bool terminate, tls_done, counted;
+    bool pp; /* the backend gets a PROXY v2 header (outbound_pp, or the port policy's pp) */
     char instance_id[GW_ID_MAX + 1];
     struct pending_connect pend[GW_CANDIDATES_MAX];
     size_t npend;
@@ -102,7 +103,6 @@ struct gw_proxy {
     struct event_base *base;
     struct gw_proxy_config cfg;
     char *ns_prefix, *backend_override;
-    uint16_t *pp_ports;
     struct gw_routes *routes;
     struct gw_certs *certs;
     struct evconnlistener *ls[GW_LISTEN_MAX * 4];
@@ -749,7 +749,7 @@ static int start_relay(struct gw_conn *c)
     struct ds_buf pre;
     ds_buf_init(&pre, GW_CONN_INBUF_MAX + DS_PP_V2_MAX);
     int rc = 0;
-    if (gw_pp_port_wants(&c->p->cfg, c->target.port)) {
+    if (c->pp) {
         rc = gw_pp_backend_header(&pre, &c->peer, &c->local);
         if (rc < 0) {
             goto out;
@@ -793,7 +793,7 @@ static int start_relay(struct gw_conn *c)
         splice_dir_done(&c->sd[1]);
         c->spliced = false;
         ds_buf_init(&pre, GW_CONN_INBUF_MAX + DS_PP_V2_MAX);
-        if (gw_pp_port_wants(&c->p->cfg, c->target.port)) {
+        if (c->pp) {
             rc = gw_pp_backend_header(&pre, &c->peer, &c->local);
             if (rc < 0) {
                 goto out;
@@ -925,6 +925,7 @@ static void on_connected(evutil_socket_t fd, short what, void *arg)
     c->pend[i].ev = NULL;
     c->pend[i].fd = -1;
     snprintf(c->instance_id, sizeof(c->instance_id), "%s", c->pend[i].be.instance_id);
+    c->pp = c->p->cfg.outbound_pp || c->pend[i].be.pp;
     cancel_pending(c);
     gw_routes_conn_inc(c->p->routes, c->instance_id);
     c->counted = true;
@@ -948,9 +949,17 @@ static void route_to_app(struct gw_conn *c)
     } else {
         unsigned top =
             p->cfg.connect_top_n < GW_CANDIDATES_MAX ? p->cfg.connect_top_n : GW_CANDIDATES_MAX;
-        n = gw_routes_lookup(p->routes, c->target.id, (int64_t)time(NULL),
-                             (int64_t)p->cfg.timeouts.stale_handshake_s, top, be,
-                             GW_CANDIDATES_MAX);
+        struct gw_routes_denial deny;
+        n = gw_routes_lookup_port(p->routes, c->target.id, c->target.port, (int64_t)time(NULL),
+                                  (int64_t)p->cfg.timeouts.stale_handshake_s, top, be,
+                                  GW_CANDIDATES_MAX, &deny);
+        if (n == 0 && deny.denied > 0) {
+            log_info("proxy: port policy refused app/instance %s port %u (instance %s%s)",
+                     c->target.id, (unsigned)c->target.port, deny.instance_id,
+                     deny.unknown ? ", policy unknown: fetching it" : "");
+            refuse(c, &p->st.refused_port_policy, "port policy");
+            return;
+        }
     }
     if (n <= 0) {
         refuse(c, &p->st.refused_unknown_app, "unknown app or no healthy instance");
@@ -1268,14 +1277,6 @@ int gw_proxy_new(struct event_base *base, const struct gw_proxy_config *cfg,
         goto fail;
     }
     p->cfg.insecure_backend_override = p->backend_override;
-    if (cfg->outbound_pp_ports) {
-        p->pp_ports = calloc(cfg->outbound_pp_port_count + 1, sizeof(uint16_t));
-        if (p->pp_ports == NULL) {
-            goto fail;
-        }
-        memcpy(p->pp_ports, cfg->outbound_pp_ports, cfg->outbound_pp_port_count * sizeof(uint16_t));
-    }
-    p->cfg.outbound_pp_ports = p->pp_ports;
     for (size_t i = 0; i < GW_LISTEN_MAX; i++) {
         p->cfg.listen[i] = NULL; /* borrowed only during this call */
     }
@@ -1302,7 +1303,6 @@ fail:
     }
     free(p->ns_prefix);
     free(p->backend_override);
-    free(p->pp_ports);
     gw_dns_cache_free(p->dns_cache);
     free(p);
     return rc;
@@ -1343,7 +1343,6 @@ void gw_proxy_free(struct gw_proxy *p)
     gw_dns_cache_free(p->dns_cache);
     free(p->ns_prefix);
     free(p->backend_override);
-    free(p->pp_ports);
     free(p);
 }
 

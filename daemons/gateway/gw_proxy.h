@@ -19,6 +19,7 @@
 #include <stdint.h>
 
 #include <dstack/base.h>
+#include <jansson.h>
 
 struct event_base;
 struct ssl_ctx_st;
@@ -35,7 +36,62 @@ struct gw_backend {
     char ip[GW_IP_TEXT_MAX + 1]; /* WireGuard address of the CVM, text ("10.0.0.2") */
     int64_t last_handshake;      /* unix seconds of the latest WG handshake, 0 = never */
     uint32_t num_connections;    /* live proxied connections (maintained by the proxy) */
+    bool pp; /* gw_routes_lookup_port: the port policy asks for PROXY v2 on this port */
 };
+
+/* ---- port policies (gw_portpolicy.c: pure; spec host-side.md §2.1, §4.2 step 5) ---------- */
+
+#define GW_PORT_POLICY_PORTS_MAX 256               /* listed ports per policy */
+#define GW_PORT_POLICY_TEXT_MAX  (64 * 1024)       /* JSON text of one policy */
+#define GW_AGENT_INFO_MAX        (8 * 1024 * 1024) /* a guest agent's Info answer (event log) */
+
+struct gw_port_attr {
+    uint16_t port; /* 1..65535 */
+    bool pp;       /* send a PROXY v2 header to the backend on this port */
+};
+
+/* `{ports: [{port, pp}], restrict_mode}`; ports sorted ascending, no duplicates. The default
+ * (all zero) is the open policy: every port reachable, no PROXY header. */
+struct gw_port_policy {
+    bool restrict_mode; /* only the listed ports are reachable */
+    size_t count;
+    struct gw_port_attr ports[GW_PORT_POLICY_PORTS_MAX];
+};
+
+/*
+ * Validate a port policy object. `field` names it in messages ("port_policy", "policy"):
+ * e.g. "port_policy.ports[2].port: expected an integer 1..65535". `ports` (absent = empty)
+ * must be a list of at most GW_PORT_POLICY_PORTS_MAX objects with an integer `port` 1..65535
+ * (no duplicates) and an optional boolean `pp`; `restrict_mode` an optional boolean. Unknown
+ * keys are ignored (upstream serde). Returns 0, -DS_E_FORMAT or -DS_E_LIMIT (err says).
+ */
+DS_MUST_USE int gw_port_policy_from_json(const json_t *v, const char *field,
+                                         struct gw_port_policy *out, char *err, size_t err_size);
+/* The same from JSON text (at most GW_PORT_POLICY_TEXT_MAX bytes, duplicate keys refused). */
+DS_MUST_USE int gw_port_policy_parse(const char *text, size_t len, const char *field,
+                                     struct gw_port_policy *out, char *err, size_t err_size);
+/* {ports: [{port, pp}], restrict_mode} (new reference), NULL on ENOMEM. */
+json_t *gw_port_policy_to_json(const struct gw_port_policy *p);
+/* Canonical compact JSON text (malloc'd), NULL on ENOMEM. */
+char *gw_port_policy_dump(const struct gw_port_policy *p);
+/* Whether a connection to `port` is allowed: not restrict_mode, or the port is listed. */
+bool gw_port_policy_allows(const struct gw_port_policy *p, uint16_t port);
+/* Whether `port` is listed with pp = true. */
+bool gw_port_policy_wants_pp(const struct gw_port_policy *p, uint16_t port);
+/* The policy in force: the admin override when set, else the instance-reported one, else NULL
+ * (unknown). source: "admin", "instance" or "none" (upstream's GetInstancePortPolicy.source). */
+const struct gw_port_policy *gw_port_policy_effective(const struct gw_port_policy *admin,
+                                                      const struct gw_port_policy *reported,
+                                                      const char **source);
+/*
+ * The policy from a guest agent's Info answer (`{"tcb_info": "<json text>"}`, the JSON text
+ * holding `app_compose`, the app-compose.json text): an empty or absent tcb_info (the app
+ * has public_tcbinfo = false) and an app compose without port_policy give the open policy.
+ * Returns 0 or -DS_E_FORMAT (err says; not worth retrying).
+ */
+DS_MUST_USE int gw_port_policy_from_agent_info(const char *body, size_t len,
+                                               struct gw_port_policy *out, char *err,
+                                               size_t err_size);
 
 struct gw_routes;
 
@@ -62,11 +118,78 @@ DS_MUST_USE int gw_routes_remove_instance(struct gw_routes *rt, const char *inst
 DS_MUST_USE int gw_routes_lookup(struct gw_routes *rt, const char *id, int64_t now,
                                  int64_t stale_secs, unsigned top_n, struct gw_backend *out,
                                  size_t max);
+/*
+ * The effective port policy of an instance (copied); NULL = unknown (a registration without
+ * port_policy): its connections are denied and the fetch hook is called. New instances start
+ * unknown (fail closed). Returns 0, -ENOENT, -ENOMEM.
+ */
+DS_MUST_USE int gw_routes_set_policy(struct gw_routes *rt, const char *instance_id,
+                                     const struct gw_port_policy *p);
+/* Copy of an instance's effective policy: 1 (known, *out filled), 0 (unknown) or -ENOENT. */
+DS_MUST_USE int gw_routes_get_policy(struct gw_routes *rt, const char *instance_id,
+                                     struct gw_port_policy *out);
+/* Called when a lookup meets an instance whose policy is unknown. It runs under the table's
+ * lock: it must not block nor call back into the table (gw_pfetch_request qualifies). */
+typedef void (*gw_routes_fetch_fn)(const char *instance_id, const char *ip, void *arg);
+void gw_routes_set_fetch_hook(struct gw_routes *rt, gw_routes_fetch_fn fn, void *arg);
+
+/* Why gw_routes_lookup_port found nothing: instances refused by their policy. */
+struct gw_routes_denial {
+    size_t denied;                   /* candidates refused (unknown policy included) */
+    size_t unknown;                  /* of which the policy is unknown (fetch requested) */
+    char instance_id[GW_ID_MAX + 1]; /* the first refused one, for the log */
+};
+/*
+ * gw_routes_lookup for a connection to `port`, with the port policy filter (spec §4.2 step
+ * 5): candidates whose effective policy is unknown (fetch hook called) or refuses the port
+ * (restrict_mode and not listed) are dropped before the top_n selection; out[i].pp says
+ * whether that instance's policy wants a PROXY v2 header on `port`. `denial` is filled in any
+ * case. Returns the count (0 = nothing routable; denial->denied > 0 means the policy refused)
+ * or -EINVAL.
+ */
+DS_MUST_USE int gw_routes_lookup_port(struct gw_routes *rt, const char *id, uint16_t port,
+                                      int64_t now, int64_t stale_secs, unsigned top_n,
+                                      struct gw_backend *out, size_t max,
+                                      struct gw_routes_denial *denial);
 /* Snapshot of every instance (admin Status). Returns the count copied. */
 DS_MUST_USE int gw_routes_list(struct gw_routes *rt, struct gw_backend *out, size_t max);
 /* Connection counters, used by the proxy for max_connections_per_app. */
 void gw_routes_conn_inc(struct gw_routes *rt, const char *instance_id);
 void gw_routes_conn_dec(struct gw_routes *rt, const char *instance_id);
+
+/* ---- background fetch of port policies (gw_portfetch.c) ------------------------------------- */
+
+/*
+ * For an instance registered without port_policy (an older guest) the policy is read from its
+ * guest agent: POST http://<wg ip>:<agent_port>/prpc/Info?json, tcb_info.app_compose.port_policy
+ * (spec §4.2 step 5, [core.proxy.port_policy_fetch]). Worker threads do the HTTP so the event
+ * loop never blocks; a failed attempt (connect error, timeout, non-2xx) is retried after
+ * backoff_initial, doubling up to backoff_max, at most max_retries times; an answer that cannot
+ * be parsed is not retried. The outcome is handed to `done` on the event base's thread.
+ */
+#define GW_PFETCH_WORKERS   2
+#define GW_PFETCH_QUEUE_MAX 4096 /* instances waiting or being fetched */
+
+struct gw_pfetch_config {
+    uint16_t agent_port;         /* [core.proxy] agent_port (8090) */
+    uint32_t timeout_ms;         /* one attempt (10 s) */
+    uint32_t max_retries;        /* attempts after the first (5) */
+    uint32_t backoff_initial_ms; /* 1 s */
+    uint32_t backoff_max_ms;     /* 30 s */
+};
+/* rc 0: *p is the policy; negative: given up (err says why). attempts: how many were made. */
+typedef void (*gw_pfetch_done_fn)(const char *instance_id, int rc, const struct gw_port_policy *p,
+                                  unsigned attempts, const char *err, void *arg);
+struct gw_pfetch;
+DS_MUST_USE int gw_pfetch_new(struct event_base *base, const struct gw_pfetch_config *cfg,
+                              gw_pfetch_done_fn done, void *arg, struct gw_pfetch **out);
+/* Stops the workers (an attempt in progress is aborted); no callback runs afterwards. */
+void gw_pfetch_free(struct gw_pfetch *pf); /* NULL-safe */
+/* Queue a fetch unless one for this instance is already queued or running. Thread-safe,
+ * never blocks; a full queue drops the request (the next connection asks again). */
+void gw_pfetch_request(struct gw_pfetch *pf, const char *instance_id, const char *ip);
+/* gw_routes_fetch_fn adapter (arg = the struct gw_pfetch). */
+void gw_pfetch_hook(const char *instance_id, const char *ip, void *arg);
 
 /* ---- certificate store (gw_certs.c) --------------------------------------------------------- */
 
@@ -130,13 +253,11 @@ struct gw_proxy_config {
     /* "addr:port" or "[v6]:port"; port may be "a-b" (one listener per port). */
     char *listen[GW_LISTEN_MAX];
     size_t listen_count;
-    uint32_t tls_versions;       /* GW_TLS_1_2 | GW_TLS_1_3 (default 1.2 only, spec §4.7) */
-    bool inbound_pp;             /* expect a PROXY v1/v2 header from a load balancer */
-    bool outbound_pp;            /* send PROXY v2 to every backend (port policy pp=true) */
-    uint16_t *outbound_pp_ports; /* if non-NULL: only these backend ports get PROXY v2 */
-    size_t outbound_pp_port_count;
-    uint16_t agent_port;               /* proxy.agent_port (8090): returned as internal_port */
-    unsigned connect_top_n;            /* 3 */
+    uint32_t tls_versions;  /* GW_TLS_1_2 | GW_TLS_1_3 (default 1.2 only, spec §4.7) */
+    bool inbound_pp;        /* expect a PROXY v1/v2 header from a load balancer */
+    bool outbound_pp;       /* PROXY v2 to every backend; else per port policy (pp = true) */
+    uint16_t agent_port;    /* proxy.agent_port (8090): returned as internal_port */
+    unsigned connect_top_n; /* 3 */
     uint32_t max_connections_per_app;  /* 0 = unlimited */
     uint32_t max_connections;          /* global cap, 0 = unlimited */
     size_t buffer_size;                /* relay buffer per direction (65536) */
@@ -155,6 +276,7 @@ void gw_proxy_config_defaults(struct gw_proxy_config *cfg);
 struct gw_proxy_stats {
     uint64_t accepted, active, refused_no_sni, refused_bad_sni, refused_unknown_app, refused_limit,
         refused_timeout, backend_fail, terminated, passthrough, spliced_bytes;
+    uint64_t refused_port_policy; /* port not allowed, or the instance's policy unknown */
 };
 
 struct gw_proxy;
@@ -226,7 +348,5 @@ void gw_dns_cache_put(struct gw_dns_cache *c, const char *sni, int rc, const cha
  */
 DS_MUST_USE int gw_pp_backend_header(struct ds_buf *b, const struct sockaddr_storage *client,
                                      const struct sockaddr_storage *local);
-/* Whether a backend port gets a PROXY header under cfg. */
-bool gw_pp_port_wants(const struct gw_proxy_config *cfg, uint16_t port);
 
 #endif /* DSTACK_GW_PROXY_H */

@@ -3,7 +3,9 @@
  * `dstack-gateway proxy-only --config FILE`: the data plane alone, for integration tests and
  * benchmarks, without WireGuard, RA-TLS or persistence. FILE is key=value lines (docs/gateway.md):
  * listeners, wildcard certificates per base domain, static routes `route=<app_id>
- * <instance_id> <ip> [handshake_age_s]`, TLS versions, PROXY in/out, splice, limits and every
+ * <instance_id> <ip> [handshake_age_s]` (open port policy unless a later `policy=<instance_id>
+ * <json>|open|unknown` line says otherwise; unknown ones are fetched from the agent at
+ * <ip>:agent_port in the background), TLS versions, PROXY in/out, splice, limits and every
  * timeout. SIGHUP reloads the certificates, SIGTERM/SIGINT stop accepting and exit once the
  * connections drained (at most timeouts.shutdown later), SIGUSR1 logs the counters.
  *
@@ -22,13 +24,14 @@
 #include "gw_proxy.h"
 #include "log.h"
 
-#define GW_CFG_FILE_MAX     (1024 * 1024)
-#define GW_CFG_ROUTES_MAX   1024
-#define GW_CFG_PP_PORTS_MAX 64
+#define GW_CFG_FILE_MAX   (1024 * 1024)
+#define GW_CFG_ROUTES_MAX 1024
 
 struct driver {
     struct event_base *base;
     struct gw_proxy *proxy;
+    struct gw_pfetch *pfetch;
+    struct gw_pfetch_config pf_cfg;
     struct gw_routes *routes;
     struct gw_certs *certs;
     struct event *ev_term, *ev_int, *ev_hup, *ev_usr1, *ev_drain;
@@ -88,9 +91,50 @@ static const struct timeout_key timeout_keys[] = {
     {"stale_handshake_s", offsetof(struct gw_proxy_timeouts, stale_handshake_s)},
 };
 
-static int load_config(char *text, struct gw_proxy_config *cfg, struct driver *d, char **port_file,
-                       uint16_t *pp_ports)
+static const struct timeout_key fetch_keys[] = {
+    {"port_policy_fetch_timeout_ms", offsetof(struct gw_pfetch_config, timeout_ms)},
+    {"port_policy_fetch_max_retries", offsetof(struct gw_pfetch_config, max_retries)},
+    {"port_policy_fetch_backoff_initial_ms", offsetof(struct gw_pfetch_config, backoff_initial_ms)},
+    {"port_policy_fetch_backoff_max_ms", offsetof(struct gw_pfetch_config, backoff_max_ms)},
+};
+
+/* policy=<instance_id> <json>|open|unknown */
+static int parse_policy_line(struct driver *d, char *val)
 {
+    static const struct gw_port_policy open_policy;
+    char err[256];
+    char *sp = strchr(val, ' ');
+    if (sp == NULL) {
+        return -EINVAL;
+    }
+    *sp = '\0';
+    char *inst = val, *text = sp + 1;
+    while (*text == ' ') {
+        text++;
+    }
+    if (strcmp(text, "unknown") == 0) {
+        return gw_routes_set_policy(d->routes, inst, NULL);
+    }
+    if (strcmp(text, "open") == 0) {
+        return gw_routes_set_policy(d->routes, inst, &open_policy);
+    }
+    struct gw_port_policy *p = malloc(sizeof(*p));
+    if (p == NULL) {
+        return -ENOMEM;
+    }
+    int rc = gw_port_policy_parse(text, strlen(text), "policy", p, err, sizeof(err));
+    if (rc < 0) {
+        log_warnx("%s", err);
+    } else {
+        rc = gw_routes_set_policy(d->routes, inst, p);
+    }
+    free(p);
+    return rc;
+}
+
+static int load_config(char *text, struct gw_proxy_config *cfg, struct driver *d, char **port_file)
+{
+    static const struct gw_port_policy open_policy;
     int lineno = 0;
     char *save = NULL;
     for (char *line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
@@ -111,6 +155,12 @@ static int load_config(char *text, struct gw_proxy_config *cfg, struct driver *d
         for (size_t i = 0; i < DS_ARRAY_SIZE(timeout_keys); i++) {
             if (strcmp(key, timeout_keys[i].key) == 0) {
                 rc = parse_u32(val, (uint32_t *)((char *)&cfg->timeouts + timeout_keys[i].offset));
+                done = true;
+            }
+        }
+        for (size_t i = 0; i < DS_ARRAY_SIZE(fetch_keys); i++) {
+            if (strcmp(key, fetch_keys[i].key) == 0) {
+                rc = parse_u32(val, (uint32_t *)((char *)&d->pf_cfg + fetch_keys[i].offset));
                 done = true;
             }
         }
@@ -141,7 +191,19 @@ static int load_config(char *text, struct gw_proxy_config *cfg, struct driver *d
             } else {
                 rc = gw_routes_set_instance(d->routes, app, inst, ip,
                                             (int64_t)time(NULL) - (int64_t)age_s);
+                if (rc == 0) {
+                    rc = gw_routes_set_policy(d->routes, inst, &open_policy);
+                }
             }
+        } else if (strcmp(key, "policy") == 0) {
+            rc = parse_policy_line(d, val);
+        } else if (strcmp(key, "agent_port") == 0) {
+            uint32_t port;
+            rc = parse_u32(val, &port);
+            if (rc == 0 && (port == 0 || port > 65535)) {
+                rc = -EINVAL;
+            }
+            d->pf_cfg.agent_port = (uint16_t)port;
         } else if (strcmp(key, "tls_versions") == 0) {
             cfg->tls_versions = 0;
             if (strstr(val, "1.2")) {
@@ -155,17 +217,6 @@ static int load_config(char *text, struct gw_proxy_config *cfg, struct driver *d
             rc = parse_bool(val, &cfg->inbound_pp);
         } else if (strcmp(key, "outbound_pp") == 0) {
             rc = parse_bool(val, &cfg->outbound_pp);
-        } else if (strcmp(key, "outbound_pp_port") == 0) {
-            uint32_t port;
-            rc = parse_u32(val, &port);
-            if (rc == 0 &&
-                (port == 0 || port > 65535 || cfg->outbound_pp_port_count == GW_CFG_PP_PORTS_MAX)) {
-                rc = -EINVAL;
-            }
-            if (rc == 0) {
-                pp_ports[cfg->outbound_pp_port_count++] = (uint16_t)port;
-                cfg->outbound_pp_ports = pp_ports;
-            }
         } else if (strcmp(key, "splice") == 0) {
             rc = parse_bool(val, &cfg->splice);
         } else if (strcmp(key, "max_connections_per_app") == 0) {
@@ -235,13 +286,14 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
         gw_proxy_get_stats(d->proxy, &s);
         log_info("stats: accepted=%llu active=%llu refused_no_sni=%llu refused_bad_sni=%llu "
                  "refused_unknown_app=%llu refused_limit=%llu refused_timeout=%llu "
-                 "backend_fail=%llu terminated=%llu passthrough=%llu spliced_bytes=%llu",
+                 "backend_fail=%llu terminated=%llu passthrough=%llu spliced_bytes=%llu "
+                 "refused_port_policy=%llu",
                  (unsigned long long)s.accepted, (unsigned long long)s.active,
                  (unsigned long long)s.refused_no_sni, (unsigned long long)s.refused_bad_sni,
                  (unsigned long long)s.refused_unknown_app, (unsigned long long)s.refused_limit,
                  (unsigned long long)s.refused_timeout, (unsigned long long)s.backend_fail,
                  (unsigned long long)s.terminated, (unsigned long long)s.passthrough,
-                 (unsigned long long)s.spliced_bytes);
+                 (unsigned long long)s.spliced_bytes, (unsigned long long)s.refused_port_policy);
         return;
     }
     log_info("signal %d: draining connections", (int)sig);
@@ -249,6 +301,23 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
     d->drain_deadline_ms = mono_ms() + d->shutdown_ms + 100;
     struct timeval tv = {0, 50 * 1000};
     event_add(d->ev_drain, &tv);
+}
+
+static void on_policy_fetched(const char *instance_id, int rc, const struct gw_port_policy *p,
+                              unsigned attempts, const char *err, void *arg)
+{
+    struct driver *d = arg;
+    if (rc < 0) {
+        log_warnx("port policy of instance %s stays unknown after %u attempt(s): %s", instance_id,
+                  attempts, err);
+        return;
+    }
+    if (gw_routes_set_policy(d->routes, instance_id, p) < 0) {
+        log_warnx("port policy of instance %s: not in the routing table", instance_id);
+        return;
+    }
+    log_info("port policy of instance %s fetched from its agent (restrict_mode %s, %zu port(s))",
+             instance_id, p->restrict_mode ? "on" : "off", p->count);
 }
 
 static void usage(void)
@@ -282,7 +351,6 @@ int gw_proxy_only_main(int argc, char **argv)
     memset(&d, 0, sizeof(d));
     struct gw_proxy_config cfg;
     gw_proxy_config_defaults(&cfg);
-    uint16_t pp_ports[GW_CFG_PP_PORTS_MAX];
     char *port_file = NULL;
     uint8_t *text = NULL;
     size_t text_len;
@@ -294,7 +362,12 @@ int gw_proxy_only_main(int argc, char **argv)
     if (gw_routes_new(&d.routes) < 0 || gw_certs_new(&d.certs) < 0) {
         goto out;
     }
-    if (load_config((char *)text, &cfg, &d, &port_file, pp_ports) < 0) {
+    d.pf_cfg = (struct gw_pfetch_config){.agent_port = GW_DEFAULT_AGENT_PORT,
+                                         .timeout_ms = 10000,
+                                         .max_retries = 5,
+                                         .backoff_initial_ms = 1000,
+                                         .backoff_max_ms = 30000};
+    if (load_config((char *)text, &cfg, &d, &port_file) < 0) {
         goto out;
     }
     signal(SIGPIPE, SIG_IGN);
@@ -302,6 +375,12 @@ int gw_proxy_only_main(int argc, char **argv)
     if (d.base == NULL) {
         goto out;
     }
+    rc = gw_pfetch_new(d.base, &d.pf_cfg, on_policy_fetched, &d, &d.pfetch);
+    if (rc < 0) {
+        log_warnx("port policy fetcher: %s", ds_strerror(rc));
+        goto out;
+    }
+    gw_routes_set_fetch_hook(d.routes, gw_pfetch_hook, d.pfetch);
     d.shutdown_ms = cfg.timeouts.shutdown_ms;
     rc = gw_proxy_new(d.base, &cfg, d.routes, d.certs, &d.proxy);
     if (rc < 0) {
@@ -335,6 +414,10 @@ int gw_proxy_only_main(int argc, char **argv)
     code = 0;
 out:
     gw_proxy_free(d.proxy);
+    if (d.routes) {
+        gw_routes_set_fetch_hook(d.routes, NULL, NULL);
+    }
+    gw_pfetch_free(d.pfetch);
     if (d.ev_term) {
         event_free(d.ev_term);
     }

@@ -7,8 +7,9 @@
  * for) and/or the attestation (.1.8 or legacy .1.1/.1.2), which is verified (DCAP, key binding,
  * RTMR replay) whenever present; a present but invalid one refuses the call. With both, and
  * with an app-id extension (.1.3), every app id must agree. Then the optional auth webhook,
- * the node status, the registry transaction (gw_db.c: address allocation), the WireGuard peer
- * and the routing table. start-up restore and the handshake refresh live here too.
+ * the node status, the registry transaction (gw_db.c: address allocation, the reported port
+ * policy), the WireGuard peer and the routing table (with the effective port policy). start-up
+ * restore and the handshake refresh live here too.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -230,10 +231,27 @@ static int register_cvm(struct ds_rpc_call *call, const json_t *params, json_t *
     struct gw_instance inst;
     char app_id[GW_ID_MAX + 1], instance_id[2 * INSTANCE_BYTES + 1], compose[65];
     char old_key[GW_WG_KEY_B64_LEN + 1] = "", err[GW_ERR_MAX] = "", status[16] = "";
-    char gwip[GW_IP4_TEXT_MAX];
+    char gwip[GW_IP4_TEXT_MAX], *policy_text = NULL;
     int r = ds_rpc_call_decode(call, params, register_fields, DS_ARRAY_SIZE(register_fields), &req);
     if (r < 0) {
         return r;
+    }
+    /* port_policy (spec §4.3): absent or null = an older guest, fetched later (§4.2 step 5) */
+    const json_t *ppj = json_is_object(params) ? json_object_get(params, "port_policy") : NULL;
+    if (ppj != NULL && !json_is_null(ppj)) {
+        struct gw_port_policy *pp = malloc(sizeof(*pp));
+        r = pp ? gw_port_policy_from_json(ppj, "port_policy", pp, err, sizeof(err)) : -ENOMEM;
+        if (r == 0 && (policy_text = gw_port_policy_dump(pp)) == NULL) {
+            r = -ENOMEM;
+        }
+        free(pp);
+        if (r == -ENOMEM) {
+            goto out;
+        }
+        if (r < 0) {
+            r = ds_rpc_call_error(call, "invalid %s", err);
+            goto out;
+        }
     }
     r = caller_app_info(g, call, &ai);
     if (r < 0) {
@@ -265,7 +283,7 @@ static int register_cvm(struct ds_rpc_call *call, const json_t *params, json_t *
         goto out;
     }
     r = gw_db_register(g->db, &g->net, app_id, instance_id, compose, req.client_public_key,
-                       (int64_t)time(NULL), &inst, old_key, err, sizeof(err));
+                       policy_text, (int64_t)time(NULL), &inst, old_key, err, sizeof(err));
     if (r < 0) {
         r = ds_rpc_call_error(call, "%s", err);
         goto out;
@@ -283,6 +301,7 @@ static int register_cvm(struct ds_rpc_call *call, const json_t *params, json_t *
                                             inst.last_handshake) < 0) {
         log_warnx("routing table: cannot add instance %s", inst.instance_id);
     }
+    gw_policy_apply(g, inst.instance_id);
     g->registrations++;
     log_info("registered app %s instance %s at %s", inst.app_id, inst.instance_id, inst.ip);
     gw_ip4_text(g->net.wg.addr, gwip);
@@ -294,6 +313,7 @@ static int register_cvm(struct ds_rpc_call *call, const json_t *params, json_t *
                      "app_address_ns_prefix", g->cfg.px_ns_prefix, "gateways", node_info(g));
     r = *out ? 0 : -ENOMEM;
 out:
+    free(policy_text);
     ds_app_info_done(&ai);
     ds_rpc_params_free(register_fields, DS_ARRAY_SIZE(register_fields), &req);
     return r;
@@ -356,6 +376,7 @@ int gw_restore(struct gw *g)
                                                 v[i].last_handshake) < 0) {
             log_warnx("routing table: cannot add instance %s", v[i].instance_id);
         }
+        gw_policy_apply(g, v[i].instance_id);
         if (g->wg.enabled &&
             gw_wg_set_peer(&g->wg, v[i].public_key, v[i].ip, err, sizeof(err)) < 0) {
             log_warnx("%s", err);

@@ -4,8 +4,11 @@
  * connection count}. The control plane writes it (RegisterCvm, recycle, handshake refresh);
  * the proxy reads it once per connection to pick backends (spec host-side.md §4.2 step 5:
  * instance_id match, else the app's instances with a handshake younger than handshake_stale,
- * freshest first, top connect_top_n; connect_top_n = 0 picks one at random). A mutex makes it
- * safe to fill from another thread; lookups copy entries out so nothing is borrowed.
+ * freshest first, top connect_top_n; connect_top_n = 0 picks one at random). Each instance
+ * also carries its effective port policy (admin override > instance-reported, resolved by the
+ * control plane; none = unknown, fail closed), which gw_routes_lookup_port applies per port and
+ * which asks the fetch hook for the policy of an instance that has none. A mutex makes it safe
+ * to fill from another thread; lookups copy entries out so nothing is borrowed.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -19,10 +22,17 @@
 
 #define GW_ROUTES_MAX 65536
 
+struct route {
+    struct gw_backend be;
+    struct gw_port_policy *policy; /* effective policy; NULL = unknown */
+};
+
 struct gw_routes {
     pthread_mutex_t lock;
-    struct gw_backend *v;
+    struct route *v;
     size_t count, cap;
+    gw_routes_fetch_fn fetch;
+    void *fetch_arg;
 };
 
 int gw_routes_new(struct gw_routes **out)
@@ -42,6 +52,9 @@ void gw_routes_free(struct gw_routes *rt)
         return;
     }
     pthread_mutex_destroy(&rt->lock);
+    for (size_t i = 0; i < rt->count; i++) {
+        free(rt->v[i].policy);
+    }
     free(rt->v);
     free(rt);
 }
@@ -68,10 +81,10 @@ static bool valid_ip(const char *s)
            (inet_pton(AF_INET, s, buf) == 1 || inet_pton(AF_INET6, s, buf) == 1);
 }
 
-static struct gw_backend *find(struct gw_routes *rt, const char *instance_id)
+static struct route *find(struct gw_routes *rt, const char *instance_id)
 {
     for (size_t i = 0; i < rt->count; i++) {
-        if (strcmp(rt->v[i].instance_id, instance_id) == 0) {
+        if (strcmp(rt->v[i].be.instance_id, instance_id) == 0) {
             return &rt->v[i];
         }
     }
@@ -86,15 +99,15 @@ int gw_routes_set_instance(struct gw_routes *rt, const char *app_id, const char 
     }
     int rc = 0;
     pthread_mutex_lock(&rt->lock);
-    struct gw_backend *b = find(rt, instance_id);
-    if (b == NULL) {
+    struct route *r = find(rt, instance_id);
+    if (r == NULL) {
         if (rt->count == rt->cap) {
             size_t cap = rt->cap ? rt->cap * 2 : 16;
             if (cap > GW_ROUTES_MAX) {
                 rc = -ENOSPC;
                 goto out;
             }
-            struct gw_backend *nv = realloc(rt->v, cap * sizeof(*nv));
+            struct route *nv = realloc(rt->v, cap * sizeof(*nv));
             if (nv == NULL) {
                 rc = -ENOMEM;
                 goto out;
@@ -102,13 +115,13 @@ int gw_routes_set_instance(struct gw_routes *rt, const char *app_id, const char 
             rt->v = nv;
             rt->cap = cap;
         }
-        b = &rt->v[rt->count++];
-        memset(b, 0, sizeof(*b));
-        strcpy(b->instance_id, instance_id);
+        r = &rt->v[rt->count++];
+        memset(r, 0, sizeof(*r)); /* policy unknown until the control plane sets it */
+        strcpy(r->be.instance_id, instance_id);
     }
-    strcpy(b->app_id, app_id);
-    strcpy(b->ip, ip);
-    b->last_handshake = last_handshake;
+    strcpy(r->be.app_id, app_id);
+    strcpy(r->be.ip, ip);
+    r->be.last_handshake = last_handshake;
 out:
     pthread_mutex_unlock(&rt->lock);
     return rc;
@@ -118,9 +131,9 @@ int gw_routes_set_handshake(struct gw_routes *rt, const char *instance_id, int64
 {
     int rc = -ENOENT;
     pthread_mutex_lock(&rt->lock);
-    struct gw_backend *b = find(rt, instance_id);
-    if (b != NULL) {
-        b->last_handshake = last_handshake;
+    struct route *r = find(rt, instance_id);
+    if (r != NULL) {
+        r->be.last_handshake = last_handshake;
         rc = 0;
     }
     pthread_mutex_unlock(&rt->lock);
@@ -131,13 +144,84 @@ int gw_routes_remove_instance(struct gw_routes *rt, const char *instance_id)
 {
     int rc = -ENOENT;
     pthread_mutex_lock(&rt->lock);
-    struct gw_backend *b = find(rt, instance_id);
-    if (b != NULL) {
-        *b = rt->v[--rt->count];
+    struct route *r = find(rt, instance_id);
+    if (r != NULL) {
+        free(r->policy);
+        *r = rt->v[--rt->count];
         rc = 0;
     }
     pthread_mutex_unlock(&rt->lock);
     return rc;
+}
+
+int gw_routes_set_policy(struct gw_routes *rt, const char *instance_id,
+                         const struct gw_port_policy *p)
+{
+    struct gw_port_policy *copy = NULL;
+    if (p != NULL) {
+        copy = malloc(sizeof(*copy));
+        if (copy == NULL) {
+            return -ENOMEM;
+        }
+        *copy = *p;
+    }
+    int rc = -ENOENT;
+    pthread_mutex_lock(&rt->lock);
+    struct route *r = find(rt, instance_id);
+    if (r != NULL) {
+        free(r->policy);
+        r->policy = copy;
+        copy = NULL;
+        rc = 0;
+    }
+    pthread_mutex_unlock(&rt->lock);
+    free(copy);
+    return rc;
+}
+
+int gw_routes_get_policy(struct gw_routes *rt, const char *instance_id, struct gw_port_policy *out)
+{
+    int rc = -ENOENT;
+    pthread_mutex_lock(&rt->lock);
+    struct route *r = find(rt, instance_id);
+    if (r != NULL) {
+        rc = r->policy != NULL;
+        if (rc) {
+            *out = *r->policy;
+        }
+    }
+    pthread_mutex_unlock(&rt->lock);
+    return rc;
+}
+
+void gw_routes_set_fetch_hook(struct gw_routes *rt, gw_routes_fetch_fn fn, void *arg)
+{
+    pthread_mutex_lock(&rt->lock);
+    rt->fetch = fn;
+    rt->fetch_arg = arg;
+    pthread_mutex_unlock(&rt->lock);
+}
+
+/* The port policy filter for one route (under the lock). Fills be->pp when allowed. */
+static bool policy_admits(struct gw_routes *rt, const struct route *r, uint16_t port,
+                          struct gw_backend *be, struct gw_routes_denial *d)
+{
+    bool ok = r->policy != NULL && gw_port_policy_allows(r->policy, port);
+    if (!ok) {
+        if (d->denied++ == 0) {
+            strcpy(d->instance_id, r->be.instance_id);
+        }
+        if (r->policy == NULL) {
+            d->unknown++;
+            if (rt->fetch != NULL) {
+                rt->fetch(r->be.instance_id, r->be.ip, rt->fetch_arg);
+            }
+        }
+        return false;
+    }
+    *be = r->be;
+    be->pp = gw_port_policy_wants_pp(r->policy, port);
+    return true;
 }
 
 static int by_freshness(const void *a, const void *b)
@@ -149,31 +233,47 @@ static int by_freshness(const void *a, const void *b)
     return strcmp(x->instance_id, y->instance_id);
 }
 
-int gw_routes_lookup(struct gw_routes *rt, const char *id, int64_t now, int64_t stale_secs,
-                     unsigned top_n, struct gw_backend *out, size_t max)
+/* d == NULL: no port policy filter (gw_routes_lookup). */
+static int lookup(struct gw_routes *rt, const char *id, uint16_t port, int64_t now,
+                  int64_t stale_secs, unsigned top_n, struct gw_backend *out, size_t max,
+                  struct gw_routes_denial *d)
 {
     if (id == NULL || out == NULL || max == 0) {
         return -EINVAL;
     }
-    struct gw_backend cand[GW_ROUTES_LOOKUP_MAX];
+    struct gw_backend cand[GW_ROUTES_LOOKUP_MAX], be;
     size_t n = 0;
     pthread_mutex_lock(&rt->lock);
-    struct gw_backend *b = find(rt, id);
-    if (b != NULL) {
-        out[0] = *b; /* an instance id names exactly that instance, healthy or not */
+    struct route *r = find(rt, id);
+    if (r != NULL) {
+        /* an instance id names exactly that instance, healthy or not */
+        int found = 1;
+        if (d == NULL) {
+            out[0] = r->be;
+        } else if (policy_admits(rt, r, port, &be, d)) {
+            out[0] = be;
+        } else {
+            found = 0;
+        }
         pthread_mutex_unlock(&rt->lock);
-        return 1;
+        return found;
     }
     for (size_t i = 0; i < rt->count; i++) {
-        const struct gw_backend *e = &rt->v[i];
-        if (strcmp(e->app_id, id) != 0) {
+        const struct route *e = &rt->v[i];
+        if (strcmp(e->be.app_id, id) != 0) {
             continue;
         }
-        if (stale_secs > 0 && (e->last_handshake <= 0 || now - e->last_handshake >= stale_secs)) {
+        if (stale_secs > 0 &&
+            (e->be.last_handshake <= 0 || now - e->be.last_handshake >= stale_secs)) {
+            continue;
+        }
+        if (d == NULL) {
+            be = e->be;
+        } else if (!policy_admits(rt, e, port, &be, d)) {
             continue;
         }
         if (n < GW_ROUTES_LOOKUP_MAX) {
-            cand[n++] = *e;
+            cand[n++] = be;
         } else {
             /* Keep the freshest GW_ROUTES_LOOKUP_MAX: replace the stalest if fresher. */
             size_t worst = 0;
@@ -182,8 +282,8 @@ int gw_routes_lookup(struct gw_routes *rt, const char *id, int64_t now, int64_t 
                     worst = k;
                 }
             }
-            if (e->last_handshake > cand[worst].last_handshake) {
-                cand[worst] = *e;
+            if (be.last_handshake > cand[worst].last_handshake) {
+                cand[worst] = be;
             }
         }
     }
@@ -192,11 +292,11 @@ int gw_routes_lookup(struct gw_routes *rt, const char *id, int64_t now, int64_t 
         return 0;
     }
     if (top_n == 0) {
-        uint32_t r = 0;
-        if (RAND_bytes((unsigned char *)&r, sizeof(r)) != 1) {
-            r = (uint32_t)now;
+        uint32_t rnd = 0;
+        if (RAND_bytes((unsigned char *)&rnd, sizeof(rnd)) != 1) {
+            rnd = (uint32_t)now;
         }
-        out[0] = cand[r % n];
+        out[0] = cand[rnd % n];
         return 1;
     }
     qsort(cand, n, sizeof(cand[0]), by_freshness);
@@ -208,12 +308,29 @@ int gw_routes_lookup(struct gw_routes *rt, const char *id, int64_t now, int64_t 
     return (int)k;
 }
 
+int gw_routes_lookup(struct gw_routes *rt, const char *id, int64_t now, int64_t stale_secs,
+                     unsigned top_n, struct gw_backend *out, size_t max)
+{
+    return lookup(rt, id, 0, now, stale_secs, top_n, out, max, NULL);
+}
+
+int gw_routes_lookup_port(struct gw_routes *rt, const char *id, uint16_t port, int64_t now,
+                          int64_t stale_secs, unsigned top_n, struct gw_backend *out, size_t max,
+                          struct gw_routes_denial *denial)
+{
+    if (denial == NULL) {
+        return -EINVAL;
+    }
+    memset(denial, 0, sizeof(*denial));
+    return lookup(rt, id, port, now, stale_secs, top_n, out, max, denial);
+}
+
 int gw_routes_list(struct gw_routes *rt, struct gw_backend *out, size_t max)
 {
     pthread_mutex_lock(&rt->lock);
     size_t n = rt->count < max ? rt->count : max;
-    if (n > 0) {
-        memcpy(out, rt->v, n * sizeof(*out));
+    for (size_t i = 0; i < n; i++) {
+        out[i] = rt->v[i].be;
     }
     pthread_mutex_unlock(&rt->lock);
     return (int)n;
@@ -222,9 +339,9 @@ int gw_routes_list(struct gw_routes *rt, struct gw_backend *out, size_t max)
 void gw_routes_conn_inc(struct gw_routes *rt, const char *instance_id)
 {
     pthread_mutex_lock(&rt->lock);
-    struct gw_backend *b = find(rt, instance_id);
-    if (b != NULL) {
-        b->num_connections++;
+    struct route *r = find(rt, instance_id);
+    if (r != NULL) {
+        r->be.num_connections++;
     }
     pthread_mutex_unlock(&rt->lock);
 }
@@ -232,9 +349,9 @@ void gw_routes_conn_inc(struct gw_routes *rt, const char *instance_id)
 void gw_routes_conn_dec(struct gw_routes *rt, const char *instance_id)
 {
     pthread_mutex_lock(&rt->lock);
-    struct gw_backend *b = find(rt, instance_id);
-    if (b != NULL && b->num_connections > 0) {
-        b->num_connections--;
+    struct route *r = find(rt, instance_id);
+    if (r != NULL && r->be.num_connections > 0) {
+        r->be.num_connections--;
     }
     pthread_mutex_unlock(&rt->lock);
 }

@@ -325,6 +325,7 @@ static void raise_nofile(void)
 
 static void cleanup(struct gw *g)
 {
+    gw_policy_stop(g);
     gw_proxy_free(g->proxy);
     ds_rpc_server_free(g->main_srv);
     ds_rpc_server_free(g->admin_srv);
@@ -408,6 +409,9 @@ int main(int argc, char **argv)
     log_info("WireGuard: %s", g.wg.enabled ? g.cfg.wg_interface : "disabled (registry only)");
     /* 6. proxy first: the routing table is filled by the restore */
     if ((r = start_proxy(&g)) < 0) {
+        goto out;
+    }
+    if ((r = gw_policy_start(&g)) < 0) {
         goto out;
     }
     if ((r = gw_restore(&g)) < 0) {

@@ -12,6 +12,12 @@
  *      a found token is NUL-terminated and fits the buffer.
  *   3: HTML escaping: the output never contains < > " ' and decodes back to the input.
  *   4: key / id syntax (gw_wg_key_valid, gw_hex_id_valid, gw_cidr_parse): consistency checks.
+ *   5: a port policy (gw_port_policy_parse, daemons/gateway/gw_portpolicy.c, as RegisterCvm and
+ *      Admin.SetInstancePortPolicy get it): an accepted policy has ports sorted, unique, 1..65535,
+ *      at most GW_PORT_POLICY_PORTS_MAX; its canonical dump parses back to the same policy;
+ *      the decisions agree with the list; a refusal leaves the output untouched and names the
+ *      field.
+ *   6: a guest agent Info answer (gw_port_policy_from_agent_info): the same invariants.
  */
 #include <stddef.h>
 #include <stdint.h>
@@ -19,6 +25,7 @@
 #include <string.h>
 
 #include "../../daemons/gateway/gw_parse.c"
+#include "../../daemons/gateway/gw_portpolicy.c"
 
 #define FUZZ_LINES_MAX 16
 
@@ -82,12 +89,65 @@ static void count_peer(const struct gw_wg_peer *p, void *ctx)
     (*(int *)ctx)++;
 }
 
+static void check_policy(const struct gw_port_policy *p)
+{
+    if (p->count > GW_PORT_POLICY_PORTS_MAX) {
+        abort();
+    }
+    for (size_t i = 0; i < p->count; i++) {
+        if (p->ports[i].port == 0 || (i > 0 && p->ports[i].port <= p->ports[i - 1].port) ||
+            !gw_port_policy_allows(p, p->ports[i].port) ||
+            gw_port_policy_wants_pp(p, p->ports[i].port) != p->ports[i].pp) {
+            abort();
+        }
+    }
+    char *dump = gw_port_policy_dump(p);
+    if (dump == NULL) {
+        return;
+    }
+    struct gw_port_policy *again = malloc(sizeof(*again));
+    char err[256];
+    if (again == NULL ||
+        gw_port_policy_parse(dump, strlen(dump), "p", again, err, sizeof(err)) != 0 ||
+        again->count != p->count || again->restrict_mode != p->restrict_mode ||
+        memcmp(again->ports, p->ports, p->count * sizeof(p->ports[0])) != 0) {
+        abort();
+    }
+    free(again);
+    free(dump);
+}
+
+static void target_policy(const char *text, size_t len, bool agent)
+{
+    struct gw_port_policy *p = malloc(sizeof(*p));
+    char err[256] = "";
+    if (p == NULL) {
+        return;
+    }
+    memset(p, 0xa5, sizeof(*p));
+    int r = agent ? gw_port_policy_from_agent_info(text, len, p, err, sizeof(err))
+                  : gw_port_policy_parse(text, len, "port_policy", p, err, sizeof(err));
+    if (r == 0) {
+        check_policy(p);
+    } else {
+        for (size_t i = 0; i < sizeof(*p); i++) {
+            if (((const uint8_t *)p)[i] != 0xa5) {
+                abort(); /* out written on failure */
+            }
+        }
+        if (err[0] == '\0' || (r != -DS_E_FORMAT && r != -DS_E_LIMIT && r != -ENOMEM)) {
+            abort();
+        }
+    }
+    free(p);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (size < 1) {
         return 0;
     }
-    uint8_t which = data[0] % 5;
+    uint8_t which = data[0] % 7;
     const uint8_t *in = data + 1;
     size_t len = size - 1;
     char *text = malloc(len + 1);
@@ -140,6 +200,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         ds_buf_done(&b);
         break;
     }
+    case 5:
+    case 6:
+        target_policy(text, len, which == 6);
+        break;
     default: {
         struct gw_cidr c;
         if (gw_wg_key_valid(text) && strlen(text) != GW_WG_KEY_B64_LEN) {

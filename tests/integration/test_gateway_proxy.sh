@@ -11,7 +11,7 @@
 #   - refusals, each counted under its own reason and within its timeout while a parallel normal
 #     request succeeds: unknown app, malformed SNI, no SNI, plaintext HTTP, a ClientHello
 #     dribbled one byte per second;
-#   - PROXY v2 towards a backend port, PROXY v1 from a load balancer (curl --haproxy-protocol),
+#   - PROXY v2 towards a backend port (port policy pp=true), PROXY v1 from a load balancer (curl --haproxy-protocol),
 #     per-app connection limit, idle timeout, certificate reload on SIGHUP.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
@@ -121,8 +121,8 @@ connect_timeout_ms=1000
 idle_timeout_ms=1500
 shutdown_timeout_ms=1000
 dns_timeout_ms=2000
-outbound_pp=1
-outbound_pp_port=$RP
+# the port policy of $INST asks for a PROXY v2 header on the recorder's port only
+policy=$INST {"ports":[{"port":$RP,"pp":true}],"restrict_mode":false}
 EOF
 "$GW" proxy-only --config gw.conf -v >gw.log 2>&1 &
 GWPID=$!

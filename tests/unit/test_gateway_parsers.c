@@ -23,6 +23,7 @@
 #include <dstack/gateway.h>
 
 /* The proxy's routing table is daemon code without other dependencies: test it here too. */
+#include "../../daemons/gateway/gw_portpolicy.c"
 #include "../../daemons/gateway/gw_routes.c"
 
 /* Run an OpenSSL client handshake into a memory BIO and return the bytes it wrote. */
