@@ -41,19 +41,20 @@
 #include "util_gateway_setup.h"
 #include "util_setup.h"
 
-#define GWS_DEFAULT_WORK        "/dstack"
-#define GWS_DEFAULT_AGENT       "/var/run/dstack.sock"
-#define GWS_DEFAULT_CACHE       "/run/dstack/gateway-cache.json"
-#define GWS_DEFAULT_CONF        "/etc/wireguard/dstack-wg0.conf"
-#define GWS_WG_GO_SOCK_DIR      "/var/run/wireguard"
-#define GWS_AGENT_TIMEOUT_MS    60000L
-#define GWS_AGENT_RESPONSE_MAX  (256 * 1024)
-#define GWS_TOOL_OUTPUT_MAX     (64 * 1024)
-#define GWS_WG_GO_WAIT_MS       10000
-#define GWS_ERR_MAX             1024
-#define GWS_PATH_MAX            4096
-#define GWS_EXIT_NOT_CONFIGURED 3 /* checker: no gateway_app_id / URLs (RestartPreventExitStatus)  \
-                                   */
+#define GWS_DEFAULT_WORK       "/dstack"
+#define GWS_DEFAULT_AGENT      "/var/run/dstack.sock"
+#define GWS_DEFAULT_CACHE      "/run/dstack/gateway-cache.json"
+#define GWS_DEFAULT_CONF       "/etc/wireguard/dstack-wg0.conf"
+#define GWS_WG_GO_SOCK_DIR     "/var/run/wireguard"
+#define GWS_AGENT_TIMEOUT_MS   60000L
+#define GWS_AGENT_RESPONSE_MAX (256 * 1024)
+#define GWS_TOOL_OUTPUT_MAX    (64 * 1024)
+#define GWS_WG_GO_WAIT_MS      10000
+#define GWS_ERR_MAX            1024
+#define GWS_PATH_MAX           4096
+#define GWS_EXIT_NOT_CONFIGURED                                                                    \
+    3 /* checker: no gateway_app_id / URLs (RestartPreventExitStatus)                              \
+       */
 #define GWS_ERROR_PREFIX "dstack-gateway registration failed, the app has no ingress route: "
 
 struct gws_ctx {
@@ -467,7 +468,7 @@ static int tunnel_up(const struct gws_ctx *c, const char *conf, char *err, size_
 {
     struct gws_plan plan;
     struct gws_cmd cmds[GWS_CMDS_MAX];
-    char *setconf = NULL, path[GWS_PATH_MAX];
+    char *setconf = NULL, path[GWS_PATH_MAX] = "";
     int r = gws_plan_parse(conf, &plan, err, err_size);
     if (r < 0) {
         return r;
@@ -484,14 +485,29 @@ static int tunnel_up(const struct gws_ctx *c, const char *conf, char *err, size_
         snprintf(err, err_size, "WireGuard config: %s", ds_strerror(r));
         return r;
     }
-    r = write_side(c->cache_path, ".wg", setconf, path, sizeof(path), err, err_size);
+    /* Like wg-quick down/up (§4.3): first the interface without peers, which ends every
+     * session, then the whole config, so the guest starts a fresh handshake (a gateway that
+     * dropped and re-added our peer has no session and no endpoint for us). */
+    char *peers = strstr(setconf, "[Peer]");
+    const char *const wg[] = {"wg", "setconf", c->iface, path, NULL};
+    if (peers) {
+        char keep = *peers;
+        *peers = '\0';
+        r = write_side(c->cache_path, ".wg", setconf, path, sizeof(path), err, err_size);
+        *peers = keep;
+        if (r == 0) {
+            r = run_ok(wg, err, err_size);
+        }
+    }
+    if (r == 0) {
+        r = write_side(c->cache_path, ".wg", setconf, path, sizeof(path), err, err_size);
+    }
     ds_wipe(setconf, strlen(setconf));
     free(setconf);
     if (r == 0) {
-        const char *const wg[] = {"wg", "setconf", c->iface, path, NULL};
         r = run_ok(wg, err, err_size);
-        (void)unlink(path);
     }
+    (void)unlink(path);
     for (int i = 0; r == 0 && i < n; i++) {
         r = cmds[i].may_fail ? (run_tool(cmds[i].argv, NULL), 0)
                              : run_ok(cmds[i].argv, err, err_size);
