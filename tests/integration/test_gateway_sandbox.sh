@@ -310,6 +310,19 @@ done
 [ "$ANSWER" = "backend-ok" ] || gfail "through the gateway after re-registration: '$ANSWER'"
 echo "ok - the route works again $(python3 -c "print('%.1f' % ($(date +%s.%N) - $T_RM))") s after RemoveInstance"
 
+# The checker stops on SIGTERM (as at shutdown) and, under ASan, its exit reports no leak; no
+# sanitizer report from gateway-setup either (its log is on the serial console).
+CHK=$(nsenter -t "$GPID" -p -m /bin/sh -c 'for p in /proc/[0-9]*; do
+    grep -qa gateway-checker "$p/cmdline" 2>/dev/null && echo "${p#/proc/}"; done' | head -1)
+[ -n "$CHK" ] || gfail "no gateway-checker process in the guest"
+nsenter -t "$GPID" -p -m /bin/kill -TERM "$CHK"
+for _ in $(seq 100); do grep -q 'gateway-checker: stopping' "$GROOT/run/dstack-boot/gateway-checker.log" && break; sleep 0.1; done
+sleep 0.5
+grep -q 'gateway-checker: stopping' "$GROOT/run/dstack-boot/gateway-checker.log" || gfail "the checker did not stop on SIGTERM"
+! grep -E -A15 'ERROR: (Address|Leak|UndefinedBehavior)Sanitizer|runtime error:' \
+    "$GROOT/run/dstack-boot/gateway-checker.log" "$WORK/run/$VM_ID/serial.log" || gfail "sanitizer report in the guest"
+echo "ok - the checker stops on SIGTERM; no sanitizer report from gateway-setup / gateway-checker"
+
 # ---- 5. a gateway whose certificate has another app id is refused; the app still boots --------
 HOST_PORT2=$(free_port)
 deploy gwapp2 "$GW2_RPC" "$HOST_PORT2"
