@@ -313,8 +313,9 @@ echo "ok - the route works again $(python3 -c "print('%.1f' % ($(date +%s.%N) - 
 # The checker stops on SIGTERM (as at shutdown) and, under ASan, its exit reports no leak; no
 # sanitizer report from gateway-setup either (its log is on the serial console).
 CHK=$(nsenter -t "$GPID" -p -m /bin/sh -c 'for p in /proc/[0-9]*; do
-    grep -qa gateway-checker "$p/cmdline" 2>/dev/null && echo "${p#/proc/}"; done' | head -1)
-[ -n "$CHK" ] || gfail "no gateway-checker process in the guest"
+    case "$(tr "\0" " " <"$p/cmdline" 2>/dev/null)" in
+        "dstack-util gateway-checker "*) echo "${p#/proc/}" ;; esac; done')
+[ "$(echo "$CHK" | wc -w)" = 1 ] || gfail "expected one gateway-checker in the guest, found '$CHK'"
 nsenter -t "$GPID" -p -m /bin/kill -TERM "$CHK"
 for _ in $(seq 100); do grep -q 'gateway-checker: stopping' "$GROOT/run/dstack-boot/gateway-checker.log" && break; sleep 0.1; done
 sleep 0.5
