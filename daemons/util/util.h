@@ -52,6 +52,14 @@ struct util_opt {
 int util_parse_opts(const char *cmd, int argc, char **argv, const struct util_opt *opts,
                     bool *help);
 
+/*
+ * Run argv (argv[0] searched in PATH; fork + execvp, no shell) with stdin from /dev/null and
+ * stdout into *out when out is non-NULL (bounded by out's maximum: -DS_E_LIMIT), else onto
+ * stderr. Returns the exit status (>= 0), or a negative error (-errno, -DS_E_IO when killed).
+ */
+struct ds_buf;
+int util_run_tool(const char *const argv[], struct ds_buf *out);
+
 /* ---- subcommands --------------------------------------------------------------------------- */
 
 /* `dstack-util get-keys` (util_keys.c). */

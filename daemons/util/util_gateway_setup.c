@@ -129,9 +129,7 @@ static int ctx_load(struct gws_ctx *c, char *err, size_t err_size)
 /* ---- running tools ----------------------------------------------------------------------------
  */
 
-/* Run argv (PATH search, no shell); stdout into *out when out is non-NULL, else to stderr.
- * Returns the exit status (>= 0) or a negative error. */
-static int run_tool(const char *const argv[], struct ds_buf *out)
+int util_run_tool(const char *const argv[], struct ds_buf *out)
 {
     int pfd[2] = {-1, -1};
     if (out && pipe2(pfd, O_CLOEXEC) < 0) {
@@ -198,7 +196,7 @@ static void argv_text(const char *const argv[], char *out, size_t n)
 /* Run and require exit 0 (err names the command). */
 static int run_ok(const char *const argv[], char *err, size_t err_size)
 {
-    int r = run_tool(argv, NULL);
+    int r = util_run_tool(argv, NULL);
     if (r != 0) {
         char cmd[256];
         argv_text(argv, cmd, sizeof(cmd));
@@ -429,7 +427,7 @@ static bool iface_exists(const char *iface)
     const char *const argv[] = {"ip", "link", "show", "dev", iface, NULL};
     struct ds_buf b;
     ds_buf_init(&b, GWS_TOOL_OUTPUT_MAX);
-    int r = run_tool(argv, &b);
+    int r = util_run_tool(argv, &b);
     ds_buf_done(&b);
     return r == 0;
 }
@@ -441,7 +439,7 @@ static int ensure_iface(const struct gws_ctx *c, char *err, size_t err_size)
         return 0;
     }
     const char *const add[] = {"ip", "link", "add", "dev", c->iface, "type", "wireguard", NULL};
-    if (run_tool(add, NULL) == 0) {
+    if (util_run_tool(add, NULL) == 0) {
         log_info("gateway: %s created (kernel WireGuard)", c->iface);
         return 0;
     }
@@ -509,7 +507,7 @@ static int tunnel_up(const struct gws_ctx *c, const char *conf, char *err, size_
     }
     (void)unlink(path);
     for (int i = 0; r == 0 && i < n; i++) {
-        r = cmds[i].may_fail ? (run_tool(cmds[i].argv, NULL), 0)
+        r = cmds[i].may_fail ? (util_run_tool(cmds[i].argv, NULL), 0)
                              : run_ok(cmds[i].argv, err, err_size);
     }
     if (r == 0) {
@@ -816,7 +814,7 @@ static int64_t latest_handshake(const char *iface)
     struct ds_buf b;
     int64_t hs = 0;
     ds_buf_init(&b, GWS_TOOL_OUTPUT_MAX);
-    if (run_tool(argv, &b) != 0 ||
+    if (util_run_tool(argv, &b) != 0 ||
         gws_latest_handshake(b.data ? (const char *)b.data : "", b.len, &hs) < 0) {
         hs = 0;
     }
