@@ -620,7 +620,10 @@ static int register_once(const struct gws_ctx *c, bool force, bool *changed, cha
         snprintf(err, err_size, "writing %s: %s", c->wg_conf, ds_strerror(r));
         goto out;
     }
-    if ((r = tunnel_up(c, conf, err, err_size)) == 0 && changed) {
+    if ((r = tunnel_up(c, conf, err, err_size)) < 0) {
+        /* no config on disk = the checker's forced refresh (with backoff), not a silent wait */
+        (void)unlink(c->wg_conf);
+    } else if (changed) {
         *changed = true;
     }
 out:
