@@ -253,6 +253,37 @@ for h in json.load(sys.stdin).get("hosts", []):
     gfail "Status does not list instance $INSTANCE_ID with $GUEST_WG_IP: $(admin "$ADMIN_PORT" Status)"
 echo "ok - gateway Status lists instance $INSTANCE_ID at $GUEST_WG_IP (the guest's dstack-wg0 address)"
 
+# The commands' configuration errors, on the host with the guest's files: gateway disabled =>
+# exit 0; no gateway_urls => checker exit 3 (RestartPreventExitStatus); no_instance_id and an
+# empty gateway_app_id => gateway-setup fails naming the field (exit 1).
+C="$WORK/chk/.host-shared"
+mkdir -p "$C"
+cp "$GROOT/run/dstack/.host-shared/.appkeys.json" "$C/" || gfail "no .appkeys.json in the guest"
+echo '{"gateway_urls": []}' >"$C/.sys-config.json"
+chk_compose() { python3 -c 'import json,sys; c=json.load(open(sys.argv[1])); c.update(json.loads(sys.argv[2]))
+json.dump(c, open(sys.argv[3], "w"))' "$WORK/app-compose.json" "$1" "$C/app-compose.json"; }
+chk_compose '{"gateway_enabled": false}'
+"$BIN/dstack-util" gateway-checker --work-dir "$WORK/chk" >"$WORK/chk.out" 2>&1; rc=$?
+[ $rc = 0 ] && grep -q 'not enabled' "$WORK/chk.out" || fail "checker, gateway disabled: rc $rc $(cat "$WORK/chk.out")"
+chk_compose '{}'
+"$BIN/dstack-util" gateway-checker --work-dir "$WORK/chk" >"$WORK/chk.out" 2>&1; rc=$?
+[ $rc = 3 ] && grep -q 'has no gateway_urls' "$WORK/chk.out" || fail "checker without URLs: rc $rc $(cat "$WORK/chk.out")"
+echo '{"gateway_urls": ["https://127.0.0.1:9"]}' >"$C/.sys-config.json"
+chk_compose '{"no_instance_id": true}'
+"$BIN/dstack-util" gateway-setup --work-dir "$WORK/chk" --cache "$WORK/chk/cache.json" \
+    --wg-config "$WORK/chk/wg.conf" >"$WORK/chk.out" 2>&1; rc=$?
+[ $rc = 1 ] && grep -q 'registration failed, the app has no ingress route: app-compose.json sets no_instance_id' "$WORK/chk.out" ||
+    fail "gateway-setup with no_instance_id: rc $rc $(cat "$WORK/chk.out")"
+chk_compose '{"port_policy": {"ports": [{"port": 99999}]}}'
+"$BIN/dstack-util" gateway-setup --work-dir "$WORK/chk" --cache "$WORK/chk/cache.json" \
+    --wg-config "$WORK/chk/wg.conf" >"$WORK/chk.out" 2>&1; rc=$?
+[ $rc = 1 ] && grep -q 'port_policy.ports\[0\] must be' "$WORK/chk.out" ||
+    fail "gateway-setup with a bad port_policy: rc $rc $(cat "$WORK/chk.out")"
+[ ! -e "$WORK/chk/wg.conf" ] || fail "a refused gateway-setup wrote a WireGuard config"
+! "$BIN/dstack-util" ratls-cert --app-id 9z --out-key "$WORK/x.key" --out-cert "$WORK/x.crt" >"$WORK/chk.out" 2>&1 &&
+    grep -q -- '--app-id: expected 2-128 hex digits' "$WORK/chk.out" || fail "ratls-cert --app-id 9z: $(cat "$WORK/chk.out")"
+echo "ok - disabled: exit 0; no gateway_urls: checker exit 3; no_instance_id / bad port_policy / bad --app-id refused by name"
+
 # ---- 2. the tunnel in the guest ------------------------------------------------------------------
 gwg() { nsenter -t "$GPID" -m -n /usr/bin/wg "$@"; }
 HS=0
