@@ -10,6 +10,11 @@
 #      --work-dir /run/dstack (tmpfs: keys never touch the disk) [+ --insecure-allow-simulated
 #      when the measured cmdline has dstack.allow_simulated=1];
 #   3. dstack-guest-agent on /var/run/dstack.sock with the files setup wrote;
+#   3b. dstack-util gateway-setup (host-side.md §3.3 step 17): when app-compose.json enables the
+#      gateway, register with it and bring up dstack-wg0 (wg + wireguard-go + iproute2 ip +
+#      iptables, no wg-quick); a failure is reported as boot.error and the boot continues; then
+#      dstack-util gateway-checker in the background (§3.6; options from the measured cmdline
+#      word dstack.gateway_checker=--opt=V,--opt=V, e.g. shorter intervals for tests);
 #   4. dockerd (vfs storage on the encrypted data volume), `docker load` of the host share's
 #      images.tar when present, then docker-compose up -d on app-compose.json's
 #      docker_compose_file with .decrypted-env exported;
@@ -21,6 +26,7 @@
 # `ldd` names. rootfs.manifest (sha256 of every file, symlink targets) is measured into RTMR2,
 # so the measurement covers the engine, compose, our binaries and their libraries.
 # Usage: build-guest-image.sh DIR [BIN]  (DIR is replaced; BIN default build/bin)
+# GUEST_CMDLINE_EXTRA (env): words appended to the image's (measured) cmdline.
 set -euo pipefail
 
 DIR=${1:?usage: build-guest-image.sh DIR [BIN]}
@@ -35,9 +41,10 @@ done
 # The engine and the compose runner (scripts/install-deps.sh: docker.io docker-compose).
 HOSTBINS=(/usr/sbin/dockerd /usr/bin/containerd /usr/bin/containerd-shim-runc-v2 /usr/bin/runc
           /usr/bin/docker /usr/bin/docker-init /usr/sbin/docker-proxy /usr/sbin/xtables-legacy-multi
-          /usr/bin/python3 /sbin/mke2fs /sbin/e2fsck /usr/bin/docker-compose)
+          /usr/bin/python3 /sbin/mke2fs /sbin/e2fsck /usr/bin/docker-compose
+          /usr/bin/wg /usr/bin/wireguard-go /usr/sbin/ip)
 for b in "${HOSTBINS[@]}"; do
-    [ -e "$b" ] || { echo "$b missing (scripts/install-deps.sh installs docker.io, docker-compose)" >&2; exit 1; }
+    [ -e "$b" ] || { echo "$b missing (scripts/install-deps.sh installs docker.io, docker-compose, wireguard-tools, wireguard-go, iproute2)" >&2; exit 1; }
 done
 
 rm -rf "$DIR"
@@ -149,6 +156,25 @@ while [ ! -S /var/run/dstack.sock ]; do
     usleep 20000
 done
 
+# Gateway registration (host-side.md §3.3 step 17): gateway-setup does nothing (exit 0) unless
+# app-compose.json enables the gateway; a failure is reported by it as boot.error
+# "dstack-gateway registration failed, ..." and the boot continues (the checker retries).
+GWCHECK_ARGS=""
+for a in "$@"; do
+    case "$a" in
+        dstack.gateway_checker=*)
+            v=${a#dstack.gateway_checker=}
+            case "$v" in *[!-a-z0-9=,]*) echo "init: ignoring $a (allowed: -a-z0-9=,)" ;;
+                *) GWCHECK_ARGS=$(echo "$v" | tr ',' ' ') ;; esac ;;
+    esac
+done
+stamp "dstack-gateway"
+dstack-util gateway-setup --work-dir "$WORK" --host-api "$API" >"$LOG/gateway.log" 2>&1 ||
+    echo "init: dstack-gateway registration failed (reported; the boot continues)"
+cat "$LOG/gateway.log"
+dstack-util gateway-checker --work-dir "$WORK" $GWCHECK_ARGS >"$LOG/gateway-checker.log" 2>&1 &
+GWCHECK=$!
+
 stamp "container engine"
 DATA=$WORK/persistent
 mkdir -p "$DATA/docker"
@@ -182,7 +208,7 @@ stop() {
     kill $DOCKERD 2>/dev/null
     wait $DOCKERD 2>/dev/null
     stamp "engine stopped"
-    kill $AGENT 2>/dev/null
+    kill $GWCHECK $AGENT 2>/dev/null
     umount "$DATA" 2>/dev/null
     exit 0
 }
@@ -214,7 +240,7 @@ cat >"$DIR/metadata.json" <<MEOF
   "bios": "sandbox-firmware.bin",
   "sandbox_rootfs": "rootfs",
   "init": "/init",
-  "cmdline": "console=stdout dstack.sandbox=1 dstack.allow_simulated=1",
+  "cmdline": "console=stdout dstack.sandbox=1 dstack.allow_simulated=1${GUEST_CMDLINE_EXTRA:+ $GUEST_CMDLINE_EXTRA}",
   "version": "0.5.0",
   "git_revision": "dstack-guest",
   "shared_ro": true,

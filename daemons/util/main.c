@@ -31,6 +31,10 @@ static const struct util_cmd util_cmds[] = {
      "mint an RA-TLS certificate with a quote from the TEE"},
     {"gateway-register", util_cmd_gateway_register, util_gateway_register_usage,
      "register with a dstack gateway and write the WireGuard config"},
+    {"gateway-setup", util_cmd_gateway_setup, util_gateway_setup_usage,
+     "boot step: register with the app's gateway and bring up dstack-wg0"},
+    {"gateway-checker", util_cmd_gateway_checker, util_gateway_checker_usage,
+     "keep the CVM registered with its gateway (re-register, refresh the tunnel)"},
     {"setup", util_cmd_setup, util_setup_usage,
      "measure and set up the app at boot (keys, data volume, env)"},
     {"notify", util_cmd_notify, util_notify_usage, "send a Notify event to the VMM host API"},
@@ -119,7 +123,7 @@ static void usage(FILE *out)
 {
     fprintf(out, "usage: dstack-util [-v] COMMAND [OPTIONS]\n\ncommands:\n");
     for (size_t i = 0; i < DS_ARRAY_SIZE(util_cmds); i++) {
-        fprintf(out, "  %-12s %s\n", util_cmds[i].name, util_cmds[i].summary);
+        fprintf(out, "  %-17s %s\n", util_cmds[i].name, util_cmds[i].summary);
     }
     fprintf(out, "\n'dstack-util COMMAND --help' shows a command's options.\n"
                  "exit codes: 0 success, 1 the operation failed, 2 usage or input error\n");

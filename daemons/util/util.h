@@ -52,6 +52,14 @@ struct util_opt {
 int util_parse_opts(const char *cmd, int argc, char **argv, const struct util_opt *opts,
                     bool *help);
 
+/*
+ * Run argv (argv[0] searched in PATH; fork + execvp, no shell) with stdin from /dev/null and
+ * stdout into *out when out is non-NULL (bounded by out's maximum: -DS_E_LIMIT), else onto
+ * stderr. Returns the exit status (>= 0), or a negative error (-errno, -DS_E_IO when killed).
+ */
+struct ds_buf;
+int util_run_tool(const char *const argv[], struct ds_buf *out);
+
 /* ---- subcommands --------------------------------------------------------------------------- */
 
 /* `dstack-util get-keys` (util_keys.c). */
@@ -64,17 +72,26 @@ void util_ratls_cert_usage(FILE *out);
 
 /* `dstack-util gateway-register` and its reusable client (util_gateway.c, host-side.md §4.3):
  * a WireGuard key pair (base64), RegisterCvm over mutual TLS (answer: *out, a JSON object;
- * gateway_app_id NULL = chain only, "any" = no server verification, else the substring rule),
+ * gateway_app_id NULL = chain only, "any" = no server verification, else the substring rule;
+ * port_policy sent as given, NULL = {ports: [], restrict_mode: false}),
  * and the WireGuard config text the answer describes (malloc'd, holds the private key). */
 int util_cmd_gateway_register(int argc, char **argv);
 void util_gateway_register_usage(FILE *out);
 int util_wg_keypair(char priv_b64[45], char pub_b64[45]);
 struct json_t;
 int util_gateway_register(const char *url, const char *cert, const char *key, const char *ca,
-                          const char *gateway_app_id, const char *wg_pub, struct json_t **out,
-                          char *err, size_t err_size);
+                          const char *gateway_app_id, const char *wg_pub,
+                          const struct json_t *port_policy, struct json_t **out, char *err,
+                          size_t err_size);
 int util_gateway_wg_config(const struct json_t *resp, const char *wg_priv, char **out, char *err,
                            size_t err_size);
+
+/* `dstack-util gateway-setup` / `gateway-checker` (util_gateway_setup.c, host-side.md §3.3
+ * step 17, §3.6, §4.3): register at boot and bring up dstack-wg0; keep it registered. */
+int util_cmd_gateway_setup(int argc, char **argv);
+void util_gateway_setup_usage(FILE *out);
+int util_cmd_gateway_checker(int argc, char **argv);
+void util_gateway_checker_usage(FILE *out);
 
 /* ---- RA-TLS certificates from the TEE (util_kms_client.c) ---------------------------------- */
 
@@ -98,6 +115,8 @@ struct util_mint_req {
     EVP_PKEY *key;        /* subject key to certify (NULL = generate a fresh P-256 key) */
     EVP_PKEY *issuer_key; /* NULL = self-signed */
     X509 *issuer_cert;
+    const uint8_t *app_id; /* app id extension (.1.3) when non-NULL */
+    size_t app_id_len;
 };
 
 /*

@@ -7,7 +7,7 @@
  * PrivateKey / ListenPort 9182 / Address <client_ip>/32, one Peer per server sorted by public
  * key with AllowedIPs <server ip>/32, Endpoint and PersistentKeepalive 25, written 0600.
  * util_gateway_register() and util_gateway_wg_config() are the reusable client; bringing the
- * tunnel up (wg-quick, iptables) belongs to the boot flow.
+ * tunnel up (ip, wg setconf, iptables) is `dstack-util gateway-setup` (util_gateway_setup.c).
  */
 #include <errno.h>
 #include <stdio.h>
@@ -152,8 +152,8 @@ static int load_root(const char *path, X509 **out, char *err, size_t err_size)
 }
 
 int util_gateway_register(const char *url, const char *cert, const char *key, const char *ca,
-                          const char *gateway_app_id, const char *wg_pub, json_t **out, char *err,
-                          size_t err_size)
+                          const char *gateway_app_id, const char *wg_pub, const json_t *port_policy,
+                          json_t **out, char *err, size_t err_size)
 {
     struct gw_tls tls = {.root = NULL, .why = ""};
     bool any = gateway_app_id && strcasecmp(gateway_app_id, "any") == 0;
@@ -180,8 +180,10 @@ int util_gateway_register(const char *url, const char *cert, const char *key, co
         return r;
     }
     r = -ENOMEM;
-    req = json_pack("{s:s, s:{s:[], s:b}}", "client_public_key", wg_pub, "port_policy", "ports",
-                    "restrict_mode", 0);
+    req = port_policy
+              ? json_pack("{s:s, s:O}", "client_public_key", wg_pub, "port_policy", port_policy)
+              : json_pack("{s:s, s:{s:[], s:b}}", "client_public_key", wg_pub, "port_policy",
+                          "ports", "restrict_mode", 0);
     body = req ? json_dumps(req, JSON_COMPACT) : NULL;
     CURL *h = curl_easy_init();
     hdr = curl_slist_append(NULL, "Content-Type: application/json");
@@ -396,7 +398,7 @@ int util_cmd_gateway_register(int argc, char **argv)
         log_warnx("cannot generate a WireGuard key pair");
         goto out;
     }
-    if (util_gateway_register(url, cert, key, ca, app_id, pub, &resp, err, sizeof(err)) < 0 ||
+    if (util_gateway_register(url, cert, key, ca, app_id, pub, NULL, &resp, err, sizeof(err)) < 0 ||
         util_gateway_wg_config(resp, priv, &text, err, sizeof(err)) < 0) {
         log_warnx("%s", err);
         goto out;

@@ -78,6 +78,8 @@ int util_ratls_mint(struct ds_tee *tee, const struct util_mint_req *rq, EVP_PKEY
         .has_not_after = rq->has_not_after,
         .not_after = rq->not_after,
         .now = (int64_t)time(NULL),
+        .app_id = rq->app_id,
+        .app_id_len = rq->app_id_len,
         .attestation = att,
         .attestation_len = att_len,
     };
@@ -111,6 +113,7 @@ void util_ratls_cert_usage(FILE *out)
             "                              [--subject CN] [--org O] [--alt-name NAME]\n"
             "                              [--client-auth] [--server-auth] [--vm-config FILE]\n"
             "                              [--not-before UNIX] [--not-after UNIX]\n"
+            "                              [--app-id HEX]\n"
             "\n"
             "Mint an RA-TLS certificate: a P-256 key (new, or --key) with an attestation\n"
             "extension whose quote binds the key (report_data = SHA-512(\"ratls-cert:\" ||\n"
@@ -120,6 +123,8 @@ void util_ratls_cert_usage(FILE *out)
             "  --subject CN    default \"" UTIL_TEMP_CERT_SUBJECT "\"\n"
             "  --vm-config F   vm_config JSON carried in the attestation\n"
             "  --not-before/--not-after  validity in Unix seconds (default 1975 .. now+10y)\n"
+            "  --app-id HEX    app id extension (.1.3, the issuer's claim, e.g. a gateway's\n"
+            "                  RPC certificate that guests check against gateway_app_id)\n"
             "The key is written with mode 0600.\n");
 }
 
@@ -156,7 +161,8 @@ int util_cmd_ratls_cert(int argc, char **argv)
 {
     const char *tee_spec = NULL, *out_key = NULL, *out_cert = NULL, *ca_cert_path = NULL,
                *ca_key_path = NULL, *key_path = NULL, *subject = NULL, *org = NULL,
-               *alt_name = NULL, *vm_config_path = NULL, *not_before = NULL, *not_after = NULL;
+               *alt_name = NULL, *vm_config_path = NULL, *not_before = NULL, *not_after = NULL,
+               *app_id_hex = NULL;
     bool client_auth = false, server_auth = false, help = false;
     const struct util_opt opts[] = {
         {"tee", UTIL_OPT_STRING, &tee_spec, "SPEC", false},
@@ -173,6 +179,7 @@ int util_cmd_ratls_cert(int argc, char **argv)
         {"not-after", UTIL_OPT_STRING, &not_after, "UNIX", false},
         {"client-auth", UTIL_OPT_FLAG, &client_auth, NULL, false},
         {"server-auth", UTIL_OPT_FLAG, &server_auth, NULL, false},
+        {"app-id", UTIL_OPT_STRING, &app_id_hex, "HEX", false},
         {NULL, 0, NULL, NULL, false},
     };
     int rc = util_parse_opts("ratls-cert", argc, argv, opts, &help);
@@ -204,6 +211,18 @@ int util_cmd_ratls_cert(int argc, char **argv)
     }
     rq.has_not_before = not_before != NULL;
     rq.has_not_after = not_after != NULL;
+    uint8_t app_id[DS_RATLS_MAX_APP_ID];
+    if (app_id_hex) {
+        size_t hl = strlen(app_id_hex);
+        if (hl == 0 || hl % 2 || hl / 2 > sizeof(app_id) ||
+            ds_hex_decode(app_id_hex, hl, app_id, hl / 2) < 0) {
+            log_warnx("--app-id: expected 2-%zu hex digits, got '%s'", 2 * sizeof(app_id),
+                      app_id_hex);
+            return UTIL_EXIT_USAGE;
+        }
+        rq.app_id = app_id;
+        rq.app_id_len = hl / 2;
+    }
 
     char *vm_config = NULL, *pem = NULL, *kpem = NULL, *out_pem = NULL;
     struct ds_tee *tee = NULL;

@@ -31,6 +31,7 @@
 #include "dstack/base.h"
 #include "dstack/keys.h"
 #include "log.h"
+#include "util.h"
 #include "util_setup.h"
 
 #define FSCRYPT_RAW_KEY_SIZE 64 /* AES-256-XTS master key */
@@ -44,30 +45,7 @@
 /* Run argv (argv[0] searched in PATH); returns the exit status, or a negative error. */
 static int run_tool(char *const argv[])
 {
-    pid_t pid = fork();
-    if (pid < 0) {
-        return -errno;
-    }
-    if (pid == 0) {
-        int devnull = open("/dev/null", O_RDONLY);
-        if (devnull >= 0) {
-            dup2(devnull, STDIN_FILENO);
-            dup2(STDERR_FILENO, STDOUT_FILENO);
-            close(devnull);
-        }
-        execvp(argv[0], argv);
-        _exit(127);
-    }
-    int status;
-    while (waitpid(pid, &status, 0) < 0) {
-        if (errno != EINTR) {
-            return -errno;
-        }
-    }
-    if (!WIFEXITED(status)) {
-        return -DS_E_IO;
-    }
-    return WEXITSTATUS(status);
+    return util_run_tool((const char *const *)argv, NULL);
 }
 
 /* true when the device/image holds an ext4 (ext2/3/4) superblock. */
