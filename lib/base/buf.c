@@ -128,6 +128,7 @@ void ds_buf_steal(struct ds_buf *b, uint8_t **out, size_t *out_len)
         *out_len = 0;
         return;
     }
+    b->data[b->len] = 0; /* also for a buffer never written: buf_reserve() only allocates */
     *out = b->data;
     *out_len = b->len;
     b->data = NULL;

@@ -57,6 +57,14 @@ static void test_buf_limit(void **state)
     size_t n;
     ds_buf_steal(&b, &p, &n);
     assert_int_equal(n, 4);
+    assert_int_equal(p[4], 0);
+    free(p);
+    /* a buffer never written still hands out an empty, NUL-terminated string */
+    ds_buf_init(&b, 10);
+    ds_buf_steal(&b, &p, &n);
+    assert_non_null(p);
+    assert_int_equal(n, 0);
+    assert_int_equal(p[0], 0);
     free(p);
     ds_buf_done(&b);
 }
