@@ -121,6 +121,10 @@ static int status(struct ds_rpc_call *call, const json_t *params, json_t **out, 
                      g->node_uuid, "bootnode_url", g->cfg.sync_bootnode, "num_connections",
                      (json_int_t)total, "hosts", hosts, "nodes", nodes_json(g), "registrations",
                      (json_int_t)g->registrations, "version", GW_VERSION);
+    if (*out && json_object_set_new(*out, "app_id", json_string(g->app_id)) < 0) {
+        json_decref(*out);
+        *out = NULL;
+    }
     free(b);
     free(v);
     return *out ? 0 : -ENOMEM;

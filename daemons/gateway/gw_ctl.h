@@ -3,8 +3,10 @@
  * dstack-gateway control plane internals (spec host-side.md §4.1, §4.3, §4.4, §4.7): the
  * gateway.toml schema (gw_config.c), the SQLite registry of instances and their WireGuard
  * addresses (gw_db.c), the `wg` tool driver (gw_wg.c), the Gateway service with RegisterCvm
- * over mutual RA-TLS (gw_register.c), the Admin service and status page (gw_admin.c), and the
- * pure parsers shared with the fuzz harness (gw_parse.c). The data plane is gw_proxy.h.
+ * over mutual RA-TLS (gw_register.c), the Admin service and status page (gw_admin.c), the
+ * worker threads for blocking work (gw_jobs.c), the gateway's own certificates and Info from
+ * its guest agent (gw_agent.c), and the pure parsers shared with the fuzz harness
+ * (gw_parse.c). The data plane is gw_proxy.h.
  * Cluster sync (WaveKV, §4.5) and ACME (§4.6) are not implemented: this is one node.
  */
 #ifndef DSTACK_GW_CTL_H

@@ -9,10 +9,13 @@
  *   4. rpc: the main server over TLS with optional client certificates chaining to the KMS
  *      root CA: Gateway service (RegisterCvm, Info) at /prpc and GET /health (gw_register.c);
  *   5. admin: the Admin service and status page behind a token (gw_admin.c);
- *   6. proxy: the SNI proxy of the data plane (gw_proxy.h) fed with the registered instances.
+ *   6. proxy: the SNI proxy of the data plane (gw_proxy.h) fed with the registered instances;
+ *      before it the worker threads (gw_jobs.c) and, with core.rpc_domain or
+ *      core.proxy.cert_source = "agent", the guest agent (gw_agent.c): RPC certificate into
+ *      the [tls] files, own app id, proxy certificate and its renewal, /app-info.
  * `dstack-gateway proxy-only --config FILE` runs the data plane alone (gw_proxy_only_main).
- * [core.recycle] runs gw_recycle() every interval. Not implemented: cluster sync (§4.5), ACME
- * (§4.6), the debug server.
+ * [core.recycle] runs gw_recycle() every interval; SIGHUP renews / reloads the proxy
+ * certificates. Not implemented: cluster sync (§4.5), ACME (§4.6), the debug server.
  */
 #include <errno.h>
 #include <signal.h>
