@@ -221,11 +221,11 @@ REG=$!
 gas_wait 10 test -s "$GAS/slow-pccs.hits" || fail "the gateway did not fetch collateral from the slow PCCS"
 H=$(curl -s -o "$GAS/h.txt" -w '%{time_total}' --cacert "$ROOT_PEM" "https://localhost:$RPC_PORT/health")
 P=$(curl -s -o "$GAS/p.txt" -w '%{time_total}' --cacert "$ROOT_PEM" "${RES[@]}" "https://localhost-$BP.$BASE:$PROXY_PORT/")
+"$PY" -c 'import sys; sys.exit(0 if float(sys.argv[1]) < 1.5 and float(sys.argv[2]) < 1.5 else 1)' "$H" "$P" ||
+    fail "/health took ${H}s, the proxied request ${P}s while RegisterCvm waited on collateral"
 kill -0 $REG 2>/dev/null || fail "RegisterCvm finished before the checks (test too fast)"
 [ "$(cat "$GAS/h.txt")" = OK ] || fail "/health: $(cat "$GAS/h.txt")"
 [ "$(stat -c %s "$GAS/p.txt")" = 65536 ] || fail "proxied request: $(stat -c %s "$GAS/p.txt") bytes"
-"$PY" -c 'import sys; sys.exit(0 if float(sys.argv[1]) < 1.5 and float(sys.argv[2]) < 1.5 else 1)' "$H" "$P" ||
-    fail "/health took ${H}s, the proxied request ${P}s while RegisterCvm waited on collateral"
 wait $REG
 T1=$(date +%s.%N)
 "$PY" - "$GAS/register.json" <<'EOF' || fail "RegisterCvm: $(cat "$GAS/register.json")"
