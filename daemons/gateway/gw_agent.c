@@ -176,6 +176,14 @@ static int agent_info(const char *sock, char **out_json, char app_id[GW_ID_MAX +
         r = -ENOMEM;
         goto out;
     }
+    if (strlen(text) > GW_APP_INFO_MAX) {
+        snprintf(err, err_size,
+                 "guest agent at core.agent_socket \"%s\": Info larger than %d bytes", sock,
+                 GW_APP_INFO_MAX);
+        free(text);
+        r = -DS_E_LIMIT;
+        goto out;
+    }
     if (app_id) {
         if (!gw_hex_id_valid(i->app_id, GW_ID_MAX / 2)) {
             snprintf(err, err_size,

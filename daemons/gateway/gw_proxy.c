@@ -37,12 +37,11 @@
 #include "gw_proxy.h"
 #include "log.h"
 
-#define GW_CONN_INBUF_MAX   (DS_GW_HELLO_MAX + 4 * 5 + DS_PP_V2_MAX)
-#define GW_CANDIDATES_MAX   8
-#define GW_SPLICE_CHUNK     (256 * 1024)
-#define GW_SPECIAL_REQ_MAX  8192
-#define GW_SPECIAL_BODY_MAX (2 * 1024 * 1024) /* /app-info through the control-plane hook */
-#define GW_LISTEN_BACKLOG   4096
+#define GW_CONN_INBUF_MAX  (DS_GW_HELLO_MAX + 4 * 5 + DS_PP_V2_MAX)
+#define GW_CANDIDATES_MAX  8
+#define GW_SPLICE_CHUNK    (256 * 1024)
+#define GW_SPECIAL_REQ_MAX 8192
+#define GW_LISTEN_BACKLOG  4096
 
 enum conn_state {
     ST_PP,      /* reading the inbound PROXY header */

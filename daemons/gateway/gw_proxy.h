@@ -130,8 +130,10 @@ struct gw_proxy_timeouts {
  * Answer for a `gateway.<base>` path the data plane does not serve itself (/app-info,
  * /acme-info: control-plane data). `path` is the request path; fill `body` and
  * *content_type (a static string) and return the HTTP status (200, 404, 503). Called on a
- * proxy thread: must be thread-safe. Without a hook these paths answer 404.
+ * proxy thread: must be thread-safe. Without a hook these paths answer 404. The body is
+ * limited to GW_SPECIAL_BODY_MAX.
  */
+#define GW_SPECIAL_BODY_MAX (2 * 1024 * 1024)
 typedef int (*gw_special_fn)(const char *path, struct ds_buf *body, const char **content_type,
                              void *arg);
 
