@@ -4,7 +4,8 @@
 # docs/gateway.md "Own certificates"), with the gateway as an app in a simulated TD
 # (gateway_agent_stack.sh: tee-sim, dstack-kms with a policy allowing the gateway app,
 # `dstack-util setup --no-data-disk`, dstack-guest-agent, dstack-gateway). Checked:
-#   1. a missing agent socket: start-up fails and the error names the socket;
+#   1. a missing agent socket: start-up fails and the error names the socket; --check refuses
+#      cert_source "acme" and "agent" without base_domain;
 #   2. core.rpc_domain: the RPC server certificate chains to the KMS root CA (from
 #      `dstack kms meta`), names rpc_domain and the my_url host, carries the gateway's app id
 #      (.1.3) and an attestation (.1.8); the [tls] files are 0600 and the CA file is the KMS
@@ -83,6 +84,18 @@ rc=$?
 grep -q "core.agent_socket \"$GAS/no-agent.sock\": no such socket" "$GAS/bad-start.log" ||
     fail "start-up error does not name the socket: $(cat "$GAS/bad-start.log")"
 ok "agent socket missing: start-up fails naming core.agent_socket \"$GAS/no-agent.sock\""
+
+# config checks (--check needs no agent)
+sed 's/^cert_source = "agent"/cert_source = "acme"/' "$GAS/bad.toml" >"$GAS/acme.toml"
+"$BIN/dstack-gateway" -c "$GAS/acme.toml" --check >"$GAS/check-acme.log" 2>&1 &&
+    fail "cert_source = \"acme\" accepted"
+grep -q 'cert_source = "acme": ACME is not implemented' "$GAS/check-acme.log" || fail "acme: $(cat "$GAS/check-acme.log")"
+grep -v '^base_domain' "$GAS/bad.toml" >"$GAS/nobase.toml"
+"$BIN/dstack-gateway" -c "$GAS/nobase.toml" --check >"$GAS/check-nobase.log" 2>&1 &&
+    fail "cert_source = \"agent\" without base_domain accepted"
+grep -q 'cert_source = "agent" needs core.proxy.base_domain' "$GAS/check-nobase.log" ||
+    fail "no base: $(cat "$GAS/check-nobase.log")"
+ok "--check refuses cert_source = \"acme\" (not implemented) and \"agent\" without base_domain"
 
 # ---- backends: a slow download and a quick page; a PCCS proxy that sleeps -----------------------
 BP=$(gas_free_port)
