@@ -22,6 +22,7 @@
 #include <string.h>
 #include <time.h>
 
+#include <curl/curl.h>
 #include <dstack/client.h>
 #include <event2/event.h>
 #include <openssl/pem.h>
@@ -229,26 +230,27 @@ static int agent_proxy_cert(const char *sock, const char *domain, uint64_t valid
 
 /* ---- start-up helpers ------------------------------------------------------------------------ */
 
-/* The host of core.sync.my_url ("https://host:port/..." / "[v6]:port"); "" when none. */
+/* The host of core.sync.my_url (libcurl's URL parser; IPv6 without brackets); "" when none. */
 static void url_host(const char *url, char out[HOST_MAX])
 {
+    CURLU *u = curl_url();
+    char *host = NULL;
     out[0] = '\0';
-    if (!url || !url[0]) {
-        return;
+    if (u && url && url[0] && curl_url_set(u, CURLUPART_URL, url, 0) == CURLUE_OK &&
+        curl_url_get(u, CURLUPART_HOST, &host, 0) == CURLUE_OK) {
+        size_t n = strlen(host);
+        const char *h = host;
+        if (n >= 2 && h[0] == '[' && h[n - 1] == ']') {
+            h++;
+            n -= 2;
+        }
+        if (n > 0 && n < HOST_MAX) {
+            memcpy(out, h, n);
+            out[n] = '\0';
+        }
     }
-    const char *p = strstr(url, "://");
-    p = p ? p + 3 : url;
-    size_t n;
-    if (*p == '[') {
-        p++;
-        n = strcspn(p, "]");
-    } else {
-        n = strcspn(p, ":/?#");
-    }
-    if (n > 0 && n < HOST_MAX) {
-        memcpy(out, p, n);
-        out[n] = '\0';
-    }
+    curl_free(host);
+    curl_url_cleanup(u);
 }
 
 static int write_secret_file(const char *what, const char *path, const void *data, size_t len)
