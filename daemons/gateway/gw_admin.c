@@ -339,6 +339,8 @@ static int set_node_url(struct ds_rpc_call *call, const json_t *params, json_t *
 
 static const struct ds_rpc_method admin_methods[] = {
     {"Status", status, DS_RPC_NO_PARAMS, 0},
+    {"RenewCert", gw_admin_renew_cert, DS_RPC_NO_PARAMS, 0},
+    {"ReloadCert", gw_admin_reload_cert, DS_RPC_NO_PARAMS, 0},
     {"GetInfo", get_info, 0, 0},
     {"GetMeta", get_meta, DS_RPC_NO_PARAMS, 0},
     {"ListInstances", list_instances, DS_RPC_NO_PARAMS, 0},

@@ -36,6 +36,7 @@
 #define BACKOFF_MAX_S     300 /* retries never wait longer */
 #define HOST_MAX          256 /* host part of core.sync.my_url */
 #define PEM_CHAIN_MAX     (256 * 1024)
+#define RENEW_WAITERS_MAX 16 /* Admin RenewCert calls waiting for one renewal */
 
 struct gw_agent {
     struct gw *g;
@@ -45,6 +46,8 @@ struct gw_agent {
     struct event *renew_ev, *info_ev;
     bool renew_busy, info_busy;
     unsigned backoff_s;
+    struct ds_rpc_call *waiters[RENEW_WAITERS_MAX]; /* Admin RenewCert, answered when done */
+    size_t waiter_count;
 };
 
 /* A job's view of one agent call (owned by the job, filled on the worker). */
@@ -391,8 +394,23 @@ static void renew_work(void *arg, unsigned worker)
     }
 }
 
+/* Answer the Admin RenewCert calls waiting for this renewal (why = NULL: success). */
+static void answer_waiters(struct gw_agent *a, const char *why)
+{
+    for (size_t i = 0; i < a->waiter_count; i++) {
+        if (why) {
+            ds_rpc_call_reply_error(a->waiters[i],
+                                    "renewal failed (the current certificate stays): %s", why);
+        } else {
+            ds_rpc_call_reply_json(a->waiters[i], json_pack("{s:b}", "renewed", 1));
+        }
+    }
+    a->waiter_count = 0;
+}
+
 static void renew_retry(struct gw_agent *a, const char *why)
 {
+    answer_waiters(a, why);
     a->backoff_s = a->backoff_s ? a->backoff_s * 2 : BACKOFF_INITIAL_S;
     if (a->backoff_s > BACKOFF_MAX_S) {
         a->backoff_s = BACKOFF_MAX_S;
@@ -408,6 +426,7 @@ static void renew_done(void *arg, bool ran)
     struct gw_agent *a = j->a;
     a->renew_busy = false;
     if (!ran) {
+        answer_waiters(a, "the gateway is shutting down");
         job_free(j);
         return;
     }
@@ -417,6 +436,8 @@ static void renew_done(void *arg, bool ran)
         int r = install_proxy_cert(a, j->chain_pem, &j->key);
         if (r < 0) {
             renew_retry(a, ds_strerror(r));
+        } else {
+            answer_waiters(a, NULL);
         }
     }
     job_free(j);
@@ -440,6 +461,38 @@ static void on_renew(evutil_socket_t fd, short what, void *arg)
     }
     a->renew_busy = true;
     log_info("renewing the proxy certificate for *.%s", a->g->cfg.px_base_domain);
+}
+
+int gw_admin_renew_cert(struct ds_rpc_call *call, const json_t *params, json_t **out, void *ctx)
+{
+    struct gw *g = ctx;
+    struct gw_agent *a = g->agent;
+    (void)params;
+    (void)out;
+    if (!a || !a->renew_ev) {
+        return ds_rpc_call_error(call, "nothing to renew: core.proxy.cert_source is not \"agent\"");
+    }
+    if (a->waiter_count == RENEW_WAITERS_MAX) {
+        return ds_rpc_call_error(call, "too many RenewCert calls in progress; retry later");
+    }
+    a->waiters[a->waiter_count++] = call;
+    if (!a->renew_busy) {
+        on_renew(-1, EV_TIMEOUT, a);
+    }
+    return DS_RPC_DEFERRED;
+}
+
+int gw_admin_reload_cert(struct ds_rpc_call *call, const json_t *params, json_t **out, void *ctx)
+{
+    struct gw *g = ctx;
+    (void)params;
+    int r = g->certs ? gw_certs_reload(g->certs) : 0;
+    if (r < 0) {
+        return ds_rpc_call_error(
+            call, "certificate reload failed (the previous certificates stay): %s", ds_strerror(r));
+    }
+    *out = json_object();
+    return *out ? 0 : -ENOMEM;
 }
 
 void gw_agent_renew_now(struct gw *g)

@@ -285,6 +285,11 @@ DS_MUST_USE int gw_agent_start(struct gw *g);
 /* Renew the agent-issued proxy certificate now (SIGHUP). No-op without cert_source "agent". */
 void gw_agent_renew_now(struct gw *g);
 void gw_agent_free(struct gw_agent *a); /* NULL-safe */
+/* Admin RenewCert: renew the agent-issued proxy certificate now; answered ({"renewed": true}
+ * or the failure) when the renewal is done (deferred). Admin ReloadCert: re-read file-backed
+ * certificates ({}). Both in gw_agent.c, listed in gw_admin.c's method table. */
+int gw_admin_renew_cert(struct ds_rpc_call *call, const json_t *params, json_t **out, void *ctx);
+int gw_admin_reload_cert(struct ds_rpc_call *call, const json_t *params, json_t **out, void *ctx);
 /* The proxy's hook for gateway.<base> paths (gw_proxy.h gw_special_fn): /app-info answers the
  * cached agent Info JSON, /acme-info a 404 JSON error. Thread-safe. */
 int gw_agent_special(const char *path, struct ds_buf *body, const char **content_type, void *arg);

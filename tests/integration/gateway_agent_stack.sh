@@ -15,7 +15,7 @@
 #   gas_start_kms          # KURL (https://localhost:port), ROOT_PEM (KMS root CA), OS, MR
 #   gas_setup_gateway_app  # GW_APP_ID, GW_COMPOSE_HASH; policy allows it; setup done
 #   gas_start_agent        # AGENT_SOCK
-#   gas_write_gateway_config FILE [PROXY_TOML]   # RPC_PORT, PROXY_PORT, BASE chosen
+#   gas_write_gateway_config FILE [PROXY_TOML [EXTRA_TOML]]  # RPC_PORT, PROXY_PORT, BASE
 #   gas_start_gateway FILE # GW_PID; waits for the RPC listener
 # Every daemon logs to $GAS/<name>.log; gas_fail prints the tails. Needs root (setup).
 
@@ -160,8 +160,9 @@ gas_start_agent() {
     gas_wait 30 test -S "$AGENT_SOCK" || gas_fail "the guest agent did not start"
 }
 
-# gas_write_gateway_config FILE [PROXY_TOML]: rpc_domain + cert_source "agent"; registry only
-# (no WireGuard); PROXY_TOML = more [core.proxy] lines; sets RPC_PORT, PROXY_PORT, BASE.
+# gas_write_gateway_config FILE [PROXY_TOML [EXTRA_TOML]]: rpc_domain + cert_source "agent";
+# registry only (no WireGuard); PROXY_TOML = more [core.proxy] lines, EXTRA_TOML = more tables
+# at the end (e.g. [core.admin]); sets RPC_PORT, PROXY_PORT, BASE.
 gas_write_gateway_config() {
     RPC_PORT=$(gas_free_port)
     PROXY_PORT=$(gas_free_port)
@@ -209,6 +210,8 @@ data_dir = "$GAS/gwdata"
 
 [core.debug]
 insecure_localhost_backend = true
+
+${3:-}
 EOF
 }
 

@@ -15,8 +15,10 @@
 #      hash), /acme-info a 404 JSON error;
 #   4. renewal (agent_cert_validity = 12s, renewed with a third left) switches the certificate
 #      while a slow download through the proxy that started before keeps going and completes;
-#   5. the agent gone: renewal fails, the current certificate stays, retries back off (1 s,
-#      2 s, ...), and the next renewal after the agent is back succeeds;
+#   5. Admin RenewCert answers {"renewed":true} once the new certificate is served, ReloadCert
+#      {}, Status shows the app id; the agent gone: renewal fails (RenewCert says why), the
+#      current certificate stays, retries back off (1 s, 2 s, ...), and the next renewal after
+#      the agent is back succeeds;
 #   6. RegisterCvm whose collateral fetch is slow (a PCCS proxy that sleeps 4 s) does not
 #      block /health on the RPC server or a proxied request; the registration then succeeds;
 #   7. no private key in the gateway log.
@@ -147,7 +149,12 @@ gas_wait 10 curl -sf "http://127.0.0.1:$BP/" || fail "backend did not start"
 
 # ---- 2. the RPC server certificate -------------------------------------------------------------
 GAS_GW_PCCS="http://127.0.0.1:$SLOW_PORT"
-gas_write_gateway_config "$GAS/gateway.toml" 'agent_cert_validity = "12s"'
+ADMIN_PORT=$(gas_free_port)
+TOKEN=admin-$$-token
+gas_write_gateway_config "$GAS/gateway.toml" 'agent_cert_validity = "12s"' "[core.admin]
+enabled = true
+address = \"127.0.0.1:$ADMIN_PORT\"
+auth_token = \"$TOKEN\""
 gas_start_gateway "$GAS/gateway.toml"
 certs_of "127.0.0.1:$RPC_PORT" localhost "$GAS/rpc-chain.pem" || fail "no RPC server certificate"
 check_chain "$GAS/rpc-chain.pem" "$GW_APP_ID" "gateway.$BASE" localhost >/dev/null ||
@@ -162,7 +169,11 @@ done
 INFO=$(curl -sf --cacert "$ROOT_PEM" "https://localhost:$RPC_PORT/prpc/Info") || fail "Info over the agent-issued certificate"
 [ "$("$PY" -c 'import json,sys; print(json.loads(sys.argv[1])["app_id"])' "$INFO")" = "$GW_APP_ID" ] ||
     fail "Info app_id: $INFO"
-ok "RPC certificate: chains to the KMS root (dstack kms meta), CN dstack-gateway, SANs gateway.$BASE + localhost, app id $GW_APP_ID (.1.3), attestation (.1.8); [tls] files 0600, CA = KMS root; Info.app_id"
+ST=$(curl -sf -X POST -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$ADMIN_PORT/prpc/Status?json") ||
+    fail "Admin Status"
+[ "$("$PY" -c 'import json,sys; print(json.loads(sys.argv[1])["app_id"])' "$ST")" = "$GW_APP_ID" ] ||
+    fail "Status app_id: $ST"
+ok "RPC certificate: chains to the KMS root (dstack kms meta), CN dstack-gateway, SANs gateway.$BASE + localhost, app id $GW_APP_ID (.1.3), attestation (.1.8); [tls] files 0600, CA = KMS root; Info.app_id, Status.app_id"
 
 # ---- 3. the proxy certificate and gateway.<base> -------------------------------------------------
 PX="127.0.0.1:$PROXY_PORT"
@@ -199,6 +210,16 @@ certs_of "$PX" "gateway.$BASE" "$GAS/px-chain2.pem" && check_chain "$GAS/px-chai
     fail "renewed certificate check"
 ok "renewal: served certificate $S0 -> $S1 while a 12 s download through the proxy (started before) completed intact"
 
+# Admin RenewCert answers when the new certificate is in; ReloadCert re-reads file-backed ones
+admin() { curl -s -o "$GAS/admin.json" -w '%{http_code}' -X POST -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$ADMIN_PORT/prpc/$1?json"; }
+S2=$(serial_of "$PX" "gateway.$BASE")
+N2=$(loaded_count)
+[ "$(admin RenewCert)" = 200 ] && grep -q '"renewed":true' "$GAS/admin.json" || fail "RenewCert: $(cat "$GAS/admin.json")"
+[ "$(loaded_count)" -gt "$N2" ] || fail "RenewCert answered before the certificate was loaded"
+[ "$(serial_of "$PX" "gateway.$BASE")" != "$S2" ] || fail "RenewCert: same certificate served"
+[ "$(admin ReloadCert)" = 200 ] && [ "$(cat "$GAS/admin.json")" = "{}" ] || fail "ReloadCert: $(cat "$GAS/admin.json")"
+ok "Admin RenewCert: {\"renewed\":true} once the new certificate is served; ReloadCert: {}"
+
 # ---- 5. renewal failures keep the certificate and back off --------------------------------------
 kill "$GAS_AGENT_PID"
 wait "$GAS_AGENT_PID" 2>/dev/null
@@ -208,11 +229,14 @@ grep -q 'proxy certificate renewal failed (the current certificate stays): guest
 SF=$(serial_of "$PX" "gateway.$BASE") || fail "no certificate served while the agent is gone"
 [ "$(curl -sf --cacert "$ROOT_PEM" "${RES[@]}" "https://gateway.$BASE:$PROXY_PORT/health")" = OK ] ||
     fail "health while the agent is gone"
+[ "$(admin RenewCert)" = 400 ] &&
+    grep -q 'renewal failed (the current certificate stays): guest agent at core.agent_socket' "$GAS/admin.json" ||
+    fail "RenewCert without the agent: $(cat "$GAS/admin.json")"
 N1=$(loaded_count)
 gas_start_agent
 gas_wait 30 renewed_since "$N1" || fail "no renewal after the agent came back"
 [ "$(serial_of "$PX" "gateway.$BASE")" != "$SF" ] || fail "certificate not replaced after recovery"
-ok "agent gone: renewal failed, the certificate stayed ($SF), retries backed off (1 s, 2 s); renewed once the agent was back"
+ok "agent gone: renewal failed (RenewCert says why), the certificate stayed ($SF), retries backed off (1 s, 2 s); renewed once the agent was back"
 
 # ---- 6. a slow collateral fetch does not stall the loop ------------------------------------------
 curl -sf --unix-socket "$AGENT_SOCK" -X POST -H 'Content-Type: application/json' \
