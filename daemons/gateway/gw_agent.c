@@ -561,9 +561,11 @@ int gw_agent_start(struct gw *g)
     log_info("guest agent: %s", g->cfg.agent_socket);
     uint64_t ms = g->cfg.px_app_info_refresh;
     struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
+    bool proxy_cert = strcmp(g->cfg.px_cert_source, "agent") == 0;
     a->info_ev = event_new(g->base, -1, EV_PERSIST, on_info, a);
-    a->renew_ev = event_new(g->base, -1, 0, on_renew, a);
-    if (!a->info_ev || !a->renew_ev || event_add(a->info_ev, &tv) < 0) {
+    /* renew_ev exists only with cert_source "agent" (RenewCert / SIGHUP check it) */
+    a->renew_ev = proxy_cert ? event_new(g->base, -1, 0, on_renew, a) : NULL;
+    if (!a->info_ev || (proxy_cert && !a->renew_ev) || event_add(a->info_ev, &tv) < 0) {
         return -ENOMEM;
     }
     if (g->cfg.rpc_domain && g->cfg.rpc_domain[0] && (r = rpc_certs(g)) < 0) {
@@ -577,11 +579,12 @@ int gw_agent_start(struct gw *g)
     if (r < 0) {
         log_warnx("own app id unknown (insecure_skip_attestation): %s", err);
         g->app_id[0] = '\0';
+        r = 0;
     } else {
         log_info("own app id %s (guest agent Info)", g->app_id);
         a->info_json = json;
     }
-    if (strcmp(g->cfg.px_cert_source, "agent") == 0 && g->certs) {
+    if (proxy_cert && g->certs) {
         struct ds_buf key;
         char *chain = NULL;
         ds_buf_init(&key, PEM_CHAIN_MAX);

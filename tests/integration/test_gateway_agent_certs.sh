@@ -21,7 +21,8 @@
 #      the agent is back succeeds;
 #   6. RegisterCvm whose collateral fetch is slow (a PCCS proxy that sleeps 4 s) does not
 #      block /health on the RPC server or a proxied request; the registration then succeeds;
-#   7. no private key in the gateway log.
+#   7. no private key in the gateway log;
+#   8. rpc_domain with cert_source "files": the RPC certificate only; RenewCert refuses.
 set -uo pipefail
 . "$(dirname "$0")/gateway_agent_stack.sh"
 gas_preflight
@@ -277,4 +278,16 @@ ok "RegisterCvm waiting ${REG_S}s on a slow collateral fetch: meanwhile /health 
 # ---- 7. no key material in the log ---------------------------------------------------------------
 grep -q 'PRIVATE KEY' "$GAS/gateway.log" && fail "a private key in the gateway log"
 ok "no private key in the gateway log"
+
+# ---- 8. rpc_domain alone (cert_source "files", no proxy certificate) ---------------------------------
+kill "$GW_PID" && wait "$GW_PID" 2>/dev/null
+mv "$GAS/gateway.log" "$GAS/gateway1.log"
+sed -e 's/^cert_source = "agent"/cert_source = "files"/' -e '/^agent_cert_validity/d' \
+    "$GAS/gateway.toml" >"$GAS/gateway-files.toml"
+gas_start_gateway "$GAS/gateway-files.toml"
+curl -sf --cacert "$ROOT_PEM" "https://localhost:$RPC_PORT/health" >/dev/null || fail "RPC with rpc_domain only"
+[ "$(admin RenewCert)" = 400 ] && grep -q 'nothing to renew' "$GAS/admin.json" ||
+    fail "RenewCert with cert_source files: $(cat "$GAS/admin.json")"
+grep -q 'proxy certificate' "$GAS/gateway.log" && fail "a proxy certificate was requested with cert_source files"
+ok "rpc_domain with cert_source = \"files\": RPC certificate from the agent, no proxy certificate, RenewCert \"nothing to renew\""
 echo "PASS"
