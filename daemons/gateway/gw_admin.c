@@ -122,6 +122,10 @@ static int status(struct ds_rpc_call *call, const json_t *params, json_t **out, 
                      g->node_uuid, "bootnode_url", g->cfg.sync_bootnode, "num_connections",
                      (json_int_t)total, "hosts", hosts, "nodes", nodes_json(g), "registrations",
                      (json_int_t)g->registrations, "version", GW_VERSION);
+    if (*out && json_object_set_new(*out, "app_id", json_string(g->app_id)) < 0) {
+        json_decref(*out);
+        *out = NULL;
+    }
     free(b);
     free(v);
     return *out ? 0 : -ENOMEM;
@@ -336,6 +340,8 @@ static int set_node_url(struct ds_rpc_call *call, const json_t *params, json_t *
 
 static const struct ds_rpc_method admin_methods[] = {
     {"Status", status, DS_RPC_NO_PARAMS, 0},
+    {"RenewCert", gw_admin_renew_cert, DS_RPC_NO_PARAMS, 0},
+    {"ReloadCert", gw_admin_reload_cert, DS_RPC_NO_PARAMS, 0},
     {"GetInfo", get_info, 0, 0},
     {"GetMeta", get_meta, DS_RPC_NO_PARAMS, 0},
     {"ListInstances", list_instances, DS_RPC_NO_PARAMS, 0},

@@ -46,7 +46,11 @@ static const struct ds_config_key gw_keys[] = {
       "refuse TLS clients without a certificate"),
     K("core.kms_url", DS_CFG_STRING, kms_url, NULL, "KMS URL (informational)"),
     K("core.set_ulimit", DS_CFG_BOOL, set_ulimit, "true", "raise RLIMIT_NOFILE at start"),
-    K("core.rpc_domain", DS_CFG_STRING, rpc_domain, "", "RPC domain (guest-agent certs: unused)"),
+    K("core.rpc_domain", DS_CFG_STRING, rpc_domain, "",
+      "non-empty: get the RPC server's RA-TLS certificate from the guest agent for this name and "
+      "write it to the [tls] paths"),
+    K("core.agent_socket", DS_CFG_PATH, agent_socket, "/var/run/dstack.sock",
+      "the guest agent's dstack.sock (our addition)"),
     K("core.attestation.insecure_allow_external_trust_anchors", DS_CFG_BOOL, att_external_anchors,
       "false", "accepted, unused"),
     K("core.attestation.urls.pccs", DS_CFG_STRING, att_pccs, NULL,
@@ -122,6 +126,12 @@ static const struct ds_config_key gw_keys[] = {
     K("core.proxy.base_domain", DS_CFG_STRING, px_base_domain, NULL, "static wildcard domain"),
     K("core.proxy.cert_chain", DS_CFG_PATH, px_cert_chain, NULL, "static wildcard cert chain"),
     K("core.proxy.cert_key", DS_CFG_PATH, px_cert_key, NULL, "static wildcard key"),
+    K("core.proxy.cert_source", DS_CFG_STRING, px_cert_source, "files",
+      "wildcard certificate: \"files\" (cert_chain/cert_key) or \"agent\" (guest agent, KMS CA)"),
+    K("core.proxy.agent_cert_validity", DS_CFG_DURATION, px_agent_cert_validity, "0s",
+      "cert_source \"agent\": requested validity (0 = the agent's default)"),
+    KR("core.proxy.app_info_refresh", DS_CFG_DURATION, px_app_info_refresh, "5m", 1000,
+       31536000000LL, "refresh of the agent Info served at gateway.<base>/app-info"),
     K("core.proxy.tcp_splice.after_bytes", DS_CFG_SIZE, px_splice_bytes, NULL,
       "splice after this many bytes (absent = off)"),
     K("core.proxy.tcp_splice.after_duration", DS_CFG_DURATION, px_splice_dur, NULL,
@@ -332,6 +342,19 @@ static int validate(struct gw_config *c, struct gw_net *net)
         if (strcmp(v, "1.2") != 0 && strcmp(v, "1.3") != 0) {
             return fail("core.proxy.tls_versions: only \"1.2\" and \"1.3\"");
         }
+    }
+    if (strcmp(c->px_cert_source, "files") != 0 && strcmp(c->px_cert_source, "agent") != 0) {
+        return fail(strcmp(c->px_cert_source, "acme") == 0
+                        ? "core.proxy.cert_source = \"acme\": ACME is not implemented"
+                        : "core.proxy.cert_source: expected \"files\" or \"agent\"");
+    }
+    if (strcmp(c->px_cert_source, "agent") == 0 &&
+        (!c->px_base_domain || !c->px_base_domain[0] || c->px_cert_chain || c->px_cert_key)) {
+        return fail("core.proxy.cert_source = \"agent\" needs core.proxy.base_domain and no "
+                    "cert_chain/cert_key");
+    }
+    if (gw_agent_needed(c) && (!c->agent_socket || !c->agent_socket[0])) {
+        return fail("core.agent_socket must name the guest agent's socket");
     }
     if (!c->sync_data_dir || !c->sync_data_dir[0]) {
         return fail("core.sync.data_dir must name the state directory");

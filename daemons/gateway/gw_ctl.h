@@ -3,8 +3,10 @@
  * dstack-gateway control plane internals (spec host-side.md §4.1, §4.3, §4.4, §4.7): the
  * gateway.toml schema (gw_config.c), the SQLite registry of instances and their WireGuard
  * addresses (gw_db.c), the `wg` tool driver (gw_wg.c), the Gateway service with RegisterCvm
- * over mutual RA-TLS (gw_register.c), the Admin service and status page (gw_admin.c), and the
- * pure parsers shared with the fuzz harness (gw_parse.c). The data plane is gw_proxy.h.
+ * over mutual RA-TLS (gw_register.c), the Admin service and status page (gw_admin.c), the
+ * worker threads for blocking work (gw_jobs.c), the gateway's own certificates and Info from
+ * its guest agent (gw_agent.c), and the pure parsers shared with the fuzz harness
+ * (gw_parse.c). The data plane is gw_proxy.h.
  * Cluster sync (WaveKV, §4.5) and ACME (§4.6) are not implemented: this is one node.
  */
 #ifndef DSTACK_GW_CTL_H
@@ -108,6 +110,7 @@ struct gw_config {
     char *kms_url;
     bool set_ulimit;
     char *rpc_domain;
+    char *agent_socket;
     bool att_external_anchors;
     char *att_pccs, *att_amd_kds;
     bool att_allow_simulated;
@@ -140,6 +143,8 @@ struct gw_config {
     struct ds_config_strv px_dns_servers;
     bool px_thread_per_core, px_rebalance, px_inbound_pp;
     char *px_base_domain, *px_cert_chain, *px_cert_key;
+    char *px_cert_source;
+    uint64_t px_agent_cert_validity, px_app_info_refresh;
     uint64_t px_splice_bytes, px_splice_dur, px_ktls_bytes, px_ktls_dur;
     uint64_t ppf_timeout, ppf_backoff_initial, ppf_backoff_max;
     int64_t ppf_retries;
@@ -250,10 +255,66 @@ DS_MUST_USE int gw_wg_remove_peer(const struct gw_wg *wg, const char *public_key
 /* `wg show <if> dump` into a malloc'd NUL-terminated string. */
 DS_MUST_USE int gw_wg_dump(const struct gw_wg *wg, char **out, char *err, size_t err_size);
 
+/* ---- worker threads (gw_jobs.c) ------------------------------------------------------------- */
+
+#define GW_WORKERS          4 /* threads for RegisterCvm verification and agent calls */
+#define GW_WORKERS_MAX      16
+#define GW_JOBS_PENDING_MAX 256 /* beyond: RegisterCvm answers "too many registrations" */
+
+struct event_base;
+struct gw_jobs;
+/* Runs on a worker thread; `worker` (0..workers-1) selects per-thread state (verifiers). */
+typedef void (*gw_job_work_fn)(void *arg, unsigned worker);
+/* Runs on the event-loop thread after `work`, exactly once per submitted job; ran = false
+ * when the pool was freed before the job started (free the job's state, reply an error). */
+typedef void (*gw_job_done_fn)(void *arg, bool ran);
+
+/* Start `workers` threads (1..GW_WORKERS_MAX) bound to base. Returns 0, -EINVAL, -ENOMEM. */
+DS_MUST_USE int gw_jobs_new(struct event_base *base, unsigned workers, struct gw_jobs **out);
+/* Queue a job. Returns 0, -EAGAIN (GW_JOBS_PENDING_MAX waiting, or stopping), -ENOMEM. */
+DS_MUST_USE int gw_jobs_submit(struct gw_jobs *q, gw_job_work_fn work, gw_job_done_fn done,
+                               void *arg);
+/* Let running jobs finish, join the threads, run every outstanding `done` (loop thread).
+ * NULL-safe. */
+void gw_jobs_free(struct gw_jobs *q);
+
+/* ---- the guest agent (gw_agent.c) ----------------------------------------------------------- */
+
+#define GW_AGENT_CERT_SUBJECT "dstack-gateway"
+#define GW_APP_INFO_MAX       (1024 * 1024) /* the agent's Info JSON kept for /app-info */
+
+struct gw;
+struct gw_agent;
+
+/* Whether the configuration needs the guest agent (core.rpc_domain set, or
+ * core.proxy.cert_source = "agent"). */
+bool gw_agent_needed(const struct gw_config *cfg);
+/*
+ * Start-up (spec §4.1): ask the agent at core.agent_socket for the RPC server's RA-TLS
+ * certificate (when rpc_domain is set) and write tls.key / tls.certs / tls.mutual.ca_certs
+ * (0600, atomically); read the gateway's own app id from Info (unless
+ * insecure_skip_attestation) into g->app_id; with cert_source = "agent" load the proxy's
+ * wildcard certificate into g->certs. Blocking (runs before the listeners). Every failure is
+ * logged naming the socket. Then arms the timers: proxy certificate renewal (a third of its
+ * validity left, exponential backoff on failure) and the Info refresh for /app-info, both run
+ * through g->jobs. Needs g->base, g->jobs, g->certs. Returns 0 or negative.
+ */
+DS_MUST_USE int gw_agent_start(struct gw *g);
+/* Renew the agent-issued proxy certificate now (SIGHUP). No-op without cert_source "agent". */
+void gw_agent_renew_now(struct gw *g);
+void gw_agent_free(struct gw_agent *a); /* NULL-safe */
+/* Admin RenewCert: renew the agent-issued proxy certificate now; answered ({"renewed": true}
+ * or the failure) when the renewal is done (deferred). Admin ReloadCert: re-read file-backed
+ * certificates ({}). Both in gw_agent.c, listed in gw_admin.c's method table. */
+int gw_admin_renew_cert(struct ds_rpc_call *call, const json_t *params, json_t **out, void *ctx);
+int gw_admin_reload_cert(struct ds_rpc_call *call, const json_t *params, json_t **out, void *ctx);
+/* The proxy's hook for gateway.<base> paths (gw_proxy.h gw_special_fn): /app-info answers the
+ * cached agent Info JSON, /acme-info a 404 JSON error. Thread-safe. */
+int gw_agent_special(const char *path, struct ds_buf *body, const char **content_type, void *arg);
+
 /* ---- the daemon state ----------------------------------------------------------------------- */
 
 struct ds_verifier;
-struct event_base;
 
 struct gw {
     struct gw_config cfg;
@@ -264,7 +325,10 @@ struct gw {
     char wg_public_key[GW_WG_KEY_B64_LEN + 1];
     char node_uuid[40];
     char data_dir[GW_PATH_MAX];
-    struct ds_verifier *verifier;
+    struct ds_verifier *verifiers[GW_WORKERS]; /* one per worker thread (not thread-safe) */
+    struct gw_jobs *jobs;
+    struct gw_agent *agent;
+    char app_id[GW_ID_MAX + 1]; /* own app id from the guest agent's Info, "" when unknown */
     struct gw_routes *routes;
     struct gw_certs *certs;
     struct gw_proxy *proxy;

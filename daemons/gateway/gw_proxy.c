@@ -657,6 +657,7 @@ static void special_read(struct bufferevent *bev, void *arg)
     int status = 404;
     const char *body = "Not Found\n";
     const char *ctype = "text/plain";
+    struct ds_buf hook_body = {0};
     bool get = strncmp(line, "GET ", 4) == 0;
     const char *path = get ? line + 4 : "";
     if (c->target.special == DS_GW_SPECIAL_HEALTH) {
@@ -673,11 +674,25 @@ static void special_read(struct bufferevent *bev, void *arg)
         ctype = "application/json";
         body = "{\"type\":\"dstack gateway\",\"paths\":[\"/health\",\"/index\",\"/app-info\","
                "\"/acme-info\"]}\n";
+    } else if (get && path[0] == '/' && c->p->cfg.special) {
+        /* control-plane answers (/app-info, /acme-info) through the hook */
+        char *sp = strchr(path, ' ');
+        if (sp) {
+            *sp = '\0';
+        }
+        ds_buf_init(&hook_body, GW_SPECIAL_BODY_MAX);
+        status = c->p->cfg.special(path, &hook_body, &ctype, c->p->cfg.special_arg);
+        body = hook_body.data ? (const char *)hook_body.data : "";
     }
     evbuffer_add_printf(bufferevent_get_output(bev),
                         "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
                         "Connection: close\r\n\r\n%s",
-                        status, status == 200 ? "OK" : "Not Found", ctype, strlen(body), body);
+                        status,
+                        status == 200   ? "OK"
+                        : status == 404 ? "Not Found"
+                                        : "Service Unavailable",
+                        ctype, strlen(body), body);
+    ds_buf_done(&hook_body);
     c->closing_after_write = true;
     bufferevent_disable(bev, EV_READ);
 }

@@ -249,6 +249,17 @@ struct gw_proxy_timeouts {
     uint32_t stale_handshake_s; /* WG handshake older than this = unhealthy (default 1800) */
 };
 
+/*
+ * Answer for a `gateway.<base>` path the data plane does not serve itself (/app-info,
+ * /acme-info: control-plane data). `path` is the request path; fill `body` and
+ * *content_type (a static string) and return the HTTP status (200, 404, 503). Called on a
+ * proxy thread: must be thread-safe. Without a hook these paths answer 404. The body is
+ * limited to GW_SPECIAL_BODY_MAX.
+ */
+#define GW_SPECIAL_BODY_MAX (2 * 1024 * 1024)
+typedef int (*gw_special_fn)(const char *path, struct ds_buf *body, const char **content_type,
+                             void *arg);
+
 struct gw_proxy_config {
     /* "addr:port" or "[v6]:port"; port may be "a-b" (one listener per port). */
     char *listen[GW_LISTEN_MAX];
@@ -268,6 +279,8 @@ struct gw_proxy_config {
     /* Backend address override for tests (e.g. "127.0.0.1"): every backend ip is replaced. */
     const char *insecure_backend_override;
     struct gw_proxy_timeouts timeouts;
+    gw_special_fn special; /* may be NULL */
+    void *special_arg;
 };
 
 /* Fill cfg with the §4.7 defaults (no listen addresses). */

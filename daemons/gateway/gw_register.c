@@ -12,6 +12,7 @@
  * restore and the handshake refresh live here too.
  */
 #include <errno.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -49,10 +50,23 @@ static bool bytes_eq(const uint8_t *a, size_t al, const uint8_t *b, size_t bl)
     return al == bl && (al == 0 || memcmp(a, b, al) == 0);
 }
 
-/* The caller's identity from its certificate into *out (owned by the caller). */
-static int caller_app_info(struct gw *g, struct ds_rpc_call *call, struct ds_app_info *out)
+/* A refusal message for the RPC answer, written on a worker thread. Returns -EINVAL. */
+static int refuse(char *err, size_t err_size, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static int refuse(char *err, size_t err_size, const char *fmt, ...)
 {
-    X509 *cert = ds_rpc_call_peer_cert(call);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, err_size, fmt, ap);
+    va_end(ap);
+    return -EINVAL;
+}
+
+/* The caller's identity from its certificate into *out (owned by the caller). Runs on a worker
+ * thread with that thread's verifier; a refusal is written to err and returns -EINVAL. */
+static int caller_app_info(struct gw *g, X509 *cert, struct ds_verifier *verifier,
+                           struct ds_app_info *out, char *err, size_t err_size)
+{
     struct ds_app_info ext = {0};
     struct ds_attestation_result res;
     const uint8_t *p, *ext_app_id = NULL;
@@ -61,22 +75,23 @@ static int caller_app_info(struct gw *g, struct ds_rpc_call *call, struct ds_app
     int r;
     memset(&res, 0, sizeof(res));
     if (!cert) {
-        return ds_rpc_call_error(call, "client certificate required: connect with mutual TLS and "
-                                       "a certificate issued by the KMS");
+        return refuse(err, err_size,
+                      "client certificate required: connect with mutual TLS and a "
+                      "certificate issued by the KMS");
     }
     r = ds_ratls_cert_get_ext(cert, DS_RATLS_EXT_APP_INFO, &p, &n);
     if (r == 0) {
         r = ds_ratls_app_info_decode(p, n, &ext);
         if (r < 0) {
-            return ds_rpc_call_error(call, "invalid app info extension: %s", ds_strerror(r));
+            return refuse(err, err_size, "invalid app info extension: %s", ds_strerror(r));
         }
         has_ext = true;
     } else if (r != -DS_E_NOT_FOUND) {
-        return ds_rpc_call_error(call, "invalid app info extension: %s", ds_strerror(r));
+        return refuse(err, err_size, "invalid app info extension: %s", ds_strerror(r));
     }
     r = ds_ratls_cert_get_ext(cert, DS_RATLS_EXT_APP_ID, &ext_app_id, &ext_app_id_len);
     if (r < 0 && r != -DS_E_NOT_FOUND) {
-        r = ds_rpc_call_error(call, "invalid app id extension: %s", ds_strerror(r));
+        r = refuse(err, err_size, "invalid app id extension: %s", ds_strerror(r));
         goto out;
     }
     bool att_present =
@@ -84,38 +99,39 @@ static int caller_app_info(struct gw *g, struct ds_rpc_call *call, struct ds_app
         ds_ratls_cert_get_ext(cert, DS_RATLS_EXT_TDX_QUOTE, &p, &n) != -DS_E_NOT_FOUND;
     if (att_present && !g->cfg.dbg_skip_att) {
         struct ds_attestation_verify_opts opts = {
-            .verifier = g->verifier,
+            .verifier = verifier,
             .pccs_url = g->cfg.att_pccs ? g->cfg.att_pccs : DEFAULT_PCCS,
             .now = (int64_t)time(NULL),
         };
         r = ds_ratls_verify_cert(cert, &opts, &res);
         if (r < 0) {
-            r = ds_rpc_call_error(call, "invalid quote: %s",
-                                  res.message[0] ? res.message : ds_strerror(r));
+            r = refuse(err, err_size, "invalid quote: %s",
+                       res.message[0] ? res.message : ds_strerror(r));
             goto out;
         }
         if (res.simulated && !g->cfg.att_allow_simulated) {
-            r = ds_rpc_call_error(call, "invalid quote: simulated attestation not allowed");
+            r = refuse(err, err_size, "invalid quote: simulated attestation not allowed");
             goto out;
         }
         has_att = true;
     }
     const struct ds_app_info *src = has_att ? &res.app_info : has_ext ? &ext : NULL;
     if (!src) {
-        r = ds_rpc_call_error(call, "No attestation provided");
+        r = refuse(err, err_size, "No attestation provided");
         goto out;
     }
     if (has_att && has_ext &&
         !bytes_eq(ext.app_id, ext.app_id_len, res.app_info.app_id, res.app_info.app_id_len)) {
-        r = ds_rpc_call_error(call, "app id mismatch: the app info extension does not match the "
-                                    "attested app id");
+        r = refuse(err, err_size,
+                   "app id mismatch: the app info extension does not match the "
+                   "attested app id");
         goto out;
     }
     if (ext_app_id && !bytes_eq(ext_app_id, ext_app_id_len, src->app_id, src->app_id_len)) {
-        r = ds_rpc_call_error(call,
-                              "app id mismatch: the certificate's app id extension does "
-                              "not match the %s app id",
-                              has_att ? "attested" : "app info");
+        r = refuse(err, err_size,
+                   "app id mismatch: the certificate's app id extension does not match the %s "
+                   "app id",
+                   has_att ? "attested" : "app info");
         goto out;
     }
     /* hand the chosen one over */
@@ -146,7 +162,7 @@ static size_t discard(char *ptr, size_t size, size_t nmemb, void *ud)
 }
 
 /* POST the AppInfo JSON to core.auth.url; 2xx = allowed (spec §4.3). */
-static int webhook(struct gw *g, struct ds_rpc_call *call, const struct ds_app_info *ai)
+static int webhook(struct gw *g, const struct ds_app_info *ai, char *err, size_t err_size)
 {
     json_t *j = json_object();
     char *body = NULL;
@@ -194,12 +210,12 @@ static int webhook(struct gw *g, struct ds_rpc_call *call, const struct ds_app_i
     curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, discard);
     CURLcode cc = curl_easy_perform(h);
     if (cc != CURLE_OK) {
-        r = ds_rpc_call_error(call, "auth webhook failed: %s", curl_easy_strerror(cc));
+        r = refuse(err, err_size, "auth webhook failed: %s", curl_easy_strerror(cc));
         goto out;
     }
     curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
     if (status < 200 || status > 299) {
-        r = ds_rpc_call_error(call, "denied by the auth webhook (HTTP %ld)", status);
+        r = refuse(err, err_size, "denied by the auth webhook (HTTP %ld)", status);
         goto out;
     }
     r = 0;
@@ -223,78 +239,91 @@ static json_t *node_info(struct gw *g)
                      "wg_endpoint", g->cfg.wg_endpoint);
 }
 
-static int register_cvm(struct ds_rpc_call *call, const json_t *params, json_t **out, void *ctx)
+/*
+ * RegisterCvm in two halves (spec §4.3). The identity check (certificate extensions, DCAP
+ * verification with a collateral fetch) and the auth webhook may take seconds, so they run on
+ * a worker thread (gw_jobs.c) while the event loop goes on serving the proxy and other RPCs;
+ * the registry transaction, WireGuard and the routing table stay on the loop thread, so they
+ * are serialized as before. The call is answered when both halves are done (deferred call).
+ */
+struct register_job {
+    struct gw *g;
+    struct ds_rpc_call *call;
+    X509 *cert; /* own reference: the worker never touches the call */
+    char *client_public_key;
+    char *policy_text; /* the reported port policy, canonical JSON; NULL = none reported */
+    struct ds_app_info ai;
+    int rc;
+    char err[GW_ERR_MAX];
+};
+
+static void register_job_free(struct register_job *j)
 {
-    struct gw *g = ctx;
-    struct register_req req = {0};
-    struct ds_app_info ai = {0};
+    X509_free(j->cert);
+    free(j->client_public_key);
+    free(j->policy_text);
+    ds_app_info_done(&j->ai);
+    free(j);
+}
+
+/* Worker thread: who is calling, and may it register. */
+static void register_work(void *arg, unsigned worker)
+{
+    struct register_job *j = arg;
+    struct gw *g = j->g;
+    struct ds_app_info *ai = &j->ai;
+    j->rc = caller_app_info(g, j->cert, g->verifiers[worker], ai, j->err, sizeof(j->err));
+    if (j->rc < 0) {
+        return;
+    }
+    if (ai->app_id_len == 0 || ai->app_id_len > APP_ID_BYTES || ai->instance_id_len == 0 ||
+        ai->instance_id_len > GW_ID_MAX / 2 || ai->compose_hash_len > COMPOSE_BYTES) {
+        j->rc = refuse(j->err, sizeof(j->err),
+                       "invalid app info: app id and instance id must be "
+                       "non-empty (at most 20 bytes)");
+        return;
+    }
+    if (!gw_wg_key_valid(j->client_public_key)) {
+        j->rc = refuse(j->err, sizeof(j->err),
+                       "invalid client_public_key: expected base64 of 32 bytes");
+        return;
+    }
+    if (g->cfg.auth_enabled) {
+        j->rc = webhook(g, ai, j->err, sizeof(j->err));
+    }
+}
+
+/* Loop thread: node status, WireGuard, registry, routes. Returns the answer or NULL (err). */
+static json_t *register_finish(struct gw *g, const struct register_job *j, char *err,
+                               size_t err_size)
+{
+    const struct ds_app_info *ai = &j->ai;
     struct gw_instance inst;
     char app_id[GW_ID_MAX + 1], instance_id[2 * INSTANCE_BYTES + 1], compose[65];
-    char old_key[GW_WG_KEY_B64_LEN + 1] = "", err[GW_ERR_MAX] = "", status[16] = "";
-    char gwip[GW_IP4_TEXT_MAX], *policy_text = NULL;
-    int r = ds_rpc_call_decode(call, params, register_fields, DS_ARRAY_SIZE(register_fields), &req);
-    if (r < 0) {
-        return r;
-    }
-    /* port_policy (spec §4.3): absent or null = an older guest, fetched later (§4.2 step 5) */
-    const json_t *ppj = json_is_object(params) ? json_object_get(params, "port_policy") : NULL;
-    if (ppj != NULL && !json_is_null(ppj)) {
-        struct gw_port_policy *pp = malloc(sizeof(*pp));
-        r = pp ? gw_port_policy_from_json(ppj, "port_policy", pp, err, sizeof(err)) : -ENOMEM;
-        if (r == 0 && (policy_text = gw_port_policy_dump(pp)) == NULL) {
-            r = -ENOMEM;
-        }
-        free(pp);
-        if (r == -ENOMEM) {
-            goto out;
-        }
-        if (r < 0) {
-            r = ds_rpc_call_error(call, "invalid %s", err);
-            goto out;
-        }
-    }
-    r = caller_app_info(g, call, &ai);
-    if (r < 0) {
-        goto out;
-    }
-    if (ai.app_id_len == 0 || ai.app_id_len > APP_ID_BYTES || ai.instance_id_len == 0 ||
-        ai.instance_id_len > GW_ID_MAX / 2 || ai.compose_hash_len > COMPOSE_BYTES) {
-        r = ds_rpc_call_error(call, "invalid app info: app id and instance id must be non-empty "
-                                    "(at most 20 bytes)");
-        goto out;
-    }
-    ds_hex_encode(ai.app_id, ai.app_id_len, app_id);
-    ds_hex_encode(ai.instance_id, ai.instance_id_len, instance_id);
-    ds_hex_encode(ai.compose_hash, ai.compose_hash_len, compose);
-    if (!gw_wg_key_valid(req.client_public_key)) {
-        r = ds_rpc_call_error(call, "invalid client_public_key: expected base64 of 32 bytes");
-        goto out;
-    }
-    if (g->cfg.auth_enabled && (r = webhook(g, call, &ai)) < 0) {
-        goto out;
-    }
+    char old_key[GW_WG_KEY_B64_LEN + 1] = "", status[16] = "", gwip[GW_IP4_TEXT_MAX];
+    ds_hex_encode(ai->app_id, ai->app_id_len, app_id);
+    ds_hex_encode(ai->instance_id, ai->instance_id_len, instance_id);
+    ds_hex_encode(ai->compose_hash, ai->compose_hash_len, compose);
     if (gw_db_meta_get(g->db, "node_status", status, sizeof(status)) == 0 &&
         strcmp(status, "down") == 0) {
-        r = ds_rpc_call_error(call, "this gateway node is marked down");
-        goto out;
+        snprintf(err, err_size, "this gateway node is marked down");
+        return NULL;
     }
-    if (g->wg.enabled && gw_wg_ready(&g->wg, err, sizeof(err)) < 0) {
-        r = ds_rpc_call_error(call, "WireGuard unavailable: %s", err);
-        goto out;
+    char why[GW_ERR_MAX] = "";
+    if (g->wg.enabled && gw_wg_ready(&g->wg, why, sizeof(why)) < 0) {
+        snprintf(err, err_size, "WireGuard unavailable: %s", why);
+        return NULL;
     }
-    r = gw_db_register(g->db, &g->net, app_id, instance_id, compose, req.client_public_key,
-                       policy_text, (int64_t)time(NULL), &inst, old_key, err, sizeof(err));
-    if (r < 0) {
-        r = ds_rpc_call_error(call, "%s", err);
-        goto out;
+    if (gw_db_register(g->db, &g->net, app_id, instance_id, compose, j->client_public_key,
+                       j->policy_text, (int64_t)time(NULL), &inst, old_key, err, err_size) < 0) {
+        return NULL;
     }
     if (g->wg.enabled) {
-        if (old_key[0] && gw_wg_remove_peer(&g->wg, old_key, err, sizeof(err)) < 0) {
-            log_warnx("%s", err);
+        if (old_key[0] && gw_wg_remove_peer(&g->wg, old_key, why, sizeof(why)) < 0) {
+            log_warnx("%s", why);
         }
-        if (gw_wg_set_peer(&g->wg, inst.public_key, inst.ip, err, sizeof(err)) < 0) {
-            r = ds_rpc_call_error(call, "%s", err);
-            goto out;
+        if (gw_wg_set_peer(&g->wg, inst.public_key, inst.ip, err, err_size) < 0) {
+            return NULL;
         }
     }
     if (g->routes && gw_routes_set_instance(g->routes, inst.app_id, inst.instance_id, inst.ip,
@@ -305,18 +334,82 @@ static int register_cvm(struct ds_rpc_call *call, const json_t *params, json_t *
     g->registrations++;
     log_info("registered app %s instance %s at %s", inst.app_id, inst.instance_id, inst.ip);
     gw_ip4_text(g->net.wg.addr, gwip);
-    *out = json_pack("{s:{s:s, s:[{s:s, s:s, s:s}]}, s:{s:i, s:i, s:s, s:s}, s:[o]}", "wg",
-                     "client_ip", inst.ip, "servers", "pk", g->wg_public_key, "ip", gwip,
-                     "endpoint", g->cfg.wg_endpoint, "agent", "external_port",
-                     (int)g->cfg.px_external_port, "internal_port", (int)g->cfg.px_agent_port,
-                     "domain", g->cfg.px_base_domain ? g->cfg.px_base_domain : "",
-                     "app_address_ns_prefix", g->cfg.px_ns_prefix, "gateways", node_info(g));
-    r = *out ? 0 : -ENOMEM;
-out:
-    free(policy_text);
-    ds_app_info_done(&ai);
-    ds_rpc_params_free(register_fields, DS_ARRAY_SIZE(register_fields), &req);
-    return r;
+    json_t *out = json_pack(
+        "{s:{s:s, s:[{s:s, s:s, s:s}]}, s:{s:i, s:i, s:s, s:s}, s:[o]}", "wg", "client_ip", inst.ip,
+        "servers", "pk", g->wg_public_key, "ip", gwip, "endpoint", g->cfg.wg_endpoint, "agent",
+        "external_port", (int)g->cfg.px_external_port, "internal_port", (int)g->cfg.px_agent_port,
+        "domain", g->cfg.px_base_domain ? g->cfg.px_base_domain : "", "app_address_ns_prefix",
+        g->cfg.px_ns_prefix, "gateways", node_info(g));
+    if (!out) {
+        snprintf(err, err_size, "%s", ds_strerror(-ENOMEM));
+    }
+    return out;
+}
+
+static void register_done(void *arg, bool ran)
+{
+    struct register_job *j = arg;
+    char err[GW_ERR_MAX] = "";
+    json_t *out = NULL;
+    if (!ran) {
+        ds_rpc_call_reply_error(j->call, "the gateway is shutting down");
+    } else if (j->rc < 0) {
+        ds_rpc_call_reply_error(j->call, "%s", j->err[0] ? j->err : ds_strerror(j->rc));
+    } else if ((out = register_finish(j->g, j, err, sizeof(err))) != NULL) {
+        ds_rpc_call_reply_json(j->call, out);
+    } else {
+        ds_rpc_call_reply_error(j->call, "%s", err[0] ? err : "registration failed");
+    }
+    register_job_free(j);
+}
+
+static int register_cvm(struct ds_rpc_call *call, const json_t *params, json_t **out, void *ctx)
+{
+    struct gw *g = ctx;
+    struct register_req req = {0};
+    (void)out;
+    int r = ds_rpc_call_decode(call, params, register_fields, DS_ARRAY_SIZE(register_fields), &req);
+    if (r < 0) {
+        return r;
+    }
+    /* port_policy (spec §4.3): absent or null = an older guest, fetched later (§4.2 step 5) */
+    char *policy_text = NULL, perr[GW_ERR_MAX] = "";
+    const json_t *ppj = json_is_object(params) ? json_object_get(params, "port_policy") : NULL;
+    if (ppj != NULL && !json_is_null(ppj)) {
+        struct gw_port_policy *pp = malloc(sizeof(*pp));
+        r = pp ? gw_port_policy_from_json(ppj, "port_policy", pp, perr, sizeof(perr)) : -ENOMEM;
+        if (r == 0 && (policy_text = gw_port_policy_dump(pp)) == NULL) {
+            r = -ENOMEM;
+        }
+        free(pp);
+        if (r < 0) {
+            ds_rpc_params_free(register_fields, DS_ARRAY_SIZE(register_fields), &req);
+            return r == -ENOMEM ? r : ds_rpc_call_error(call, "invalid %s", perr);
+        }
+    }
+    struct register_job *j = calloc(1, sizeof(*j));
+    if (!j) {
+        free(policy_text);
+        ds_rpc_params_free(register_fields, DS_ARRAY_SIZE(register_fields), &req);
+        return -ENOMEM;
+    }
+    j->policy_text = policy_text;
+    j->g = g;
+    j->call = call;
+    j->client_public_key = req.client_public_key; /* taken over */
+    req.client_public_key = NULL;
+    j->cert = ds_rpc_call_peer_cert(call);
+    if (j->cert) {
+        X509_up_ref(j->cert);
+    }
+    r = gw_jobs_submit(g->jobs, register_work, register_done, j);
+    if (r < 0) {
+        register_job_free(j);
+        return r == -EAGAIN ? ds_rpc_call_error(call, "too many registrations in progress; retry "
+                                                      "later")
+                            : r;
+    }
+    return DS_RPC_DEFERRED;
 }
 
 static int info(struct ds_rpc_call *call, const json_t *params, json_t **out, void *ctx)
@@ -324,10 +417,10 @@ static int info(struct ds_rpc_call *call, const json_t *params, json_t **out, vo
     struct gw *g = ctx;
     (void)call;
     (void)params;
-    *out = json_pack("{s:s, s:i, s:s, s:s}", "base_domain",
+    *out = json_pack("{s:s, s:i, s:s, s:s, s:s}", "base_domain",
                      g->cfg.px_base_domain ? g->cfg.px_base_domain : "", "external_port",
                      (int)g->cfg.px_external_port, "app_address_ns_prefix", g->cfg.px_ns_prefix,
-                     "version", GW_VERSION);
+                     "version", GW_VERSION, "app_id", g->app_id);
     return *out ? 0 : -ENOMEM;
 }
 

@@ -9,10 +9,13 @@
  *   4. rpc: the main server over TLS with optional client certificates chaining to the KMS
  *      root CA: Gateway service (RegisterCvm, Info) at /prpc and GET /health (gw_register.c);
  *   5. admin: the Admin service and status page behind a token (gw_admin.c);
- *   6. proxy: the SNI proxy of the data plane (gw_proxy.h) fed with the registered instances.
+ *   6. proxy: the SNI proxy of the data plane (gw_proxy.h) fed with the registered instances;
+ *      before it the worker threads (gw_jobs.c) and, with core.rpc_domain or
+ *      core.proxy.cert_source = "agent", the guest agent (gw_agent.c): RPC certificate into
+ *      the [tls] files, own app id, proxy certificate and its renewal, /app-info.
  * `dstack-gateway proxy-only --config FILE` runs the data plane alone (gw_proxy_only_main).
- * [core.recycle] runs gw_recycle() every interval. Not implemented: cluster sync (§4.5), ACME
- * (§4.6), the debug server.
+ * [core.recycle] runs gw_recycle() every interval; SIGHUP renews / reloads the proxy
+ * certificates. Not implemented: cluster sync (§4.5), ACME (§4.6), the debug server.
  */
 #include <errno.h>
 #include <signal.h>
@@ -25,6 +28,7 @@
 
 #include <curl/curl.h>
 #include <event2/event.h>
+#include <event2/thread.h>
 #include <openssl/err.h>
 
 #include "dstack/attest.h"
@@ -55,6 +59,19 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
     (void)what;
     log_info("signal %d: shutting down", (int)sig);
     event_base_loopexit(arg, NULL);
+}
+
+/* SIGHUP: renew the agent-issued proxy certificate, re-read file-backed ones. */
+static void on_sighup(evutil_socket_t sig, short what, void *arg)
+{
+    struct gw *g = arg;
+    (void)sig;
+    (void)what;
+    log_info("SIGHUP: reloading the proxy certificates");
+    gw_agent_renew_now(g);
+    if (g->proxy && gw_proxy_reload_certs(g->proxy) < 0) {
+        log_warnx("certificate reload failed; the previous certificates stay");
+    }
 }
 
 static void on_recycle_timer(evutil_socket_t fd, short what, void *arg)
@@ -131,23 +148,25 @@ static int open_db(struct gw *g)
 
 /* ---- 4. rpc --------------------------------------------------------------------------------- */
 
+/* One verifier per worker thread (ds_verifier is not thread-safe). */
 static int open_verifier(struct gw *g)
 {
-    if (!g->cfg.att_allow_simulated) {
-        return ds_verifier_new(NULL, 0, &g->verifier);
-    }
-    log_warnx("core.attestation.insecure_allow_simulated = true: SIMULATED quotes are ACCEPTED");
-    if (!g->cfg.att_sim_root) {
-        log_warnx("insecure_allow_simulated needs core.attestation.simulator_root_ca");
-        return -EINVAL;
-    }
     uint8_t *der = NULL;
     size_t len = 0;
-    int r = ds_read_file(g->cfg.att_sim_root, ROOT_CA_FILE_MAX, &der, &len);
-    if (r == 0) {
-        r = ds_verifier_new(der, len, &g->verifier);
+    int r = 0;
+    if (g->cfg.att_allow_simulated) {
+        log_warnx(
+            "core.attestation.insecure_allow_simulated = true: SIMULATED quotes are ACCEPTED");
+        if (!g->cfg.att_sim_root) {
+            log_warnx("insecure_allow_simulated needs core.attestation.simulator_root_ca");
+            return -EINVAL;
+        }
+        r = ds_read_file(g->cfg.att_sim_root, ROOT_CA_FILE_MAX, &der, &len);
     }
-    if (r < 0) {
+    for (size_t i = 0; r == 0 && i < GW_WORKERS; i++) {
+        r = ds_verifier_new(der, len, &g->verifiers[i]);
+    }
+    if (r < 0 && g->cfg.att_allow_simulated) {
         log_warnx("simulator root CA \"%s\": %s", g->cfg.att_sim_root, ds_strerror(r));
     }
     free(der);
@@ -261,16 +280,21 @@ static int start_proxy(struct gw *g)
     int r;
     DS_TRY(gw_routes_new(&g->routes));
     DS_TRY(gw_certs_new(&g->certs));
-    if (!g->cfg.px_enabled) {
-        return 0;
-    }
     gw_proxy_config_defaults(&pc);
     unsigned versions = 0;
     for (size_t i = 0; i < g->cfg.px_tls_versions.count; i++) {
         versions |= strcmp(g->cfg.px_tls_versions.items[i], "1.3") == 0 ? GW_TLS_1_3 : GW_TLS_1_2;
     }
     gw_certs_set_versions(g->certs, versions ? versions : GW_TLS_1_2);
-    if (g->cfg.px_base_domain && g->cfg.px_cert_chain && g->cfg.px_cert_key) {
+    /* the guest agent: RPC certificate, own app id, proxy certificate (cert_source "agent") */
+    if ((r = gw_agent_start(g)) < 0) {
+        return r;
+    }
+    if (!g->cfg.px_enabled) {
+        return 0;
+    }
+    if (strcmp(g->cfg.px_cert_source, "files") == 0 && g->cfg.px_base_domain &&
+        g->cfg.px_cert_chain && g->cfg.px_cert_key) {
         r = gw_certs_load_files(g->certs, g->cfg.px_base_domain, g->cfg.px_cert_chain,
                                 g->cfg.px_cert_key);
         if (r < 0) {
@@ -302,6 +326,8 @@ static int start_proxy(struct gw *g)
     pc.timeouts.shutdown_ms = (uint32_t)g->cfg.to_shutdown;
     pc.timeouts.dns_ms = (uint32_t)g->cfg.to_dns;
     pc.timeouts.stale_handshake_s = (uint32_t)(g->cfg.to_handshake_stale / 1000);
+    pc.special = gw_agent_special;
+    pc.special_arg = g->agent;
     r = gw_proxy_new(g->base, &pc, g->routes, g->certs, &g->proxy);
     if (r < 0) {
         log_warnx("proxy listener %s: %s", listen, ds_strerror(r));
@@ -326,13 +352,17 @@ static void raise_nofile(void)
 static void cleanup(struct gw *g)
 {
     gw_policy_stop(g);
+    gw_jobs_free(g->jobs); /* answers or fails the deferred calls still in the pool */
+    gw_agent_free(g->agent);
     gw_proxy_free(g->proxy);
     ds_rpc_server_free(g->main_srv);
     ds_rpc_server_free(g->admin_srv);
     gw_certs_free(g->certs);
     gw_routes_free(g->routes);
     SSL_CTX_free(g->tls);
-    ds_verifier_free(g->verifier);
+    for (size_t i = 0; i < GW_WORKERS; i++) {
+        ds_verifier_free(g->verifiers[i]);
+    }
     gw_db_close(g->db);
     gw_config_done(&g->cfg);
     if (g->base) {
@@ -344,7 +374,7 @@ int main(int argc, char **argv)
 {
     struct gw g;
     struct gw_opts o;
-    struct event *sigint = NULL, *sigterm = NULL, *hs = NULL, *rc = NULL;
+    struct event *sigint = NULL, *sigterm = NULL, *sighup = NULL, *hs = NULL, *rc = NULL;
     char err[GW_ERR_MAX] = "";
     int r;
     memset(&g, 0, sizeof(g));
@@ -385,15 +415,21 @@ int main(int argc, char **argv)
         raise_nofile();
     }
     g.started = (int64_t)time(NULL);
-    g.base = event_base_new();
-    if (!g.base) {
+    /* worker threads (gw_jobs.c) wake the loop with event_active() */
+    if (evthread_use_pthreads() < 0 || !(g.base = event_base_new())) {
         r = -ENOMEM;
         goto out;
     }
     sigint = evsignal_new(g.base, SIGINT, on_signal, g.base);
     sigterm = evsignal_new(g.base, SIGTERM, on_signal, g.base);
-    if (!sigint || !sigterm || evsignal_add(sigint, NULL) < 0 || evsignal_add(sigterm, NULL) < 0) {
+    sighup = evsignal_new(g.base, SIGHUP, on_sighup, &g);
+    if (!sigint || !sigterm || !sighup || evsignal_add(sigint, NULL) < 0 ||
+        evsignal_add(sigterm, NULL) < 0 || evsignal_add(sighup, NULL) < 0) {
         r = -ENOMEM;
+        goto out;
+    }
+    if ((r = gw_jobs_new(g.base, GW_WORKERS, &g.jobs)) < 0) {
+        log_warnx("worker threads: %s", ds_strerror(r));
         goto out;
     }
     /* 2. db */
@@ -454,6 +490,9 @@ out:
     }
     if (sigterm) {
         event_free(sigterm);
+    }
+    if (sighup) {
+        event_free(sighup);
     }
     cleanup(&g);
     curl_global_cleanup();
