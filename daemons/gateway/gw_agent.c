@@ -305,7 +305,9 @@ out:
     return r;
 }
 
-/* Seconds until a third of the leaf's validity is left (at least RENEW_MIN_S). */
+/* Seconds until a third of the leaf's validity is left (at least RENEW_MIN_S). The validity
+ * counts from now when notBefore is earlier: the agent backdates its certificates (notBefore
+ * 1975), and a third of that span would already be over, renewing in a loop. */
 static int renew_delay(const char *chain_pem, unsigned *out)
 {
     BIO *b = BIO_new_mem_buf(chain_pem, -1);
@@ -314,6 +316,9 @@ static int renew_delay(const char *chain_pem, unsigned *out)
     if (x && ASN1_TIME_diff(&d1, &s1, X509_get0_notBefore(x), X509_get0_notAfter(x)) == 1 &&
         ASN1_TIME_diff(&d2, &s2, NULL, X509_get0_notAfter(x)) == 1) {
         int64_t total = (int64_t)d1 * 86400 + s1, left = (int64_t)d2 * 86400 + s2;
+        if (total > left) {
+            total = left;
+        }
         int64_t wait = left - total / 3;
         *out = wait < RENEW_MIN_S ? RENEW_MIN_S : wait > UINT32_MAX ? UINT32_MAX : (unsigned)wait;
         r = 0;

@@ -23,6 +23,7 @@
 #      block /health on the RPC server or a proxied request; the registration then succeeds;
 #   7. no private key in the gateway log;
 #   8. rpc_domain with cert_source "files": the RPC certificate only; RenewCert refuses.
+#   9. the agent's default validity (backdated notBefore): renewed after 2/3 of the time left.
 set -uo pipefail
 . "$(dirname "$0")/gateway_agent_stack.sh"
 gas_preflight
@@ -290,4 +291,17 @@ curl -sf --cacert "$ROOT_PEM" "https://localhost:$RPC_PORT/health" >/dev/null ||
     fail "RenewCert with cert_source files: $(cat "$GAS/admin.json")"
 grep -q 'proxy certificate' "$GAS/gateway.log" && fail "a proxy certificate was requested with cert_source files"
 ok "rpc_domain with cert_source = \"files\": RPC certificate from the agent, no proxy certificate, RenewCert \"nothing to renew\""
+
+# ---- 9. the agent's own validity (no agent_cert_validity): backdated notBefore (1975) -----------
+# A third of 1975..now+10y is already over; the renewal must count from now, not loop.
+kill "$GW_PID" && wait "$GW_PID" 2>/dev/null
+mv "$GAS/gateway.log" "$GAS/gateway2.log"
+sed -e '/^agent_cert_validity/d' "$GAS/gateway.toml" >"$GAS/gateway-default.toml"
+gas_start_gateway "$GAS/gateway-default.toml"
+gas_wait 10 grep -q 'from the guest agent loaded; renewal in' "$GAS/gateway.log" || fail "no proxy certificate (default validity)"
+sleep 3
+[ "$(loaded_count)" = 1 ] || fail "default validity: the certificate was loaded $(loaded_count) times in 3 s (renewal loop)"
+DELAY=$(grep -o 'renewal in [0-9]*s' "$GAS/gateway.log" | head -1 | tr -dc 0-9)
+[ "${DELAY:-0}" -gt 86400 ] || fail "default validity: renewal in ${DELAY}s, want more than a day"
+ok "the agent's default validity (notBefore 1975): one load, renewal in ${DELAY}s"
 echo "PASS"
