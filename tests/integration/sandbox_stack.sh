@@ -136,3 +136,12 @@ TOML
     echo "ok - tee-sim, KMS (:$KMS_PORT), VMM (sandbox backend) running"
     export DSTACK_VMM_URL="unix:$WORK/vmm.sock"
 }
+
+# examples/hello's compose without the gateway, as $HELLO: these tests run no gateway (the
+# guest would report "dstack-gateway registration failed"); test_gateway_sandbox.sh and the
+# demo cover the gateway path.
+sbx_hello_compose() {
+    HELLO="$WORK/hello-compose.json"
+    python3 -c 'import json,sys; c=json.load(open(sys.argv[1])); c["gateway_enabled"]=False
+json.dump(c, open(sys.argv[2], "w"), indent=4)' "$SRC/examples/hello/app-compose.json" "$HELLO"
+}

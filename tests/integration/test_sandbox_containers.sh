@@ -64,20 +64,21 @@ write_policy "$KMS_MR"
 
 HOST_PORT=$(free_port)
 sbx_start_vmm
+sbx_hello_compose
 
 CLI=("$BIN/dstack")
 GREETING="hi-from-encrypted-env-$RANDOM"
 NOT_ALLOWED="not-allowed-secret-$RANDOM$RANDOM"
 printf 'GREETING=%s\nNOT_ALLOWED_VAR=%s\n' "$GREETING" "$NOT_ALLOWED" >"$WORK/app.env"
 T0=$(date +%s.%N)
-"${CLI[@]}" deploy --name hello --image dstack-guest-0.5.0 --compose "$SRC/examples/hello/app-compose.json" \
+"${CLI[@]}" deploy --name hello --image dstack-guest-0.5.0 --compose "$HELLO" \
     --vcpu 2 --memory 1G --disk 1 --port "tcp:$HOST_PORT:8080" --kms-url "https://$GW:$KMS_PORT" \
     --env-file "$WORK/app.env" --stopped --json >"$WORK/deploy.json" 2>"$WORK/deploy.err" ||
     { cat "$WORK/deploy.err"; fail "dstack deploy"; }
 VM_ID=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["id"])' "$WORK/deploy.json")
 APP_ID=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["app_id"])' "$WORK/deploy.json")
 COMPOSE_HASH=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["compose_hash"])' "$WORK/deploy.json")
-[ "$COMPOSE_HASH" = "$(sha256sum "$SRC/examples/hello/app-compose.json" | cut -c1-64)" ] ||
+[ "$COMPOSE_HASH" = "$(sha256sum "$HELLO" | cut -c1-64)" ] ||
     fail "deploy reported compose hash $COMPOSE_HASH, not the file's SHA-256"
 write_policy "$KMS_MR" "$APP_ID" "$COMPOSE_HASH"
 # Images are delivered in the host share (read-only in the guest), not in the measured image.
@@ -246,7 +247,7 @@ echo "ok - after stop --force / start: same key-sha256, same note, same instance
 # hash), allowed by the policy. `dstack update --compose` keeps the app id (the manifest pins
 # it); on the next start setup asks the KMS again, which now sees the new hash.
 python3 -c 'import json,sys; c=json.load(open(sys.argv[1])); c["allowed_envs"].append("UPGRADE_FLAG")
-json.dump(c, open(sys.argv[2], "w"), indent=4)' "$SRC/examples/hello/app-compose.json" "$WORK/upgrade.json"
+json.dump(c, open(sys.argv[2], "w"), indent=4)' "$HELLO" "$WORK/upgrade.json"
 HASH_UP=$(sha256sum "$WORK/upgrade.json" | cut -c1-64)
 [ "$HASH_UP" != "$COMPOSE_HASH" ] || fail "the upgrade compose has the old hash"
 write_policy "$KMS_MR" "$APP_ID" "$COMPOSE_HASH" "$HASH_UP"
@@ -294,7 +295,7 @@ echo "ok - SIGTERM: compose down, engine stopped, init exited"
 # Negative: the same app without the images archive in its share. The guest cannot pull
 # (no registry on its localhost), so compose fails and init reports a boot.error naming the step.
 "${CLI[@]}" deploy --name hello-noimg --image dstack-guest-0.5.0 \
-    --compose "$SRC/examples/hello/app-compose.json" --memory 1G --disk 1 \
+    --compose "$HELLO" --memory 1G --disk 1 \
     --kms-url "https://$GW:$KMS_PORT" --json >"$WORK/deploy2.json" 2>"$WORK/deploy2.err" ||
     { cat "$WORK/deploy2.err"; fail "dstack deploy (no images)"; }
 VM2=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["id"])' "$WORK/deploy2.json")
@@ -314,7 +315,7 @@ esac
 # compose hash). setup's GetAppKey is refused, the boot fails with the KMS's reason, no
 # engine or container runs, and no keys were written (not in the guest, not on the disk).
 python3 -c 'import json,sys; c=json.load(open(sys.argv[1])); c["name"]="hello-denied"
-json.dump(c, open(sys.argv[2], "w"), indent=4)' "$SRC/examples/hello/app-compose.json" "$WORK/denied.json"
+json.dump(c, open(sys.argv[2], "w"), indent=4)' "$HELLO" "$WORK/denied.json"
 "${CLI[@]}" deploy --name hello-denied --image dstack-guest-0.5.0 --compose "$WORK/denied.json" \
     --app-id "$APP_ID" --memory 1G --disk 1 --kms-url "https://$GW:$KMS_PORT" --stopped --json \
     >"$WORK/deploy3.json" 2>"$WORK/deploy3.err" || { cat "$WORK/deploy3.err"; fail "dstack deploy (denied)"; }

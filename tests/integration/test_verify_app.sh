@@ -24,12 +24,13 @@ start_kms kms.log
 
 HOST_PORT=$(free_port)
 sbx_start_vmm
+sbx_hello_compose
 
 CLI=("$BIN/dstack")
 GREETING="hi-from-encrypted-env-$RANDOM"
 echo "GREETING=$GREETING" >"$WORK/app.env"
 T0=$(date +%s.%N)
-"${CLI[@]}" deploy --name hello --image dstack-guest-0.5.0 --compose "$SRC/examples/hello/app-compose.json" \
+"${CLI[@]}" deploy --name hello --image dstack-guest-0.5.0 --compose "$HELLO" \
     --vcpu 2 --memory 1G --disk 1 --port "tcp:$HOST_PORT:8080" --kms-url "https://$GW:$KMS_PORT" \
     --env-file "$WORK/app.env" --stopped --json >"$WORK/deploy.json" 2>"$WORK/deploy.err" ||
     { cat "$WORK/deploy.err"; fail "dstack deploy"; }
