@@ -464,9 +464,6 @@ int gws_setconf_text(const char *conf, char **out)
         }
         s += n + (s[n] == '\n');
     }
-    if (r == 0 && b.len == 0) {
-        r = ds_buf_append(&b, "", 1); /* an empty result is still a NUL-terminated string */
-    }
     if (r < 0) {
         ds_buf_done(&b);
         return r;
