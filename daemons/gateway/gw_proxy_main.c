@@ -3,9 +3,10 @@
  * `dstack-gateway proxy-only --config FILE`: the data plane alone, for integration tests and
  * benchmarks, without WireGuard, RA-TLS or persistence. FILE is key=value lines (docs/gateway.md):
  * listeners, wildcard certificates per base domain, static routes `route=<app_id>
- * <instance_id> <ip> [handshake_age_s]`, TLS versions, PROXY in/out, splice, limits and every
- * timeout. SIGHUP reloads the certificates, SIGTERM/SIGINT stop accepting and exit once the
- * connections drained (at most timeouts.shutdown later), SIGUSR1 logs the counters.
+ * <instance_id> <ip> [handshake_age_s]`, TLS versions, PROXY in/out, splice (and after how
+ * many bytes / ms), worker threads, limits and every timeout. SIGHUP reloads the certificates,
+ * SIGTERM/SIGINT stop accepting and exit once the connections drained (at most timeouts.shutdown
+ * later), SIGUSR1 logs the counters.
  *
  * The control plane's main.c owns the entry point and dispatches the `proxy-only` subcommand
  * here (argv may start at the program name or at "proxy-only").
@@ -168,6 +169,19 @@ static int load_config(char *text, struct gw_proxy_config *cfg, struct driver *d
             }
         } else if (strcmp(key, "splice") == 0) {
             rc = parse_bool(val, &cfg->splice);
+        } else if (strcmp(key, "splice_after_bytes") == 0) {
+            uint32_t n;
+            rc = parse_u32(val, &n);
+            cfg->splice_after_bytes = n;
+        } else if (strcmp(key, "splice_after_ms") == 0) {
+            rc = parse_u32(val, &cfg->splice_after_ms);
+        } else if (strcmp(key, "workers") == 0) {
+            uint32_t n;
+            rc = parse_u32(val, &n);
+            if (rc == 0 && (n == 0 || n > GW_WORKERS_MAX)) {
+                rc = -ERANGE;
+            }
+            cfg->workers = n;
         } else if (strcmp(key, "max_connections_per_app") == 0) {
             rc = parse_u32(val, &cfg->max_connections_per_app);
         } else if (strcmp(key, "max_connections") == 0) {
