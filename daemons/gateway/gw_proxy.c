@@ -1891,20 +1891,36 @@ int gw_proxy_reload_certs(struct gw_proxy *p)
     return gw_certs_reload(p->certs);
 }
 
+static void stats_add(struct gw_proxy_stats *sum, const struct gw_proxy *w)
+{
+    const uint64_t *src = (const uint64_t *)&w->st;
+    uint64_t *dst = (uint64_t *)sum;
+    for (size_t k = 0; k < sizeof(*sum) / sizeof(uint64_t); k++) {
+        dst[k] += __atomic_load_n(&src[k], __ATOMIC_RELAXED);
+    }
+}
+
 void gw_proxy_get_stats(struct gw_proxy *p, struct gw_proxy_stats *out)
 {
     struct gw_proxy_stats sum;
     memset(&sum, 0, sizeof(sum));
-    size_t n = p->nworkers > 1 ? p->nworkers : 1;
-    for (size_t i = 0; i < n; i++) {
-        struct gw_proxy *w = p->nworkers > 1 ? p->workers[i] : p;
-        const uint64_t *src = (const uint64_t *)&w->st;
-        uint64_t *dst = (uint64_t *)&sum;
-        for (size_t k = 0; k < sizeof(sum) / sizeof(uint64_t); k++) {
-            dst[k] += __atomic_load_n(&src[k], __ATOMIC_RELAXED);
-        }
+    stats_add(&sum, p);
+    for (size_t i = 1; i < p->nworkers && p->workers != NULL; i++) {
+        stats_add(&sum, p->workers[i]);
     }
     *out = sum;
+}
+
+int gw_proxy_get_worker_stats(struct gw_proxy *p, size_t i, struct gw_proxy_stats *out)
+{
+    if (i > 0 && (p->workers == NULL || i >= p->nworkers)) {
+        return -EINVAL;
+    }
+    struct gw_proxy_stats one;
+    memset(&one, 0, sizeof(one));
+    stats_add(&one, i == 0 ? p : p->workers[i]);
+    *out = one;
+    return 0;
 }
 
 int gw_proxy_listen_port(struct gw_proxy *p, size_t i)

@@ -197,6 +197,8 @@ DS_MUST_USE int gw_proxy_reload_certs(struct gw_proxy *p);
 /* Stop accepting (graceful shutdown); live connections drain within shutdown_ms. */
 void gw_proxy_shutdown(struct gw_proxy *p);
 void gw_proxy_get_stats(struct gw_proxy *p, struct gw_proxy_stats *out);
+/* Counters of worker i alone (0 = the caller's base). Returns 0 or -EINVAL past the last. */
+DS_MUST_USE int gw_proxy_get_worker_stats(struct gw_proxy *p, size_t i, struct gw_proxy_stats *out);
 /* The port actually bound for listener i (useful with port 0). Returns port or -EINVAL. */
 DS_MUST_USE int gw_proxy_listen_port(struct gw_proxy *p, size_t i);
 

@@ -256,6 +256,18 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
                  (unsigned long long)s.refused_timeout, (unsigned long long)s.backend_fail,
                  (unsigned long long)s.terminated, (unsigned long long)s.passthrough,
                  (unsigned long long)s.spliced_bytes);
+        char per[GW_WORKERS_MAX * 21 + 1];
+        size_t off = 0;
+        per[0] = '\0';
+        for (size_t i = 0; gw_proxy_get_worker_stats(d->proxy, i, &s) == 0; i++) {
+            int n = snprintf(per + off, sizeof(per) - off, "%s%llu", i ? "," : "",
+                             (unsigned long long)s.accepted);
+            if (n < 0 || (size_t)n >= sizeof(per) - off) {
+                break;
+            }
+            off += (size_t)n;
+        }
+        log_info("stats per worker: accepted=%s", per);
         return;
     }
     log_info("signal %d: draining connections", (int)sig);
