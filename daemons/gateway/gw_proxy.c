@@ -1741,7 +1741,7 @@ static int workers_start(struct gw_proxy *root, unsigned n)
     sigfillset(&all);
     int rc = 0;
     for (unsigned i = 1; i < n; i++) {
-        struct gw_proxy *w;
+        struct gw_proxy *w = NULL;
         rc = worker_new(root, &w);
         if (rc < 0) {
             break;
