@@ -45,6 +45,7 @@
 #define GW_CONN_INBUF_MAX  (DS_GW_HELLO_MAX + 4 * 5 + DS_PP_V2_MAX)
 #define GW_CANDIDATES_MAX  8
 #define GW_SPLICE_CHUNK    (256 * 1024)
+#define GW_SPLICE_SMALL    (16 * 1024) /* a splice that moved less goes back to copying */
 #define GW_SPECIAL_REQ_MAX 8192
 #define GW_LISTEN_BACKLOG  4096
 
@@ -72,6 +73,8 @@ struct splice_dir {
     size_t pre_len, pre_off;
     bool eof, done;
     bool tls_from, tls_to; /* `from` / `to` is the TLS side of a terminated connection */
+    bool piped;            /* reads go into the pipe (bulk) rather than through buf */
+    bool bulk;             /* the last buffered read filled the whole chunk */
 };
 
 struct pending_connect {
@@ -726,11 +729,18 @@ static int relay_pump(struct splice_dir *d)
         if (dir_pending(d)) {
             return splice_after_flush(c, d, 0);
         }
-        if (d->pipe[0] < 0 && splice_due(c)) {
-            dir_open_pipe(c, d);
+        /* Splice only bulk: once due, a read that filled the chunk moves the direction to the
+         * pipe, a short splice moves it back (the pipe is empty whenever we read, so the byte
+         * order holds). Request/response traffic thus never pays the pipe's extra syscalls. */
+        if (!d->piped && d->bulk && splice_due(c)) {
+            if (d->pipe[0] < 0) {
+                dir_open_pipe(c, d);
+            }
+            d->piped = d->pipe[0] >= 0;
         }
         ssize_t n;
-        if (d->pipe[0] >= 0) {
+        bool piped = d->piped;
+        if (piped) {
             n = splice(d->from, NULL, d->pipe[1], NULL, GW_SPLICE_CHUNK,
                        SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
             if (n < 0) {
@@ -740,6 +750,7 @@ static int relay_pump(struct splice_dir *d)
                 conn_free(c);
                 return -1;
             }
+            d->piped = (size_t)n >= GW_SPLICE_SMALL;
             d->in_pipe += (size_t)n;
             ST_ADD(p, spliced_bytes, (uint64_t)n);
         } else if (d->tls_from) {
@@ -773,12 +784,13 @@ static int relay_pump(struct splice_dir *d)
                 conn_free(c);
                 return -1;
             }
+            d->bulk = (size_t)n == chunk;
         }
         if (n == 0) {
             d->eof = true;
         } else {
             touch(c);
-            if (d->pipe[0] < 0) {
+            if (!piped) {
                 c->relayed += (uint64_t)n;
                 ssize_t w = dir_write(d, buf, (size_t)n);
                 if (w < 0 ||
@@ -798,7 +810,7 @@ static int relay_pump(struct splice_dir *d)
         /* Level-triggered: a short read means the socket is empty; only OpenSSL's own buffer
          * is invisible to epoll. */
         if (d->tls_from ? !SSL_has_pending(c->ssl)
-                        : (size_t)n < (d->pipe[0] >= 0 ? (size_t)GW_SPLICE_CHUNK : chunk)) {
+                        : (size_t)n < (piped ? (size_t)GW_SPLICE_CHUNK : chunk)) {
             return 0;
         }
     }
