@@ -257,8 +257,8 @@ DS_MUST_USE int gw_wg_dump(const struct gw_wg *wg, char **out, char *err, size_t
 
 /* ---- worker threads (gw_jobs.c) ------------------------------------------------------------- */
 
-#define GW_WORKERS          4 /* threads for RegisterCvm verification and agent calls */
-#define GW_WORKERS_MAX      16
+#define GW_WORKERS          4   /* threads for RegisterCvm verification and agent calls */
+#define GW_JOBS_MAX         16  /* gw_jobs threads at most */
 #define GW_JOBS_PENDING_MAX 256 /* beyond: RegisterCvm answers "too many registrations" */
 
 struct event_base;
@@ -269,7 +269,7 @@ typedef void (*gw_job_work_fn)(void *arg, unsigned worker);
  * when the pool was freed before the job started (free the job's state, reply an error). */
 typedef void (*gw_job_done_fn)(void *arg, bool ran);
 
-/* Start `workers` threads (1..GW_WORKERS_MAX) bound to base. Returns 0, -EINVAL, -ENOMEM. */
+/* Start `workers` threads (1..GW_JOBS_MAX) bound to base. Returns 0, -EINVAL, -ENOMEM. */
 DS_MUST_USE int gw_jobs_new(struct event_base *base, unsigned workers, struct gw_jobs **out);
 /* Queue a job. Returns 0, -EAGAIN (GW_JOBS_PENDING_MAX waiting, or stopping), -ENOMEM. */
 DS_MUST_USE int gw_jobs_submit(struct gw_jobs *q, gw_job_work_fn work, gw_job_done_fn done,

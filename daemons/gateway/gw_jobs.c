@@ -35,12 +35,12 @@ struct gw_jobs {
     size_t pending_count;                       /* guarded by mu */
     bool stop;                                  /* guarded by mu */
     struct event *wake;
-    pthread_t threads[GW_WORKERS_MAX];
+    pthread_t threads[GW_JOBS_MAX];
     unsigned thread_count;
     struct gw_worker_arg {
         struct gw_jobs *q;
         unsigned index;
-    } args[GW_WORKERS_MAX];
+    } args[GW_JOBS_MAX];
 };
 
 static void *worker_main(void *p)
@@ -104,7 +104,7 @@ static void on_wake(evutil_socket_t fd, short what, void *arg)
 
 int gw_jobs_new(struct event_base *base, unsigned workers, struct gw_jobs **out)
 {
-    if (workers == 0 || workers > GW_WORKERS_MAX) {
+    if (workers == 0 || workers > GW_JOBS_MAX) {
         return -EINVAL;
     }
     struct gw_jobs *q = calloc(1, sizeof(*q));

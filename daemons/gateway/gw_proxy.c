@@ -4,19 +4,23 @@
  * optional PROXY header, then the TLS ClientHello up to its SNI within timeouts.handshake; map
  * `<id>[-<port>][s|g].<base>` (or a custom domain via DNS TXT) to backends from the routing
  * table; connect to the freshest candidates at once (first success wins, timeouts.connect);
- * then either terminate TLS with the base domain's wildcard certificate (OpenSSL through a
- * libevent filter bufferevent, ALPN h2 for `g`) and relay plaintext, or pass the buffered
- * ClientHello and all later bytes through untouched, with splice(2) through a pipe where the
- * kernel allows it. Per-connection deadlines (handshake, connect, idle, total, shutdown) are
- * kept in one timer per connection. Everything runs on one event base; connections never
- * block each other (a ClientHello dribbled byte by byte only holds its own slot).
+ * then either terminate TLS with the base domain's wildcard certificate (OpenSSL directly on
+ * the socket, ALPN h2 for `g`) and relay plaintext, or pass the buffered ClientHello and all
+ * later bytes through untouched: read/write at first, splice(2) through a pipe once
+ * tcp_splice.after_bytes / after_duration is reached. Per-connection deadlines (handshake,
+ * connect, idle, total, shutdown) are kept in one timer per connection. `workers` event loops
+ * (threads) each accept on their own SO_REUSEPORT listeners; connections never block each
+ * other (a ClientHello dribbled byte by byte only holds its own slot).
  */
 
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,6 +33,7 @@
 #include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
 #include <event2/listener.h>
+#include <event2/thread.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 
@@ -40,8 +45,12 @@
 #define GW_CONN_INBUF_MAX  (DS_GW_HELLO_MAX + 4 * 5 + DS_PP_V2_MAX)
 #define GW_CANDIDATES_MAX  8
 #define GW_SPLICE_CHUNK    (256 * 1024)
+#define GW_SPLICE_SMALL    (16 * 1024) /* a splice that moved less goes back to copying */
 #define GW_SPECIAL_REQ_MAX 8192
 #define GW_LISTEN_BACKLOG  4096
+
+/* Counters are written by their worker's thread and summed by gw_proxy_get_stats(). */
+#define ST_ADD(p, field, n) __atomic_fetch_add(&(p)->st.field, (n), __ATOMIC_RELAXED)
 
 enum conn_state {
     ST_PP,      /* reading the inbound PROXY header */
@@ -60,9 +69,12 @@ struct splice_dir {
     int pipe[2];
     size_t in_pipe;
     struct event *rev, *wev;
-    uint8_t *pre; /* bytes to send before splicing (PROXY header + ClientHello) */
+    uint8_t *pre; /* bytes not taken by `to` yet (PROXY header + ClientHello, rest of a read) */
     size_t pre_len, pre_off;
     bool eof, done;
+    bool tls_from, tls_to; /* `from` / `to` is the TLS side of a terminated connection */
+    bool piped;            /* reads go into the pipe (bulk) rather than through buf */
+    bool bulk;             /* the last buffered read filled the whole chunk */
 };
 
 struct pending_connect {
@@ -93,8 +105,12 @@ struct gw_conn {
     struct bufferevent *cbev, *bbev;
     bool c_eof, b_eof, closing_after_write, lingering, close_notify_sent;
     size_t linger_left;
-    struct splice_dir sd[2];
-    bool spliced;
+    struct splice_dir sd[2]; /* direct relay: [0] client -> backend, [1] backend -> client */
+    bool spliced, splice_failed;
+    SSL *ssl;                           /* terminated relay: OpenSSL on cfd */
+    size_t in_off;                      /* ClientHello bytes handed to OpenSSL so far */
+    bool rd_wants_write, wr_wants_read; /* SSL_read needs EV_WRITE / SSL_write EV_READ */
+    uint64_t relayed;                   /* bytes moved by the buffered relay */
     /* deadlines, monotonic ms */
     uint64_t t_accept, t_connect, t_activity, t_shutdown;
 };
@@ -112,7 +128,23 @@ struct gw_proxy {
     struct gw_dns_cache *dns_cache;
     struct gw_proxy_stats st;
     bool stopping;
+    /* Workers (core.proxy.workers): each is a struct gw_proxy with its own base, SO_REUSEPORT
+     * listeners, connections and counters. The root (worker 0, the caller's base) owns the
+     * config strings the others' cfg copies point to. */
+    struct gw_proxy *root;
+    struct gw_proxy **workers; /* root only: [1, nworkers) run on their own threads */
+    size_t nworkers;
+    pthread_t thread;
+    bool thread_started;
+    struct event *ev_ctl;  /* activated by the root to pass `ctl` requests */
+    unsigned ctl;          /* GW_CTL_* bits, atomic */
+    uint64_t total_active; /* root only: live connections of all workers, atomic */
+    struct sockaddr_storage ls_addr[GW_LISTEN_MAX * 4]; /* root only: bound addresses */
+    socklen_t ls_addr_len[GW_LISTEN_MAX * 4];
 };
+
+#define GW_CTL_SHUTDOWN 1u
+#define GW_CTL_EXIT     2u
 
 static uint64_t now_ms(void)
 {
@@ -130,6 +162,8 @@ void gw_proxy_config_defaults(struct gw_proxy_config *cfg)
     cfg->max_connections_per_app = 2000;
     cfg->buffer_size = 65536;
     cfg->splice = true;
+    cfg->splice_after_bytes = GW_SPLICE_AFTER_BYTES_DEFAULT;
+    cfg->workers = 1;
     cfg->app_address_ns_prefix = "_dstack-app-address";
     cfg->app_address_ns_compat = true;
     cfg->timeouts.pp_header_ms = 5000;
@@ -188,7 +222,8 @@ static void conn_free(struct gw_conn *c)
     if (c->next) {
         c->next->prev = c->prev;
     }
-    p->st.active--;
+    ST_ADD(p, active, (uint64_t)-1);
+    __atomic_fetch_sub(&p->root->total_active, 1, __ATOMIC_RELAXED);
     gw_dns_lookup_cancel(c->dns);
     cancel_pending(c);
     if (c->rev) {
@@ -207,6 +242,7 @@ static void conn_free(struct gw_conn *c)
         bufferevent_free(c->bbev);
         c->bfd = -1;
     }
+    SSL_free(c->ssl); /* and its BIO; the socket is closed below */
     if (c->cfd >= 0) {
         close(c->cfd);
     }
@@ -223,7 +259,7 @@ static void conn_free(struct gw_conn *c)
 static void refuse(struct gw_conn *c, uint64_t *counter, const char *why)
 {
     if (counter) {
-        (*counter)++;
+        __atomic_fetch_add(counter, 1, __ATOMIC_RELAXED);
     }
     char host[INET6_ADDRSTRLEN] = "?";
     if (c->peer.ss_family == AF_INET) {
@@ -490,44 +526,101 @@ static void bev_event(struct bufferevent *bev, short what, void *arg)
     }
 }
 
-static int bev_socket(struct gw_conn *c, int fd, struct bufferevent **out)
+/* ---- direct relay (terminate and passthrough) ----------------------------------------------- */
+
+/*
+ * Each direction reads a chunk (recv, SSL_read on the client side of a terminated connection,
+ * or splice into a pipe) and writes it on at once (send, SSL_write, splice out of the pipe).
+ * Only what the peer does not take is kept (`pre`), and only then does the direction wait for
+ * EV_WRITE and stop reading (backpressure: at most one chunk per direction in user space, the
+ * rest stays in the socket buffers). Otherwise the read events stay armed, so a request and its
+ * response cost one read and one write per hop and no epoll_ctl. Passthrough switches to splice
+ * after tcp_splice.after_bytes / after_duration, so small exchanges never pay the two extra
+ * syscalls per chunk that a pipe costs.
+ */
+
+#define GW_RELAY_CHUNK_MAX (64 * 1024)
+#define GW_RELAY_ROUNDS    16 /* reads per wakeup before yielding to other connections */
+
+static int relay_pump(struct splice_dir *d);
+
+static bool dir_pending(const struct splice_dir *d)
 {
-    struct bufferevent *b = bufferevent_socket_new(c->p->base, fd, BEV_OPT_CLOSE_ON_FREE);
-    if (b == NULL) {
+    return d->pre_off < d->pre_len || d->in_pipe > 0;
+}
+
+/* Write to d->to (SSL_write on the TLS side). Returns the bytes taken (fewer than len when the
+ * peer blocks) or -1 on error. */
+static ssize_t dir_write(struct splice_dir *d, const uint8_t *buf, size_t len)
+{
+    struct gw_conn *c = d->conn;
+    size_t off = 0;
+    while (off < len) {
+        if (d->tls_to) {
+            size_t want = len - off > INT_MAX ? INT_MAX : len - off;
+            ERR_clear_error();
+            int n = SSL_write(c->ssl, buf + off, (int)want);
+            if (n > 0) {
+                off += (size_t)n;
+                continue;
+            }
+            int e = SSL_get_error(c->ssl, n);
+            if (e == SSL_ERROR_WANT_WRITE) {
+                break;
+            }
+            if (e == SSL_ERROR_WANT_READ) {
+                c->wr_wants_read = true;
+                event_add(c->sd[0].rev, NULL);
+                break;
+            }
+            return -1;
+        }
+        ssize_t n = send(d->to, buf + off, len - off, MSG_NOSIGNAL);
+        if (n < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            if (errno == EAGAIN) {
+                break;
+            }
+            return -1;
+        }
+        off += (size_t)n;
+    }
+    return (ssize_t)off;
+}
+
+/* Keep the part of a chunk the peer did not take. */
+static int dir_keep(struct splice_dir *d, const uint8_t *buf, size_t len)
+{
+    uint8_t *nb = malloc(len);
+    if (nb == NULL) {
         return -ENOMEM;
     }
-    bufferevent_setcb(b, bev_read, bev_write, bev_event, c);
-    *out = b;
+    memcpy(nb, buf, len);
+    free(d->pre);
+    d->pre = nb;
+    d->pre_len = len;
+    d->pre_off = 0;
     return 0;
-}
-
-/* ---- splice relay (passthrough) ------------------------------------------------------------- */
-
-static void splice_on_read(evutil_socket_t fd, short what, void *arg);
-static void splice_on_write(evutil_socket_t fd, short what, void *arg);
-
-static void splice_fail(struct gw_conn *c)
-{
-    conn_free(c);
-}
-
-static void splice_check_done(struct gw_conn *c)
-{
-    if (c->sd[0].done && c->sd[1].done) {
-        conn_free(c);
-    }
 }
 
 /* Move what is buffered (pre bytes, then the pipe) to `to`. Returns 1 drained, 0 blocked,
  * -1 error. */
 static int splice_flush(struct splice_dir *d)
 {
-    while (d->pre_off < d->pre_len) {
-        ssize_t n = send(d->to, d->pre + d->pre_off, d->pre_len - d->pre_off, MSG_NOSIGNAL);
+    if (d->pre_off < d->pre_len) {
+        ssize_t n = dir_write(d, d->pre + d->pre_off, d->pre_len - d->pre_off);
         if (n < 0) {
-            return (errno == EAGAIN || errno == EINTR) ? 0 : -1;
+            return -1;
         }
         d->pre_off += (size_t)n;
+        if (d->pre_off < d->pre_len) {
+            return 0;
+        }
+        free(d->pre);
+        d->pre = NULL;
+        d->pre_len = d->pre_off = 0;
     }
     while (d->in_pipe > 0) {
         ssize_t n =
@@ -543,91 +636,423 @@ static int splice_flush(struct splice_dir *d)
     return 1;
 }
 
-static void splice_after_flush(struct gw_conn *c, struct splice_dir *d, int fr)
+/* Everything from `from` was delivered after its EOF: pass the EOF on. Returns -1 when the
+ * connection was freed (both directions done). */
+static int dir_finish(struct gw_conn *c, struct splice_dir *d)
 {
-    if (fr < 0) {
-        splice_fail(c);
-        return;
+    if (d->tls_to) {
+        /* No half-close through TLS: the backend is done, so is the connection. What was
+         * written sits in the socket buffer and still reaches the client after close(). */
+        ERR_clear_error();
+        (void)SSL_shutdown(c->ssl); /* close_notify, best effort */
+        conn_free(c);
+        return -1;
     }
-    if (fr == 0) {
+    shutdown(d->to, SHUT_WR);
+    d->done = true;
+    if (d->rev) {
         event_del(d->rev);
-        event_add(d->wev, NULL);
-        return;
     }
-    event_del(d->wev);
-    if (d->eof) {
-        shutdown(d->to, SHUT_WR);
-        d->done = true;
-        if (!c->t_shutdown) {
-            c->t_shutdown = now_ms();
-            conn_arm_timer(c);
-        }
-        splice_check_done(c);
-        return;
+    if (!c->t_shutdown) {
+        c->t_shutdown = now_ms();
+        conn_arm_timer(c);
     }
-    event_add(d->rev, NULL);
+    if (c->sd[0].done && c->sd[1].done) {
+        conn_free(c);
+        return -1;
+    }
+    return 0;
 }
 
-static void splice_on_read(evutil_socket_t fd, short what, void *arg)
+/* Arm the events after a flush. Returns -1 when the connection was freed. */
+static int splice_after_flush(struct gw_conn *c, struct splice_dir *d, int fr)
+{
+    if (fr < 0) {
+        conn_free(c);
+        return -1;
+    }
+    if (fr == 0) {
+        if (d->rev && !(d->tls_from && !c->tls_done)) { /* the handshake keeps reading */
+            event_del(d->rev);
+        }
+        event_add(d->wev, NULL);
+        return 0;
+    }
+    if (!(d->tls_to && c->rd_wants_write)) { /* the TLS reader may wait on the same event */
+        event_del(d->wev);
+    }
+    if (d->eof) {
+        return dir_finish(c, d);
+    }
+    if (d->rev && c->state == ST_RELAY && !(d == &c->sd[1] && c->ssl && !c->tls_done)) {
+        event_add(d->rev, NULL);
+    }
+    return 0;
+}
+
+static bool splice_due(struct gw_conn *c)
+{
+    const struct gw_proxy_config *cfg = &c->p->cfg;
+    if (c->ssl != NULL || !cfg->splice || c->splice_failed) {
+        return false;
+    }
+    if (cfg->splice_after_bytes == 0 && cfg->splice_after_ms == 0) {
+        return true;
+    }
+    if (cfg->splice_after_bytes > 0 && c->relayed >= cfg->splice_after_bytes) {
+        return true;
+    }
+    return cfg->splice_after_ms > 0 && now_ms() - c->t_accept >= cfg->splice_after_ms;
+}
+
+static void dir_open_pipe(struct gw_conn *c, struct splice_dir *d)
+{
+    if (pipe2(d->pipe, O_CLOEXEC | O_NONBLOCK) < 0) {
+        d->pipe[0] = d->pipe[1] = -1;
+        c->splice_failed = true; /* no pipes (fd limit): stay buffered */
+        return;
+    }
+    c->spliced = true;
+}
+
+/* Read what `from` has and pass it on. Returns -1 when the connection was freed. */
+static int relay_pump(struct splice_dir *d)
+{
+    struct gw_conn *c = d->conn;
+    struct gw_proxy *p = c->p;
+    uint8_t buf[GW_RELAY_CHUNK_MAX];
+    size_t chunk = p->cfg.buffer_size < sizeof(buf) ? p->cfg.buffer_size : sizeof(buf);
+    for (int round = 0; round < GW_RELAY_ROUNDS; round++) {
+        if (d->eof || d->done) {
+            return 0;
+        }
+        if (dir_pending(d)) {
+            return splice_after_flush(c, d, 0);
+        }
+        /* Splice only bulk: once due, a read that filled the chunk moves the direction to the
+         * pipe, a short splice moves it back (the pipe is empty whenever we read, so the byte
+         * order holds). Request/response traffic thus never pays the pipe's extra syscalls. */
+        if (!d->piped && d->bulk && splice_due(c)) {
+            if (d->pipe[0] < 0) {
+                dir_open_pipe(c, d);
+            }
+            d->piped = d->pipe[0] >= 0;
+        }
+        ssize_t n;
+        bool piped = d->piped;
+        if (piped) {
+            n = splice(d->from, NULL, d->pipe[1], NULL, GW_SPLICE_CHUNK,
+                       SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+            if (n < 0) {
+                if (errno == EAGAIN || errno == EINTR) {
+                    return 0;
+                }
+                conn_free(c);
+                return -1;
+            }
+            d->piped = (size_t)n >= GW_SPLICE_SMALL;
+            d->in_pipe += (size_t)n;
+            ST_ADD(p, spliced_bytes, (uint64_t)n);
+        } else if (d->tls_from) {
+            ERR_clear_error();
+            errno = 0;
+            int r = SSL_read(c->ssl, buf, (int)chunk);
+            if (r > 0) {
+                n = r;
+            } else {
+                int e = SSL_get_error(c->ssl, r);
+                if (e == SSL_ERROR_WANT_READ) {
+                    return 0;
+                }
+                if (e == SSL_ERROR_WANT_WRITE) {
+                    c->rd_wants_write = true;
+                    event_add(c->sd[1].wev, NULL);
+                    return 0;
+                }
+                if (e != SSL_ERROR_ZERO_RETURN && !(e == SSL_ERROR_SYSCALL && errno == 0)) {
+                    conn_free(c);
+                    return -1;
+                }
+                n = 0; /* close_notify, or EOF without it (allowed, as browsers do) */
+            }
+        } else {
+            n = recv(d->from, buf, chunk, 0);
+            if (n < 0) {
+                if (errno == EAGAIN || errno == EINTR) {
+                    return 0;
+                }
+                conn_free(c);
+                return -1;
+            }
+            d->bulk = (size_t)n == chunk;
+        }
+        if (n == 0) {
+            d->eof = true;
+        } else {
+            touch(c);
+            if (!piped) {
+                c->relayed += (uint64_t)n;
+                ssize_t w = dir_write(d, buf, (size_t)n);
+                if (w < 0 ||
+                    ((size_t)w < (size_t)n && dir_keep(d, buf + w, (size_t)n - (size_t)w) < 0)) {
+                    conn_free(c);
+                    return -1;
+                }
+            }
+        }
+        int fr = splice_flush(d);
+        if (splice_after_flush(c, d, fr) < 0) {
+            return -1;
+        }
+        if (fr == 0 || d->eof) {
+            return 0;
+        }
+        /* Level-triggered: a short read means the socket is empty; only OpenSSL's own buffer
+         * is invisible to epoll. */
+        if (d->tls_from ? !SSL_has_pending(c->ssl)
+                        : (size_t)n < (piped ? (size_t)GW_SPLICE_CHUNK : chunk)) {
+            return 0;
+        }
+    }
+    if (d->tls_from && SSL_has_pending(c->ssl)) {
+        event_active(d->rev, EV_READ, 1); /* yield, then come back for the buffered records */
+    }
+    return 0;
+}
+
+/* Returns 1 done, 0 in progress, -1 failed (connection freed). */
+static int tls_handshake(struct gw_conn *c)
+{
+    ERR_clear_error();
+    int r = SSL_do_handshake(c->ssl);
+    if (r == 1) {
+        c->tls_done = true;
+        touch(c);
+        conn_arm_timer(c);
+        if (c->state == ST_RELAY) {
+            event_add(c->sd[1].rev, NULL); /* backend -> client may flow now */
+        }
+        return 1;
+    }
+    int e = SSL_get_error(c->ssl, r);
+    if (e == SSL_ERROR_WANT_READ) {
+        return 0;
+    }
+    if (e == SSL_ERROR_WANT_WRITE) {
+        c->rd_wants_write = true;
+        event_add(c->sd[1].wev, NULL);
+        return 0;
+    }
+    unsigned long err = ERR_peek_error();
+    log_debug("proxy: TLS handshake failed for \"%s\": %s", c->hello.sni,
+              err ? ERR_reason_error_string(err) : "connection error");
+    conn_free(c);
+    return -1;
+}
+
+static void relay_on_read(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
     (void)what;
     struct splice_dir *d = arg;
     struct gw_conn *c = d->conn;
-    ssize_t n =
-        splice(d->from, NULL, d->pipe[1], NULL, GW_SPLICE_CHUNK, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
-    if (n < 0) {
-        if (errno == EAGAIN || errno == EINTR) {
+    if (d->tls_from) {
+        if (c->wr_wants_read) {
+            c->wr_wants_read = false;
+            if (splice_after_flush(c, &c->sd[1], splice_flush(&c->sd[1])) < 0) {
+                return;
+            }
+        }
+        if (!c->tls_done && tls_handshake(c) <= 0) {
             return;
         }
-        splice_fail(c);
-        return;
+        if (c->state != ST_RELAY) {
+            event_del(d->rev); /* plaintext waits until the backend is connected */
+            return;
+        }
     }
-    if (n == 0) {
-        d->eof = true;
-    } else {
-        d->in_pipe += (size_t)n;
-        c->p->st.spliced_bytes += (uint64_t)n;
-        touch(c);
-    }
-    splice_after_flush(c, d, splice_flush(d));
+    (void)relay_pump(d);
 }
 
-static void splice_on_write(evutil_socket_t fd, short what, void *arg)
+static void relay_on_write(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
     (void)what;
     struct splice_dir *d = arg;
     struct gw_conn *c = d->conn;
     touch(c);
-    splice_after_flush(c, d, splice_flush(d));
-}
-
-static int splice_setup(struct gw_conn *c, uint8_t *pre, size_t pre_len)
-{
-    c->sd[0].pre = pre; /* owned by the direction from now on, even on failure */
-    c->sd[0].pre_len = pre_len;
-    for (int i = 0; i < 2; i++) {
-        struct splice_dir *d = &c->sd[i];
-        d->conn = c;
-        if (pipe2(d->pipe, O_CLOEXEC | O_NONBLOCK) < 0) {
-            d->pipe[0] = d->pipe[1] = -1;
-            return -errno;
+    if (d->tls_to && c->rd_wants_write) {
+        /* The TLS reader (handshake or SSL_read) needs the socket writable. */
+        c->rd_wants_write = false;
+        int hr = c->tls_done ? 1 : tls_handshake(c);
+        if (hr < 0) {
+            return;
         }
-        d->from = i == 0 ? c->cfd : c->bfd;
-        d->to = i == 0 ? c->bfd : c->cfd;
-        d->rev = event_new(c->p->base, d->from, EV_READ | EV_PERSIST, splice_on_read, d);
-        d->wev = event_new(c->p->base, d->to, EV_WRITE | EV_PERSIST, splice_on_write, d);
-        if (d->rev == NULL || d->wev == NULL) {
-            return -ENOMEM;
+        if (hr > 0 && c->state == ST_RELAY && relay_pump(&c->sd[0]) < 0) {
+            return;
         }
     }
-    c->sd[0].pre = pre;
-    c->sd[0].pre_len = pre_len;
-    c->spliced = true;
-    /* Client -> backend starts by writing the buffered bytes; backend -> client by reading. */
-    if (event_add(c->sd[0].wev, NULL) < 0 || event_add(c->sd[1].rev, NULL) < 0) {
+    if (c->state != ST_RELAY) {
+        if (!c->rd_wants_write) {
+            event_del(d->wev);
+        }
+        return;
+    }
+    (void)splice_after_flush(c, d, splice_flush(d));
+}
+
+/* OpenSSL reads the buffered ClientHello first, then the socket (flags MSG_NOSIGNAL on write). */
+static BIO_METHOD *conn_bio_method;
+static pthread_once_t conn_bio_once = PTHREAD_ONCE_INIT;
+
+static int conn_bio_read(BIO *b, char *buf, int len)
+{
+    struct gw_conn *c = BIO_get_data(b);
+    BIO_clear_retry_flags(b);
+    if (len <= 0) {
+        return 0;
+    }
+    if (c->in != NULL && c->in_off < c->in_len) {
+        size_t n = c->in_len - c->in_off < (size_t)len ? c->in_len - c->in_off : (size_t)len;
+        memcpy(buf, c->in + c->in_off, n);
+        c->in_off += n;
+        if (c->in_off == c->in_len) {
+            free(c->in);
+            c->in = NULL;
+        }
+        return (int)n;
+    }
+    ssize_t n = recv(c->cfd, buf, (size_t)len, 0);
+    if (n < 0) {
+        if (errno == EAGAIN || errno == EINTR) {
+            BIO_set_retry_read(b);
+        }
+        return -1;
+    }
+    return (int)n;
+}
+
+static int conn_bio_write(BIO *b, const char *buf, int len)
+{
+    struct gw_conn *c = BIO_get_data(b);
+    BIO_clear_retry_flags(b);
+    ssize_t n = send(c->cfd, buf, (size_t)len, MSG_NOSIGNAL);
+    if (n < 0) {
+        if (errno == EAGAIN || errno == EINTR) {
+            BIO_set_retry_write(b);
+        }
+        return -1;
+    }
+    return (int)n;
+}
+
+static long conn_bio_ctrl(BIO *b, int cmd, long num, void *ptr)
+{
+    (void)b;
+    (void)num;
+    (void)ptr;
+    return cmd == BIO_CTRL_FLUSH ? 1 : 0;
+}
+
+static void conn_bio_init(void)
+{
+    conn_bio_method = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "gw_conn");
+    if (conn_bio_method != NULL) {
+        BIO_meth_set_read(conn_bio_method, conn_bio_read);
+        BIO_meth_set_write(conn_bio_method, conn_bio_write);
+        BIO_meth_set_ctrl(conn_bio_method, conn_bio_ctrl);
+    }
+}
+
+/*
+ * TLS termination for a relayed connection: OpenSSL directly on the client socket (no
+ * bufferevent layers), started while the backends connect. Read-ahead takes every record the
+ * socket has in one recv; the buffers are kept (no SSL_MODE_RELEASE_BUFFERS: a malloc/free per
+ * record costs more than the 34 KiB per connection).
+ */
+static int start_tls_relay(struct gw_conn *c)
+{
+    bool h2 = c->target.mode == DS_GW_MODE_H2;
+    if (pthread_once(&conn_bio_once, conn_bio_init) != 0 || conn_bio_method == NULL) {
         return -ENOMEM;
+    }
+    SSL_CTX *ctx = gw_certs_get_ctx(c->p->certs, c->base, h2);
+    if (ctx == NULL) {
+        return -DS_E_NOT_FOUND;
+    }
+    SSL *ssl = SSL_new(ctx);
+    SSL_CTX_free(ctx); /* the SSL holds its own reference */
+    if (ssl == NULL) {
+        return -ENOMEM;
+    }
+    BIO *bio = BIO_new(conn_bio_method);
+    if (bio == NULL) {
+        SSL_free(ssl);
+        return -ENOMEM;
+    }
+    BIO_set_data(bio, c);
+    BIO_set_init(bio, 1);
+    SSL_set_bio(ssl, bio, bio);
+    SSL_set_accept_state(ssl);
+    SSL_set_mode(ssl, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+    SSL_clear_mode(ssl, SSL_MODE_RELEASE_BUFFERS);
+#ifdef SSL_OP_IGNORE_UNEXPECTED_EOF
+    SSL_set_options(ssl, SSL_OP_IGNORE_UNEXPECTED_EOF);
+#endif
+    SSL_set_read_ahead(ssl, 1);
+    c->ssl = ssl;
+    c->in_off = c->pp_len; /* the ClientHello (and anything after it) goes to OpenSSL first */
+    struct splice_dir *up = &c->sd[0], *down = &c->sd[1];
+    up->conn = down->conn = c;
+    up->from = down->to = c->cfd;
+    up->tls_from = down->tls_to = true;
+    up->rev = event_new(c->p->base, c->cfd, EV_READ | EV_PERSIST, relay_on_read, up);
+    down->wev = event_new(c->p->base, c->cfd, EV_WRITE | EV_PERSIST, relay_on_write, down);
+    if (up->rev == NULL || down->wev == NULL || event_add(up->rev, NULL) < 0) {
+        return -ENOMEM; /* conn_free releases what was made */
+    }
+    event_active(up->rev, EV_READ, 1); /* the ClientHello is here already */
+    return 0;
+}
+
+/* Both directions once the backend is connected; `pre` (owned from now on) goes first. */
+static int relay_setup(struct gw_conn *c, uint8_t *pre, size_t pre_len)
+{
+    struct event_base *base = c->p->base;
+    struct splice_dir *up = &c->sd[0], *down = &c->sd[1];
+    up->pre = pre;
+    up->pre_len = pre_len;
+    up->conn = down->conn = c;
+    up->from = down->to = c->cfd;
+    up->to = down->from = c->bfd;
+    if (up->rev == NULL) {
+        up->rev = event_new(base, c->cfd, EV_READ | EV_PERSIST, relay_on_read, up);
+    }
+    if (down->wev == NULL) {
+        down->wev = event_new(base, c->cfd, EV_WRITE | EV_PERSIST, relay_on_write, down);
+    }
+    up->wev = event_new(base, c->bfd, EV_WRITE | EV_PERSIST, relay_on_write, up);
+    down->rev = event_new(base, c->bfd, EV_READ | EV_PERSIST, relay_on_read, down);
+    if (up->rev == NULL || up->wev == NULL || down->rev == NULL || down->wev == NULL) {
+        return -ENOMEM;
+    }
+    if (c->ssl == NULL || c->tls_done) {
+        event_add(down->rev, NULL);
+    }
+    int fr = splice_flush(up);
+    if (fr < 0) {
+        return -EPIPE;
+    }
+    if (fr == 0) {
+        if (c->ssl == NULL || c->tls_done) { /* the handshake keeps reading */
+            event_del(up->rev);
+        }
+        event_add(up->wev, NULL);
+        return 0;
+    }
+    event_add(up->rev, NULL);
+    if (c->ssl != NULL && c->tls_done) {
+        event_active(up->rev, EV_READ, 1); /* records OpenSSL read ahead while connecting */
     }
     return 0;
 }
@@ -763,6 +1188,8 @@ static int start_relay(struct gw_conn *c)
 {
     struct ds_buf pre;
     ds_buf_init(&pre, GW_CONN_INBUF_MAX + DS_PP_V2_MAX);
+    uint8_t *data = NULL;
+    size_t len = 0;
     int rc = 0;
     if (c->pp) {
         rc = gw_pp_backend_header(&pre, &c->peer, &c->local);
@@ -773,72 +1200,22 @@ static int start_relay(struct gw_conn *c)
     c->state = ST_RELAY;
     touch(c);
     if (c->terminate) {
-        rc = bev_socket(c, c->bfd, &c->bbev);
-        if (rc < 0) {
-            goto out;
-        }
-        c->bfd = -1;
-        if (pre.len > 0 && evbuffer_add(bufferevent_get_output(c->bbev), pre.data, pre.len) < 0) {
-            rc = -ENOMEM;
-            goto out;
-        }
-        bufferevent_enable(c->bbev, EV_READ | EV_WRITE);
-        /* Plaintext that arrived while connecting. */
-        if (evbuffer_get_length(bufferevent_get_input(c->cbev)) > 0) {
-            bev_read(c->cbev, c);
-        }
-        c->p->st.terminated++;
-        goto out;
-    }
-    rc = ds_buf_append(&pre, c->in + c->pp_len, c->in_len - c->pp_len);
-    if (rc < 0) {
-        goto out;
-    }
-    c->p->st.passthrough++;
-    if (c->p->cfg.splice) {
-        uint8_t *data;
-        size_t len;
-        ds_buf_steal(&pre, &data, &len);
-        rc = splice_setup(c, data, len);
-        if (rc == 0) {
-            goto out;
-        }
-        /* No pipes (fd limit): fall back to the buffered relay. */
-        splice_dir_done(&c->sd[0]);
-        splice_dir_done(&c->sd[1]);
-        c->spliced = false;
-        ds_buf_init(&pre, GW_CONN_INBUF_MAX + DS_PP_V2_MAX);
-        if (c->pp) {
-            rc = gw_pp_backend_header(&pre, &c->peer, &c->local);
-            if (rc < 0) {
-                goto out;
-            }
-        }
+        ST_ADD(c->p, terminated, 1);
+    } else {
         rc = ds_buf_append(&pre, c->in + c->pp_len, c->in_len - c->pp_len);
         if (rc < 0) {
             goto out;
         }
+        ST_ADD(c->p, passthrough, 1);
+        free(c->in); /* copied into pre */
+        c->in = NULL;
     }
-    rc = bev_socket(c, c->cfd, &c->cbev);
-    if (rc < 0) {
-        goto out;
+    if (pre.len > 0) {
+        ds_buf_steal(&pre, &data, &len);
     }
-    c->cfd = -1;
-    rc = bev_socket(c, c->bfd, &c->bbev);
-    if (rc < 0) {
-        goto out;
-    }
-    c->bfd = -1;
-    if (evbuffer_add(bufferevent_get_output(c->bbev), pre.data, pre.len) < 0) {
-        rc = -ENOMEM;
-        goto out;
-    }
-    bufferevent_enable(c->cbev, EV_READ | EV_WRITE);
-    bufferevent_enable(c->bbev, EV_READ | EV_WRITE);
+    rc = relay_setup(c, data, len);
 out:
     ds_buf_done(&pre);
-    free(c->in);
-    c->in = NULL;
     if (rc >= 0) {
         conn_arm_timer(c);
     }
@@ -939,11 +1316,11 @@ static void on_connected(evutil_socket_t fd, short what, void *arg)
     event_free(c->pend[i].ev);
     c->pend[i].ev = NULL;
     c->pend[i].fd = -1;
+    /* The connection was counted on the first candidate (route_to_app): move it. */
+    gw_routes_conn_move(c->p->routes, c->instance_id, c->pend[i].be.instance_id);
     snprintf(c->instance_id, sizeof(c->instance_id), "%s", c->pend[i].be.instance_id);
     c->pp = c->p->cfg.outbound_pp || c->pend[i].be.pp;
     cancel_pending(c);
-    gw_routes_conn_inc(c->p->routes, c->instance_id);
-    c->counted = true;
     if (start_relay(c) < 0) {
         conn_free(c);
     }
@@ -980,18 +1357,15 @@ static void route_to_app(struct gw_conn *c)
         refuse(c, &p->st.refused_unknown_app, "unknown app or no healthy instance");
         return;
     }
-    if (p->cfg.max_connections_per_app > 0) {
-        uint64_t sum = 0;
-        for (int i = 0; i < n; i++) {
-            sum += be[i].num_connections;
-        }
-        if (sum >= p->cfg.max_connections_per_app) {
-            refuse(c, &p->st.refused_limit, "max_connections_per_app reached");
-            return;
-        }
+    /* Check and count in one step under the routing table's lock: exact across workers. */
+    if (gw_routes_conn_reserve(p->routes, be, (size_t)n, p->cfg.max_connections_per_app) < 0) {
+        refuse(c, &p->st.refused_limit, "max_connections_per_app reached");
+        return;
     }
+    snprintf(c->instance_id, sizeof(c->instance_id), "%s", be[0].instance_id);
+    c->counted = true;
     if (c->terminate) {
-        int trc = start_tls(c);
+        int trc = start_tls_relay(c);
         if (trc < 0) {
             log_debug("proxy: TLS setup: %s", ds_strerror(trc));
             refuse(c, NULL, "TLS setup failed");
@@ -1142,13 +1516,17 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
 {
     (void)l;
     struct gw_proxy *p = arg;
-    p->st.accepted++;
-    if (p->stopping || (p->cfg.max_connections && p->st.active >= p->cfg.max_connections)) {
+    ST_ADD(p, accepted, 1);
+    /* Global cap over all workers: count first, back out when over. */
+    uint64_t total = __atomic_add_fetch(&p->root->total_active, 1, __ATOMIC_RELAXED);
+    if (p->stopping || (p->cfg.max_connections && total > p->cfg.max_connections)) {
+        __atomic_fetch_sub(&p->root->total_active, 1, __ATOMIC_RELAXED);
         close(fd);
         return;
     }
     struct gw_conn *c = calloc(1, sizeof(*c));
     if (c == NULL) {
+        __atomic_fetch_sub(&p->root->total_active, 1, __ATOMIC_RELAXED);
         close(fd);
         return;
     }
@@ -1166,7 +1544,7 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
         p->conns->prev = c;
     }
     p->conns = c;
-    p->st.active++;
+    ST_ADD(p, active, 1);
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     c->in = malloc(GW_CONN_INBUF_MAX);
@@ -1223,13 +1601,37 @@ static int parse_listen(const char *s, char *host, size_t host_size, unsigned *l
     return 0;
 }
 
+static int bind_listener(struct gw_proxy *p, const struct sockaddr_storage *ss, socklen_t sl)
+{
+    if (p->nls >= DS_ARRAY_SIZE(p->ls)) {
+        return -DS_E_LIMIT;
+    }
+    unsigned flags = LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC;
+    if (p->cfg.workers > 1) {
+        flags |= LEV_OPT_REUSEABLE_PORT; /* one listener per worker, the kernel spreads */
+    }
+    struct evconnlistener *l = evconnlistener_new_bind(
+        p->base, on_accept, p, flags, GW_LISTEN_BACKLOG, (const struct sockaddr *)ss, (int)sl);
+    if (l == NULL) {
+        return errno ? -errno : -EADDRINUSE;
+    }
+    struct sockaddr_storage bound;
+    socklen_t bl = sizeof(bound);
+    getsockname(evconnlistener_get_fd(l), (struct sockaddr *)&bound, &bl);
+    p->ports[p->nls] =
+        ntohs(bound.ss_family == AF_INET ? ((struct sockaddr_in *)&bound)->sin_port
+                                         : ((struct sockaddr_in6 *)&bound)->sin6_port);
+    /* Port 0: the other workers bind the port the kernel picked for worker 0. */
+    p->ls_addr[p->nls] = bound;
+    p->ls_addr_len[p->nls] = bl;
+    p->ls[p->nls++] = l;
+    return 0;
+}
+
 static int add_listener(struct gw_proxy *p, const char *host, unsigned port)
 {
     struct sockaddr_storage ss;
     socklen_t sl;
-    if (p->nls >= DS_ARRAY_SIZE(p->ls)) {
-        return -DS_E_LIMIT;
-    }
     memset(&ss, 0, sizeof(ss));
     struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
     struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
@@ -1244,27 +1646,178 @@ static int add_listener(struct gw_proxy *p, const char *host, unsigned port)
     } else {
         return -EINVAL;
     }
-    struct evconnlistener *l = evconnlistener_new_bind(
-        p->base, on_accept, p, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC,
-        GW_LISTEN_BACKLOG, (struct sockaddr *)&ss, (int)sl);
-    if (l == NULL) {
-        return errno ? -errno : -EADDRINUSE;
+    return bind_listener(p, &ss, sl);
+}
+
+/* ---- workers -------------------------------------------------------------------------------- */
+
+/* Stop accepting; live connections get shutdown_ms to finish. On the worker's thread. */
+static void worker_shutdown(struct gw_proxy *p)
+{
+    if (p->stopping) {
+        return;
     }
-    struct sockaddr_storage bound;
-    socklen_t bl = sizeof(bound);
-    getsockname(evconnlistener_get_fd(l), (struct sockaddr *)&bound, &bl);
-    p->ports[p->nls] =
-        ntohs(bound.ss_family == AF_INET ? ((struct sockaddr_in *)&bound)->sin_port
-                                         : ((struct sockaddr_in6 *)&bound)->sin6_port);
-    p->ls[p->nls++] = l;
+    p->stopping = true;
+    for (size_t i = 0; i < p->nls; i++) {
+        evconnlistener_free(p->ls[i]);
+        p->ls[i] = NULL;
+    }
+    uint64_t now = now_ms();
+    for (struct gw_conn *c = p->conns; c; c = c->next) {
+        if (!c->t_shutdown) {
+            c->t_shutdown = now;
+        }
+        if (c->state != ST_RELAY && c->state != ST_SPECIAL) {
+            c->t_accept = now - c->p->cfg.timeouts.handshake_ms; /* handshakes end now */
+        }
+        conn_arm_timer(c);
+    }
+}
+
+static void on_ctl(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct gw_proxy *w = arg;
+    unsigned req = __atomic_exchange_n(&w->ctl, 0u, __ATOMIC_ACQ_REL);
+    if (req & (GW_CTL_SHUTDOWN | GW_CTL_EXIT)) {
+        worker_shutdown(w);
+    }
+    if (req & GW_CTL_EXIT) {
+        while (w->conns) {
+            conn_free(w->conns);
+        }
+        event_base_loopbreak(w->base);
+    }
+}
+
+static void worker_request(struct gw_proxy *w, unsigned req)
+{
+    __atomic_fetch_or(&w->ctl, req, __ATOMIC_ACQ_REL);
+    event_active(w->ev_ctl, EV_READ, 0); /* thread-safe: the worker base has locking on */
+}
+
+static void *worker_main(void *arg)
+{
+    struct gw_proxy *w = arg;
+    event_base_loop(w->base, EVLOOP_NO_EXIT_ON_EMPTY);
+    return NULL;
+}
+
+/* Free a worker other than the root after its thread ended (or never started). */
+static void worker_free(struct gw_proxy *w)
+{
+    if (w == NULL) {
+        return;
+    }
+    for (size_t i = 0; i < w->nls; i++) {
+        if (w->ls[i]) {
+            evconnlistener_free(w->ls[i]);
+        }
+    }
+    while (w->conns) {
+        conn_free(w->conns);
+    }
+    if (w->ev_ctl) {
+        event_free(w->ev_ctl);
+    }
+    gw_dns_cache_free(w->dns_cache);
+    if (w->base) {
+        event_base_free(w->base);
+    }
+    free(w);
+}
+
+/* Worker i > 0: a copy of the root's config on a new base, listening on the root's addresses. */
+static int worker_new(struct gw_proxy *root, struct gw_proxy **out)
+{
+    struct gw_proxy *w = calloc(1, sizeof(*w));
+    if (w == NULL) {
+        return -ENOMEM;
+    }
+    int rc = -ENOMEM;
+    w->root = root;
+    w->cfg = root->cfg;
+    w->routes = root->routes;
+    w->certs = root->certs;
+    w->base = event_base_new();
+    if (w->base == NULL || gw_dns_cache_new(&w->dns_cache) < 0) {
+        goto fail;
+    }
+    w->ev_ctl = event_new(w->base, -1, 0, on_ctl, w);
+    if (w->ev_ctl == NULL) {
+        goto fail;
+    }
+    for (size_t i = 0; i < root->nls; i++) {
+        rc = bind_listener(w, &root->ls_addr[i], root->ls_addr_len[i]);
+        if (rc < 0) {
+            goto fail;
+        }
+    }
+    *out = w;
     return 0;
+fail:
+    worker_free(w);
+    return rc;
+}
+
+/* Start workers 1..n-1; signals stay with the caller's thread. */
+static int workers_start(struct gw_proxy *root, unsigned n)
+{
+    if (evthread_use_pthreads() < 0) {
+        return -ENOSYS;
+    }
+    root->workers = calloc(n, sizeof(*root->workers));
+    if (root->workers == NULL) {
+        return -ENOMEM;
+    }
+    root->workers[0] = root;
+    root->nworkers = 1;
+    sigset_t all, old;
+    sigfillset(&all);
+    int rc = 0;
+    for (unsigned i = 1; i < n; i++) {
+        struct gw_proxy *w = NULL;
+        rc = worker_new(root, &w);
+        if (rc < 0) {
+            break;
+        }
+        root->workers[root->nworkers++] = w;
+        pthread_sigmask(SIG_BLOCK, &all, &old);
+        int prc = pthread_create(&w->thread, NULL, worker_main, w);
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
+        if (prc != 0) {
+            rc = -prc;
+            break;
+        }
+        w->thread_started = true;
+    }
+    return rc;
+}
+
+static void workers_stop(struct gw_proxy *root)
+{
+    if (root->workers == NULL) {
+        return;
+    }
+    for (size_t i = 1; i < root->nworkers; i++) {
+        struct gw_proxy *w = root->workers[i];
+        if (w->thread_started) {
+            worker_request(w, GW_CTL_EXIT);
+            pthread_join(w->thread, NULL);
+        }
+        worker_free(w);
+    }
+    free(root->workers);
+    root->workers = NULL;
+    root->nworkers = 0;
 }
 
 int gw_proxy_new(struct event_base *base, const struct gw_proxy_config *cfg,
                  struct gw_routes *routes, struct gw_certs *certs, struct gw_proxy **out)
 {
     if (base == NULL || cfg == NULL || routes == NULL || certs == NULL || cfg->listen_count == 0 ||
-        cfg->listen_count > GW_LISTEN_MAX) {
+        cfg->listen_count > GW_LISTEN_MAX || cfg->workers > GW_WORKERS_MAX) {
         return -EINVAL;
     }
     int rc = -ENOMEM;
@@ -1274,6 +1827,8 @@ int gw_proxy_new(struct event_base *base, const struct gw_proxy_config *cfg,
     }
     p->base = base;
     p->cfg = *cfg;
+    p->root = p;
+    p->nworkers = cfg->workers > 1 ? cfg->workers : 1; /* decides SO_REUSEPORT below */
     if (gw_dns_cache_new(&p->dns_cache) < 0) {
         free(p);
         return -ENOMEM;
@@ -1310,9 +1865,16 @@ int gw_proxy_new(struct event_base *base, const struct gw_proxy_config *cfg,
             }
         }
     }
+    if (p->nworkers > 1) {
+        rc = workers_start(p, (unsigned)p->nworkers);
+        if (rc < 0) {
+            goto fail;
+        }
+    }
     *out = p;
     return 0;
 fail:
+    workers_stop(p);
     for (size_t i = 0; i < p->nls; i++) {
         evconnlistener_free(p->ls[i]);
     }
@@ -1328,21 +1890,9 @@ void gw_proxy_shutdown(struct gw_proxy *p)
     if (p == NULL || p->stopping) {
         return;
     }
-    p->stopping = true;
-    for (size_t i = 0; i < p->nls; i++) {
-        evconnlistener_free(p->ls[i]);
-        p->ls[i] = NULL;
-    }
-    /* Live connections get shutdown_ms to finish. */
-    uint64_t now = now_ms();
-    for (struct gw_conn *c = p->conns; c; c = c->next) {
-        if (!c->t_shutdown) {
-            c->t_shutdown = now;
-        }
-        if (c->state != ST_RELAY && c->state != ST_SPECIAL) {
-            c->t_accept = now - c->p->cfg.timeouts.handshake_ms; /* handshakes end now */
-        }
-        conn_arm_timer(c);
+    worker_shutdown(p);
+    for (size_t i = 1; i < p->nworkers; i++) {
+        worker_request(p->workers[i], GW_CTL_SHUTDOWN);
     }
 }
 
@@ -1352,6 +1902,7 @@ void gw_proxy_free(struct gw_proxy *p)
         return;
     }
     gw_proxy_shutdown(p);
+    workers_stop(p);
     while (p->conns) {
         conn_free(p->conns);
     }
@@ -1366,9 +1917,36 @@ int gw_proxy_reload_certs(struct gw_proxy *p)
     return gw_certs_reload(p->certs);
 }
 
+static void stats_add(struct gw_proxy_stats *sum, const struct gw_proxy *w)
+{
+    const uint64_t *src = (const uint64_t *)&w->st;
+    uint64_t *dst = (uint64_t *)sum;
+    for (size_t k = 0; k < sizeof(*sum) / sizeof(uint64_t); k++) {
+        dst[k] += __atomic_load_n(&src[k], __ATOMIC_RELAXED);
+    }
+}
+
 void gw_proxy_get_stats(struct gw_proxy *p, struct gw_proxy_stats *out)
 {
-    *out = p->st;
+    struct gw_proxy_stats sum;
+    memset(&sum, 0, sizeof(sum));
+    stats_add(&sum, p);
+    for (size_t i = 1; i < p->nworkers && p->workers != NULL; i++) {
+        stats_add(&sum, p->workers[i]);
+    }
+    *out = sum;
+}
+
+int gw_proxy_get_worker_stats(struct gw_proxy *p, size_t i, struct gw_proxy_stats *out)
+{
+    if (i > 0 && (p->workers == NULL || i >= p->nworkers)) {
+        return -EINVAL;
+    }
+    struct gw_proxy_stats one;
+    memset(&one, 0, sizeof(one));
+    stats_add(&one, i == 0 ? p : p->workers[i]);
+    *out = one;
+    return 0;
 }
 
 int gw_proxy_listen_port(struct gw_proxy *p, size_t i)

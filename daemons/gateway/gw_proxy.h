@@ -7,9 +7,11 @@
  * from the static wildcard cert or from ACME, builds a struct gw_proxy_config from the
  * [core.proxy] section (spec host-side.md §4.7) and starts the proxy on its event_base.
  *
- * Threading: everything here is driven from ONE libevent base. gw_routes_* and gw_certs_* may
- * be called from other threads too (they take an internal lock); gw_proxy_* must be called on
- * the thread that runs the event base.
+ * Threading: gw_routes_* and gw_certs_* may be called from any thread (they take an internal
+ * lock; SSL_CTX references are atomic). The proxy runs `workers` event loops: worker 0 on the
+ * caller's event base, the others on their own threads and bases, each with its own
+ * SO_REUSEPORT listeners and connections. gw_proxy_* must be called on the thread that runs the
+ * caller's base; they reach the other workers through their bases (libevent pthreads locking).
  */
 #ifndef DSTACK_GW_PROXY_H
 #define DSTACK_GW_PROXY_H
@@ -156,6 +158,17 @@ DS_MUST_USE int gw_routes_list(struct gw_routes *rt, struct gw_backend *out, siz
 /* Connection counters, used by the proxy for max_connections_per_app. */
 void gw_routes_conn_inc(struct gw_routes *rt, const char *instance_id);
 void gw_routes_conn_dec(struct gw_routes *rt, const char *instance_id);
+/*
+ * Check max_connections_per_app and count the connection in one step (exact across proxy
+ * workers): under the lock, the live connections of the candidates cand[0..n) are summed; at or
+ * above `limit` (0 = unlimited) nothing changes and -DS_E_LIMIT is returned, else cand[0] is
+ * counted and 0 returned (-EINVAL on an empty set). The caller later moves the count to the
+ * backend that won the connect race (gw_routes_conn_move) and drops it with gw_routes_conn_dec.
+ */
+DS_MUST_USE int gw_routes_conn_reserve(struct gw_routes *rt, const struct gw_backend *cand,
+                                       size_t n, uint32_t limit);
+/* Move one live connection from one instance to another (same app). */
+void gw_routes_conn_move(struct gw_routes *rt, const char *from_instance, const char *to_instance);
 
 /* ---- background fetch of port policies (gw_portfetch.c) ------------------------------------- */
 
@@ -238,6 +251,9 @@ struct ssl_ctx_st *gw_certs_get_ctx(struct gw_certs *cs, const char *base_domain
 #define GW_DEFAULT_TERMINATE_PORT   80  /* `<id>` / `<id>-g` without a port */
 #define GW_DEFAULT_PASSTHROUGH_PORT 443 /* `<id>-s` */
 
+#define GW_WORKERS_MAX                256
+#define GW_SPLICE_AFTER_BYTES_DEFAULT 65536 /* proxy-only; gateway.toml: absent = no splice */
+
 struct gw_proxy_timeouts {
     uint32_t pp_header_ms;      /* inbound PROXY header (default 5 s) */
     uint32_t handshake_ms;      /* ClientHello up to the SNI, then TLS handshake (default 5 s) */
@@ -281,9 +297,17 @@ struct gw_proxy_config {
     struct gw_proxy_timeouts timeouts;
     gw_special_fn special; /* may be NULL */
     void *special_arg;
+
+    /* Passthrough starts with the buffered relay and switches to splice once the connection
+     * moved splice_after_bytes (both directions together) or is splice_after_ms old, whichever
+     * comes first; both 0 = splice from the start ([core.proxy.tcp_splice], spec §4.7). */
+    uint64_t splice_after_bytes;
+    uint32_t splice_after_ms;
+    /* Event loops (threads); 0 or 1 = one loop on the caller's base. At most GW_WORKERS_MAX. */
+    unsigned workers;
 };
 
-/* Fill cfg with the §4.7 defaults (no listen addresses). */
+/* Fill cfg with the §4.7 defaults (no listen addresses; one worker; splice after 64 KiB). */
 void gw_proxy_config_defaults(struct gw_proxy_config *cfg);
 
 struct gw_proxy_stats {
@@ -308,6 +332,8 @@ DS_MUST_USE int gw_proxy_reload_certs(struct gw_proxy *p);
 /* Stop accepting (graceful shutdown); live connections drain within shutdown_ms. */
 void gw_proxy_shutdown(struct gw_proxy *p);
 void gw_proxy_get_stats(struct gw_proxy *p, struct gw_proxy_stats *out);
+/* Counters of worker i alone (0 = the caller's base). Returns 0 or -EINVAL past the last. */
+DS_MUST_USE int gw_proxy_get_worker_stats(struct gw_proxy *p, size_t i, struct gw_proxy_stats *out);
 /* The port actually bound for listener i (useful with port 0). Returns port or -EINVAL. */
 DS_MUST_USE int gw_proxy_listen_port(struct gw_proxy *p, size_t i);
 

@@ -5,9 +5,10 @@
  * listeners, wildcard certificates per base domain, static routes `route=<app_id>
  * <instance_id> <ip> [handshake_age_s]` (open port policy unless a later `policy=<instance_id>
  * <json>|open|unknown` line says otherwise; unknown ones are fetched from the agent at
- * <ip>:agent_port in the background), TLS versions, PROXY in/out, splice, limits and every
- * timeout. SIGHUP reloads the certificates, SIGTERM/SIGINT stop accepting and exit once the
- * connections drained (at most timeouts.shutdown later), SIGUSR1 logs the counters.
+ * <ip>:agent_port in the background), TLS versions, PROXY in/out, splice (and after how many
+ * bytes / ms), worker threads, limits and every timeout. SIGHUP reloads the certificates,
+ * SIGTERM/SIGINT stop accepting and exit once the connections drained (at most
+ * timeouts.shutdown later), SIGUSR1 logs the counters.
  *
  * The control plane's main.c owns the entry point and dispatches the `proxy-only` subcommand
  * here (argv may start at the program name or at "proxy-only").
@@ -219,6 +220,19 @@ static int load_config(char *text, struct gw_proxy_config *cfg, struct driver *d
             rc = parse_bool(val, &cfg->outbound_pp);
         } else if (strcmp(key, "splice") == 0) {
             rc = parse_bool(val, &cfg->splice);
+        } else if (strcmp(key, "splice_after_bytes") == 0) {
+            uint32_t n;
+            rc = parse_u32(val, &n);
+            cfg->splice_after_bytes = n;
+        } else if (strcmp(key, "splice_after_ms") == 0) {
+            rc = parse_u32(val, &cfg->splice_after_ms);
+        } else if (strcmp(key, "workers") == 0) {
+            uint32_t n;
+            rc = parse_u32(val, &n);
+            if (rc == 0 && (n == 0 || n > GW_WORKERS_MAX)) {
+                rc = -ERANGE;
+            }
+            cfg->workers = n;
         } else if (strcmp(key, "max_connections_per_app") == 0) {
             rc = parse_u32(val, &cfg->max_connections_per_app);
         } else if (strcmp(key, "max_connections") == 0) {
@@ -294,6 +308,18 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
                  (unsigned long long)s.refused_timeout, (unsigned long long)s.backend_fail,
                  (unsigned long long)s.terminated, (unsigned long long)s.passthrough,
                  (unsigned long long)s.spliced_bytes, (unsigned long long)s.refused_port_policy);
+        char per[GW_WORKERS_MAX * 21 + 1];
+        size_t off = 0;
+        per[0] = '\0';
+        for (size_t i = 0; gw_proxy_get_worker_stats(d->proxy, i, &s) == 0; i++) {
+            int n = snprintf(per + off, sizeof(per) - off, "%s%llu", i ? "," : "",
+                             (unsigned long long)s.accepted);
+            if (n < 0 || (size_t)n >= sizeof(per) - off) {
+                break;
+            }
+            off += (size_t)n;
+        }
+        log_info("stats per worker: accepted=%s", per);
         return;
     }
     log_info("signal %d: draining connections", (int)sig);

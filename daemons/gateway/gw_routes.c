@@ -91,6 +91,12 @@ static struct route *find(struct gw_routes *rt, const char *instance_id)
     return NULL;
 }
 
+static struct gw_backend *find_be(struct gw_routes *rt, const char *instance_id)
+{
+    struct route *r = find(rt, instance_id);
+    return r != NULL ? &r->be : NULL;
+}
+
 int gw_routes_set_instance(struct gw_routes *rt, const char *app_id, const char *instance_id,
                            const char *ip, int64_t last_handshake)
 {
@@ -352,6 +358,52 @@ void gw_routes_conn_dec(struct gw_routes *rt, const char *instance_id)
     struct route *r = find(rt, instance_id);
     if (r != NULL && r->be.num_connections > 0) {
         r->be.num_connections--;
+    }
+    pthread_mutex_unlock(&rt->lock);
+}
+
+int gw_routes_conn_reserve(struct gw_routes *rt, const struct gw_backend *cand, size_t n,
+                           uint32_t limit)
+{
+    if (cand == NULL || n == 0) {
+        return -EINVAL;
+    }
+    int rc = 0;
+    pthread_mutex_lock(&rt->lock);
+    if (limit > 0) {
+        /* Re-read the counters under the lock: the copies in cand may be stale, and another
+         * worker may be reserving for the same app right now. */
+        uint64_t sum = 0;
+        for (size_t i = 0; i < n; i++) {
+            const struct gw_backend *b = find_be(rt, cand[i].instance_id);
+            sum += b != NULL ? b->num_connections : 0;
+        }
+        if (sum >= limit) {
+            rc = -DS_E_LIMIT;
+            goto out;
+        }
+    }
+    struct gw_backend *b = find_be(rt, cand[0].instance_id);
+    if (b != NULL) {
+        b->num_connections++;
+    }
+out:
+    pthread_mutex_unlock(&rt->lock);
+    return rc;
+}
+
+void gw_routes_conn_move(struct gw_routes *rt, const char *from_instance, const char *to_instance)
+{
+    if (strcmp(from_instance, to_instance) == 0) {
+        return;
+    }
+    pthread_mutex_lock(&rt->lock);
+    struct gw_backend *f = find_be(rt, from_instance), *t = find_be(rt, to_instance);
+    if (f != NULL && f->num_connections > 0) {
+        f->num_connections--;
+    }
+    if (t != NULL) {
+        t->num_connections++;
     }
     pthread_mutex_unlock(&rt->lock);
 }

@@ -315,6 +315,17 @@ static int start_proxy(struct gw *g)
     pc.buffer_size = (size_t)g->cfg.px_buffer_size;
     pc.splice =
         g->cfg.px_splice_bytes != DS_CONFIG_UNSET || g->cfg.px_splice_dur != DS_CONFIG_UNSET;
+    pc.splice_after_bytes =
+        g->cfg.px_splice_bytes != DS_CONFIG_UNSET ? (uint64_t)g->cfg.px_splice_bytes : 0;
+    pc.splice_after_ms =
+        g->cfg.px_splice_dur != DS_CONFIG_UNSET ? (uint32_t)g->cfg.px_splice_dur : 0;
+    /* workers (0 = one per CPU); thread_per_core caps them at the CPU count. */
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    int64_t workers = g->cfg.px_workers > 0 ? g->cfg.px_workers : (cpus > 0 ? cpus : 1);
+    if (g->cfg.px_thread_per_core && cpus > 0 && workers > cpus) {
+        workers = cpus;
+    }
+    pc.workers = (unsigned)(workers < GW_WORKERS_MAX ? workers : GW_WORKERS_MAX);
     pc.app_address_ns_prefix = g->cfg.px_ns_prefix;
     pc.app_address_ns_compat = g->cfg.px_ns_compat;
     pc.insecure_localhost_backend = g->cfg.dbg_localhost;

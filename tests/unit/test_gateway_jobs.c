@@ -175,7 +175,7 @@ static void test_bad_worker_count(void **state)
     struct event_base *base = event_base_new();
     struct gw_jobs *q = (struct gw_jobs *)0x1;
     assert_int_equal(gw_jobs_new(base, 0, &q), -EINVAL);
-    assert_int_equal(gw_jobs_new(base, GW_WORKERS_MAX + 1, &q), -EINVAL);
+    assert_int_equal(gw_jobs_new(base, GW_JOBS_MAX + 1, &q), -EINVAL);
     assert_ptr_equal(q, (struct gw_jobs *)0x1);
     gw_jobs_free(NULL);
     event_base_free(base);

@@ -11,6 +11,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <pthread.h>
 #include <string.h>
 
 #include <cmocka.h>
@@ -598,6 +599,75 @@ static void test_routes(void **state)
     gw_routes_free(NULL);
 }
 
+/* max_connections_per_app: check and count in one step, exact under concurrent reservers. */
+struct reserve_arg {
+    struct gw_routes *rt;
+    struct gw_backend cand[2];
+    int granted;
+};
+
+static void *reserve_thread(void *p)
+{
+    struct reserve_arg *a = p;
+    for (int i = 0; i < 500; i++) {
+        if (gw_routes_conn_reserve(a->rt, a->cand, 2, 50) == 0) {
+            a->granted++;
+        }
+    }
+    return NULL;
+}
+
+static void test_routes_reserve(void **state)
+{
+    (void)state;
+    struct gw_routes *rt = NULL;
+    struct gw_backend out[4];
+    const int64_t now = 1700000000;
+    assert_int_equal(gw_routes_new(&rt), 0);
+    assert_int_equal(gw_routes_set_instance(rt, "a1", "i1", "10.0.0.2", now - 5), 0);
+    assert_int_equal(gw_routes_set_instance(rt, "a1", "i2", "10.0.0.3", now - 9), 0);
+    assert_int_equal(gw_routes_lookup(rt, "a1", now, 1800, 3, out, DS_ARRAY_SIZE(out)), 2);
+    assert_int_equal(gw_routes_conn_reserve(rt, out, 0, 2), -EINVAL);
+    /* limit 2 over both candidates: two reservations, then -DS_E_LIMIT with nothing counted */
+    assert_int_equal(gw_routes_conn_reserve(rt, out, 2, 2), 0);
+    assert_int_equal(gw_routes_conn_reserve(rt, out, 2, 2), 0);
+    assert_int_equal(gw_routes_conn_reserve(rt, out, 2, 2), -DS_E_LIMIT);
+    assert_int_equal(gw_routes_lookup(rt, "i1", now, 1800, 3, out, 1), 1);
+    assert_int_equal(out[0].num_connections, 2); /* counted on the first candidate */
+    /* the connect race was won by i2: the count moves, the app's sum stays */
+    gw_routes_conn_move(rt, "i1", "i2");
+    gw_routes_conn_move(rt, "i1", "i1"); /* no-op */
+    assert_int_equal(gw_routes_lookup(rt, "i1", now, 1800, 3, out, 1), 1);
+    assert_int_equal(out[0].num_connections, 1);
+    assert_int_equal(gw_routes_lookup(rt, "i2", now, 1800, 3, out, 1), 1);
+    assert_int_equal(out[0].num_connections, 1);
+    assert_int_equal(gw_routes_lookup(rt, "a1", now, 1800, 3, out, DS_ARRAY_SIZE(out)), 2);
+    assert_int_equal(gw_routes_conn_reserve(rt, out, 2, 2), -DS_E_LIMIT);
+    assert_int_equal(gw_routes_conn_reserve(rt, out, 2, 0), 0); /* 0 = unlimited, still counted */
+    gw_routes_conn_dec(rt, "i1");
+    gw_routes_conn_dec(rt, "i1");
+    gw_routes_conn_dec(rt, "i2");
+    /* four threads race for 50 slots: exactly 50 granted */
+    struct reserve_arg args[4];
+    pthread_t th[4];
+    assert_int_equal(gw_routes_lookup(rt, "a1", now, 1800, 3, out, DS_ARRAY_SIZE(out)), 2);
+    for (int i = 0; i < 4; i++) {
+        args[i].rt = rt;
+        memcpy(args[i].cand, out, sizeof(args[i].cand));
+        args[i].granted = 0;
+        assert_int_equal(pthread_create(&th[i], NULL, reserve_thread, &args[i]), 0);
+    }
+    int granted = 0;
+    for (int i = 0; i < 4; i++) {
+        pthread_join(th[i], NULL);
+        granted += args[i].granted;
+    }
+    assert_int_equal(granted, 50);
+    assert_int_equal(gw_routes_list(rt, out, DS_ARRAY_SIZE(out)), 2);
+    assert_int_equal(out[0].num_connections + out[1].num_connections, 50);
+    gw_routes_free(rt);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -606,6 +676,7 @@ int main(void)
         cmocka_unit_test(test_hello_bad_names),  cmocka_unit_test(test_sni_grammar),
         cmocka_unit_test(test_txt_app_address),  cmocka_unit_test(test_pp_roundtrip),
         cmocka_unit_test(test_pp_malformed),     cmocka_unit_test(test_routes),
+        cmocka_unit_test(test_routes_reserve),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
