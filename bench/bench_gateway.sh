@@ -33,7 +33,7 @@ SPLICE_AFTER="${DS_BENCH_SPLICE_AFTER:-65536}"
 HERE="$(cd "$(dirname "$0")" && pwd)"
 DS_BIN="${DS_BIN:-$HERE/../build/bin}"
 GW="$DS_BIN/dstack-gateway"
-for t in haproxy wrk openssl unshare; do
+for t in haproxy wrk openssl unshare curl python3; do
     command -v "$t" >/dev/null || { echo "bench_gateway: $t is not installed" >&2; exit 77; }
 done
 [ -x "$GW" ] || { echo "bench_gateway: $GW not built" >&2; exit 1; }

@@ -319,13 +319,16 @@ struct gw_proxy_stats {
 struct gw_proxy;
 
 /*
- * Bind the listeners and start accepting on `base`. Borrows cfg strings only during the call,
- * borrows `routes` and `certs` for the proxy's lifetime. Returns 0, -errno (bind), -EINVAL.
+ * Bind the listeners and start accepting on `base`; with cfg->workers > 1 also start that many
+ * - 1 threads, each with its own base and SO_REUSEPORT listeners on the same addresses (signals
+ * blocked in them). Borrows cfg strings only during the call, borrows `routes` and `certs` for
+ * the proxy's lifetime. Returns 0, -errno (bind, pthread_create), -EINVAL, -ENOMEM.
  */
 DS_MUST_USE int gw_proxy_new(struct event_base *base, const struct gw_proxy_config *cfg,
                              struct gw_routes *routes, struct gw_certs *certs,
                              struct gw_proxy **out);
-/* Stop listening, give live connections timeouts.shutdown_ms, then close them. NULL-safe. */
+/* Stop every worker's listeners, join the worker threads and close every connection (callers
+ * wait for the drain first: gw_proxy_shutdown, then active == 0 or the deadline). NULL-safe. */
 void gw_proxy_free(struct gw_proxy *p);
 /* Re-read file-backed certificates; existing connections are not touched. */
 DS_MUST_USE int gw_proxy_reload_certs(struct gw_proxy *p);
