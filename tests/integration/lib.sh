@@ -114,6 +114,28 @@ ds_run() {
     fi
 }
 
+# free_port: a TCP port on 127.0.0.1 that was free a moment ago
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
+}
+
+# ds_test_ca CN [openssl req options...]: a P-256 test CA as ca.pem / ca.key in the current dir
+ds_test_ca() {
+    local cn=$1
+    shift
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout ca.key -out ca.pem \
+        -subj "/CN=$cn" -days 2 "$@" 2>/dev/null
+}
+
+# mkcert NAME SAN: NAME.key / NAME.pem (P-256, subjectAltName SAN) signed by ca.pem / ca.key
+mkcert() {
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$1.key" -out "$1.csr" \
+        -subj "/CN=$1" 2>/dev/null
+    printf 'subjectAltName=%s\n' "$2" >"$1.ext"
+    openssl x509 -req -in "$1.csr" -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 \
+        -extfile "$1.ext" -out "$1.pem" 2>/dev/null
+}
+
 failures=0
 pass() { echo "ok   - $*"; }
 fail() {

@@ -38,20 +38,9 @@ ds_on_exit() {
     fi
 }
 cd "$TMP"
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 # ---- certificates --------------------------------------------------------------------------
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout ca.key -out ca.pem \
-    -subj "/CN=gw ports test CA" -days 2 \
-    -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" \
-    2>/dev/null
-mkcert() { # mkcert NAME SAN
-    openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$1.key" -out "$1.csr" \
-        -subj "/CN=$1" 2>/dev/null
-    printf 'subjectAltName=%s\n' "$2" >"$1.ext"
-    openssl x509 -req -in "$1.csr" -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 \
-        -extfile "$1.ext" -out "$1.pem" 2>/dev/null
-}
+ds_test_ca "gw ports test CA" -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign"
 mkcert wild "DNS:*.gw.test,DNS:*.gw.example"
 
 # ---- backends ------------------------------------------------------------------------------

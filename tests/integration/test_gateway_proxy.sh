@@ -26,18 +26,9 @@ PIDS=()
 ds_stop_on_exit PIDS
 cd "$TMP"
 
-free_port() { "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 # ---- certificates --------------------------------------------------------------------------
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout ca.key -out ca.pem \
-    -subj "/CN=gw test CA" -days 2 2>/dev/null
-mkcert() { # mkcert NAME SAN
-    openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$1.key" -out "$1.csr" \
-        -subj "/CN=$1" 2>/dev/null
-    printf 'subjectAltName=%s\n' "$2" >"$1.ext"
-    openssl x509 -req -in "$1.csr" -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 \
-        -extfile "$1.ext" -out "$1.pem" 2>/dev/null
-}
+ds_test_ca "gw test CA"
 mkcert wild "DNS:*.gw.test"
 mkcert backend "DNS:backend.local"
 fp() { openssl x509 -noout -fingerprint -sha256 -in "$1" | cut -d= -f2; }

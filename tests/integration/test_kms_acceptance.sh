@@ -40,7 +40,6 @@ die() { echo "FATAL: $*" >&2; exit 1; }
 # simulator's PCCS serves collateral for both.
 SEED=64737461636b2d632d656d6265646465642d646576656c6f706d656e742d3031
 hexrep() { python3 -c "print('$1' * $2)"; }
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 # ---- simulated TDX module --------------------------------------------------------------------
 "$BIN/dstack-tee-sim" serve --seed "$SEED" --state-dir "$T/sim" --pccs-listen 127.0.0.1:0 \
