@@ -136,6 +136,16 @@ mkcert() {
         -extfile "$1.ext" -out "$1.pem" 2>/dev/null
 }
 
+# ds_gw_stat PID LOG NAME: counter NAME from a fresh SIGUSR1 dump ("stats: ...") of the gateway
+# PID logging to LOG; waits (up to 5 s) for the new dump instead of a fixed sleep.
+ds_gw_stat() {
+    local n
+    n=$(grep -c 'stats: ' "$2" 2>/dev/null || true)
+    kill -USR1 "$1"
+    ds_wait_for 5 "" bash -c "[ \$(grep -c 'stats: ' '$2') -gt ${n:-0} ]" || true
+    grep -o "stats: .*" "$2" | tail -1 | grep -o "$3=[0-9]*" | head -1 | cut -d= -f2
+}
+
 failures=0
 pass() { echo "ok   - $*"; }
 fail() {

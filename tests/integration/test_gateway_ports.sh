@@ -165,11 +165,7 @@ refused() { # refused HOST: the connection is closed before any HTTP answer
     curl_gw "$1" /hello.txt >/dev/null 2>&1 || rc=$?
     [ "$rc" -ne 0 ]
 }
-stat_of() { # stat_of NAME: counter from a SIGUSR1 dump
-    kill -USR1 "$GWPID"
-    sleep 0.3
-    grep -o "$1=[0-9]*" gw.log | tail -1 | cut -d= -f2
-}
+stat_of() { ds_gw_stat "$GWPID" gw.log "$1"; } # stat_of NAME: counter from a SIGUSR1 dump
 
 check "restrict_mode: listed port reachable" "$(curl_gw "$APPR-$HP.gw.test" /hello.txt)" \
     "hello through the policy"

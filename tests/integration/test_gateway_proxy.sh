@@ -129,11 +129,7 @@ curl_gw() { # curl_gw HOST PATH [curl args]
     curl -sS --max-time 10 --cacert ca.pem --resolve "$host:$GP:127.0.0.1" "$@" \
         "https://$host:$GP$path"
 }
-stat_of() { # stat_of NAME: counter from a SIGUSR1 dump
-    kill -USR1 "$GWPID"
-    sleep 0.2
-    grep -o "$1=[0-9]*" gw.log | tail -1 | cut -d= -f2
-}
+stat_of() { ds_gw_stat "$GWPID" gw.log "$1"; } # stat_of NAME: counter from a SIGUSR1 dump
 
 # ---- terminated -----------------------------------------------------------------------------
 check "terminated HTTPS by app id" "$(curl_gw "$APP-$HP.gw.test" /hello.txt)" \
@@ -279,11 +275,7 @@ GW3PID=$!
 PIDS+=($GW3PID)
 ds_wait_for 10 "" test -s port3 || fail "third gateway did not start"
 GP3=$(cat port3)
-stat3_of() {
-    kill -USR1 "$GW3PID"
-    sleep 0.2
-    grep -o "$1=[0-9]*" gw3.log | tail -1 | cut -d= -f2
-}
+stat3_of() { ds_gw_stat "$GW3PID" gw3.log "$1"; }
 "$PY" - "$GP3" "$LIMITED-${QP}s.gw.test" <<'EOF' >idle.out &
 import socket, ssl, sys, time
 ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
