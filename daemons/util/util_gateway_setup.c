@@ -31,7 +31,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <curl/curl.h>
+#include <dstack/client.h>
 #include <jansson.h>
 
 #include "dstack/base.h"
@@ -46,7 +46,6 @@
 #define GWS_DEFAULT_CACHE      "/run/dstack/gateway-cache.json"
 #define GWS_DEFAULT_CONF       "/etc/wireguard/dstack-wg0.conf"
 #define GWS_WG_GO_SOCK_DIR     "/var/run/wireguard"
-#define GWS_AGENT_TIMEOUT_MS   60000L
 #define GWS_AGENT_RESPONSE_MAX (256 * 1024)
 #define GWS_TOOL_OUTPUT_MAX    (64 * 1024)
 #define GWS_WG_GO_WAIT_MS      10000
@@ -206,90 +205,65 @@ static int run_ok(const char *const argv[], char *err, size_t err_size)
     return 0;
 }
 
-/* ---- GetTlsKey from the guest agent (guest-agent-api §4.6) ----------------------------------- */
-
-static size_t on_body(char *p, size_t size, size_t n, void *ud)
-{
-    return ds_buf_append(ud, p, size * n) < 0 ? 0 : size * n;
-}
+/* ---- GetTlsKey from the guest agent (guest-agent-api §4.6, through libdstack-client) -------- */
 
 /* A client certificate: subject "dstack-guest-agent", client_auth, app info, not_after (and the
  * quote when ra_tls). *out_chain = the PEM chain (leaf first), *out_key = its key (secret). */
 static int agent_tls_key(const char *sock, bool ra_tls, int64_t not_after, char **out_chain,
                          char **out_key, char *err, size_t err_size)
 {
-    struct ds_buf b, chain;
-    ds_buf_init(&b, GWS_AGENT_RESPONSE_MAX);
-    b.secret = true;
+    struct dstack_client *dc = NULL;
+    struct dstack_tls_key_result *t = NULL;
+    struct dstack_tls_key_options o = DSTACK_TLS_KEY_OPTIONS_INIT;
+    struct ds_buf chain;
+    EVP_PKEY *k = NULL;
+    X509 *leaf = NULL;
     ds_buf_init(&chain, GWS_AGENT_RESPONSE_MAX);
-    struct curl_slist *hdr = curl_slist_append(NULL, "Content-Type: application/json");
-    json_t *req =
-        json_pack("{s:s,s:[],s:b,s:b,s:b,s:I,s:b}", "subject", "dstack-guest-agent", "alt_names",
-                  "usage_ra_tls", ra_tls, "usage_server_auth", 0, "usage_client_auth", 1,
-                  "not_after", (json_int_t)not_after, "with_app_info", 1);
-    char *body = req ? json_dumps(req, JSON_COMPACT) : NULL;
-    json_t *resp = NULL;
-    CURL *h = curl_easy_init();
-    int r = -ENOMEM;
-    long status = 0;
-    if (!hdr || !body || !h) {
-        goto out;
-    }
-    curl_easy_setopt(h, CURLOPT_UNIX_SOCKET_PATH, sock);
-    curl_easy_setopt(h, CURLOPT_URL, "http://localhost/GetTlsKey");
-    curl_easy_setopt(h, CURLOPT_POSTFIELDS, body);
-    curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdr);
-    curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, GWS_AGENT_TIMEOUT_MS);
-    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
-    curl_easy_setopt(h, CURLOPT_WRITEDATA, &b);
-    CURLcode cc = curl_easy_perform(h);
-    if (cc != CURLE_OK) {
-        snprintf(err, err_size, "guest agent %s: %s", sock, curl_easy_strerror(cc));
+    o.subject = "dstack-guest-agent";
+    o.usage_ra_tls = ra_tls;
+    o.usage_server_auth = false;
+    o.usage_client_auth = true;
+    o.with_app_info = true;
+    o.has_not_after = true;
+    o.not_after = (uint64_t)not_after;
+    int r = dstack_client_new(sock, &dc);
+    if (r < 0) {
+        snprintf(err, err_size, "guest agent %s: %s", sock, dstack_strerror(r));
         r = -DS_E_NETWORK;
         goto out;
     }
-    curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
-    resp = json_loadb(b.data ? (const char *)b.data : "", b.len, 0, NULL);
-    const char *key = json_string_value(json_object_get(resp, "key"));
-    const json_t *certs = json_object_get(resp, "certificate_chain");
-    if (status != 200 || !key || !json_is_array(certs) || json_array_size(certs) == 0) {
-        const char *m = json_string_value(json_object_get(resp, "error"));
-        snprintf(err, err_size, "guest agent GetTlsKey: %s%s", m ? m : "unexpected answer",
-                 status != 200 ? "" : " (no key / certificate_chain)");
-        r = -DS_E_PROTOCOL;
+    if ((r = dstack_get_tls_key(dc, &o, &t)) < 0) {
+        const char *m = dstack_client_errmsg(dc);
+        snprintf(err, err_size, "guest agent GetTlsKey: %s%s%s", dstack_strerror(r),
+                 m[0] ? ": " : "", m);
+        r = r == DSTACK_ERR_TRANSPORT ? -DS_E_NETWORK : -DS_E_PROTOCOL;
         goto out;
     }
-    size_t i;
-    const json_t *c;
-    r = 0;
-    json_array_foreach(certs, i, c)
-    {
-        const char *pem = json_string_value(c);
-        if (!pem || strncmp(pem, "-----BEGIN CERTIFICATE-----", 27) != 0) {
+    r = -DS_E_PROTOCOL;
+    if (t->certificate_chain_count == 0 || t->key == NULL || t->key[0] == '\0') {
+        snprintf(err, err_size, "guest agent GetTlsKey: no key / certificate_chain");
+        goto out;
+    }
+    for (size_t i = 0; i < t->certificate_chain_count; i++) {
+        const char *pem = t->certificate_chain[i];
+        size_t n = strlen(pem);
+        if (strncmp(pem, "-----BEGIN CERTIFICATE-----", 27) != 0) {
             snprintf(err, err_size, "guest agent GetTlsKey: certificate_chain[%zu] is not PEM", i);
-            r = -DS_E_PROTOCOL;
             goto out;
         }
-        size_t n = strlen(pem);
         if ((r = ds_buf_append(&chain, pem, n)) < 0 ||
             (n && pem[n - 1] != '\n' && (r = ds_buf_append(&chain, "\n", 1)) < 0)) {
+            snprintf(err, err_size, "guest agent GetTlsKey: certificate chain too large");
             goto out;
         }
     }
-    EVP_PKEY *k = NULL;
-    X509 *leaf = NULL;
-    if (util_pem_to_key(key, &k) < 0 || util_pem_to_cert((const char *)chain.data, &leaf) < 0 ||
+    if (util_pem_to_key(t->key, &k) < 0 || util_pem_to_cert((const char *)chain.data, &leaf) < 0 ||
         X509_check_private_key(leaf, k) != 1) {
         snprintf(err, err_size, "guest agent GetTlsKey: the key does not match the certificate");
         r = -DS_E_PROTOCOL;
-    }
-    EVP_PKEY_free(k);
-    X509_free(leaf);
-    if (r < 0) {
         goto out;
     }
-    char *kdup = strdup(key);
+    char *kdup = strdup(t->key);
     if (!kdup) {
         r = -ENOMEM;
         goto out;
@@ -297,15 +271,12 @@ static int agent_tls_key(const char *sock, bool ra_tls, int64_t not_after, char 
     size_t clen;
     ds_buf_steal(&chain, (uint8_t **)out_chain, &clen);
     *out_key = kdup;
+    r = 0;
 out:
-    if (h) {
-        curl_easy_cleanup(h);
-    }
-    curl_slist_free_all(hdr);
-    json_decref(req);
-    json_decref(resp);
-    free(body);
-    ds_buf_done(&b);
+    EVP_PKEY_free(k);
+    X509_free(leaf);
+    dstack_tls_key_result_free(t); /* wipes the key */
+    dstack_client_free(dc);
     ds_buf_done(&chain);
     return r;
 }
