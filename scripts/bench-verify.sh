@@ -13,9 +13,8 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 DS_BIN="${DS_BIN:-$ROOT/build/bin}"
-DS_SHARED="${DS_SHARED:-$ROOT/../shared}"
-QUOTE="$DS_SHARED/testdata/dcap/tdx_quote"
-COLLATERAL="$DS_SHARED/testdata/dcap/tdx_quote_collateral.json"
+QUOTE="$ROOT/tests/vectors/dcap/tdx_quote"
+COLLATERAL="$ROOT/tests/vectors/dcap/tdx_quote_collateral.json"
 AT=1752919234 # window_end - 1 of the TDX sample (testdata/dcap/README.md)
 BENCH_SECONDS=3
 

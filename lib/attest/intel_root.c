@@ -8,7 +8,7 @@
  *
  * Generated from the third certificate of the PCK chain inside the real TDX sample quote:
  *
- *   python3 -c "import sys; d=open('../shared/testdata/dcap/tdx_quote','rb').read(); \
+ *   python3 -c "import sys; d=open('tests/vectors/dcap/tdx_quote','rb').read(); \
  *     s=d.find(b'-----BEGIN'); e=d.rfind(b'-----END CERTIFICATE-----')+25; \
  *     sys.stdout.buffer.write(d[s:e]+b'\n')" | awk '/BEGIN CERT/{n++} n==3' \
  *     | openssl x509 -outform DER | xxd -i

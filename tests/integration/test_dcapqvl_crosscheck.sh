@@ -16,8 +16,7 @@ set -u
 
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 DS_SRC="${DS_SRC:-.}"
-DS_SHARED="${DS_SHARED:-../shared}"
-DCAP="$DS_SHARED/testdata/dcap"
+DCAP="${DS_DCAP:-$(dirname "${BASH_SOURCE[0]}")/../vectors/dcap}"
 DSTACK="$DS_BIN/dstack"
 QVL="$DS_SRC/node_modules/@phala/dcap-qvl"
 

@@ -13,8 +13,7 @@
 set -u
 
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
-DS_SHARED="${DS_SHARED:-../shared}"
-DCAP="$DS_SHARED/testdata/dcap"
+DCAP="${DS_DCAP:-$(dirname "${BASH_SOURCE[0]}")/../vectors/dcap}"
 DSTACK="$DS_BIN/dstack"
 TDX_AT=1752919234 # window_end - 1 (testdata/dcap/README.md)
 SGX_AT=1752919277

@@ -24,19 +24,22 @@
 static const uint8_t intel_vendor[16] = {0x93, 0x9a, 0x72, 0x33, 0xf7, 0x9c, 0x4c, 0xa9,
                                          0x94, 0x0a, 0x0d, 0xb3, 0x95, 0x7f, 0x06, 0x07};
 
+const char *helper_dcap_dir(void)
+{
+    const char *dir = getenv("DS_DCAP");
+    return dir ? dir : "vectors/dcap"; /* unit tests run in tests/ */
+}
+
 void helper_verify_load_sample(const char *name, uint8_t **quote, size_t *quote_len,
                                struct ds_collateral **coll)
 {
-    const char *shared = getenv("DS_SHARED");
+    const char *dir = helper_dcap_dir();
     char path[512], err[256] = "";
     uint8_t *json = NULL;
     size_t json_len = 0;
-    if (!shared) {
-        shared = "../../shared";
-    }
-    snprintf(path, sizeof(path), "%s/testdata/dcap/%s_quote", shared, name);
+    snprintf(path, sizeof(path), "%s/%s_quote", dir, name);
     assert_int_equal(ds_read_file(path, DS_QUOTE_MAX_SIZE, quote, quote_len), 0);
-    snprintf(path, sizeof(path), "%s/testdata/dcap/%s_quote_collateral.json", shared, name);
+    snprintf(path, sizeof(path), "%s/%s_quote_collateral.json", dir, name);
     assert_int_equal(ds_read_file(path, DS_COLLATERAL_MAX_JSON, &json, &json_len), 0);
     int r = ds_collateral_from_json((const char *)json, json_len, coll, err, sizeof(err));
     if (r != 0) {

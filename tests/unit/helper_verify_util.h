@@ -12,13 +12,15 @@
 #include "dstack/attest.h"
 #include "dstack/sim.h"
 
-/* Window ends of the Intel samples (../shared/testdata/dcap/README.md). */
+/* Window ends of the Intel samples (tests/vectors/dcap/README.md). */
 #define HELPER_VERIFY_TDX_START 1750329147LL
 #define HELPER_VERIFY_TDX_END   1752919235LL
 #define HELPER_VERIFY_SGX_START 1750330571LL
 #define HELPER_VERIFY_SGX_END   1752919278LL
 
 /* Load "tdx" or "sgx": the quote bytes and its collateral (aborts the test on failure). */
+/* The directory of the Intel DCAP samples: $DS_DCAP, else tests/vectors/dcap from tests/. */
+const char *helper_dcap_dir(void);
 void helper_verify_load_sample(const char *name, uint8_t **quote, size_t *quote_len,
                                struct ds_collateral **coll);
 /* Deep copy of collateral (through its JSON form). */

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * Unit tests for lib/attest/collateral.c (the QuoteCollateralV3 JSON form, spec §2.1):
- * round trips over the real Intel samples in ../shared/testdata/dcap, byte-exact output, and a
+ * round trips over the real Intel samples in tests/vectors/dcap, byte-exact output, and a
  * negative test for every way a field can be wrong (missing, wrong JSON type, bad hex, too
  * large), plus input that is not a JSON object at all. The fetch (spec §2.8) is tested against
  * a small PCCS stand-in (libevent evhttp on 127.0.0.1, port 0) that serves the same samples
@@ -34,6 +34,7 @@
 #include <openssl/x509v3.h>
 
 #include "dstack/attest.h"
+#include "helper_verify_util.h"
 
 #define SAMPLE_MAX (1024 * 1024)
 
@@ -47,10 +48,9 @@ static const char *const hex_fields[] = {"root_ca_crl", "pck_crl", "tcb_info_sig
 
 static char *read_sample(const char *name, size_t *len)
 {
-    const char *shared = getenv("DS_SHARED");
     char path[4096];
     uint8_t *data;
-    snprintf(path, sizeof(path), "%s/testdata/dcap/%s", shared ? shared : "../../shared", name);
+    snprintf(path, sizeof(path), "%s/%s", helper_dcap_dir(), name);
     int r = ds_read_file(path, SAMPLE_MAX, &data, len);
     if (r < 0) {
         fail_msg("cannot read %s: %s", path, ds_strerror(r));
